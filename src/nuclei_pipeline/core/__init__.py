@@ -1,0 +1,1 @@
+"""Pure array code: no Kedro, no file layout, no global state."""

@@ -1,0 +1,88 @@
+"""Crops and augmentations for training samples (NumPy, seeded by the caller).
+
+Images are ``(H, W, 3)`` floats in [0, 1]; targets ``(H, W, C)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+
+def pad_to_size(array: np.ndarray, size: int) -> np.ndarray:
+    """Reflect-pad height and width up to at least ``size``."""
+    pad_h = max(0, size - array.shape[0])
+    pad_w = max(0, size - array.shape[1])
+    if not (pad_h or pad_w):
+        return array
+    padding = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, padding, mode="reflect" if min(array.shape[:2]) > 1 else "edge")
+
+
+def random_crop(
+    image: np.ndarray, target: np.ndarray, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same random ``size × size`` window of image and target (padded if smaller)."""
+    image, target = pad_to_size(image, size), pad_to_size(target, size)
+    top = int(rng.integers(0, image.shape[0] - size + 1))
+    left = int(rng.integers(0, image.shape[1] - size + 1))
+    window = (slice(top, top + size), slice(left, left + size))
+    return image[window], target[window]
+
+
+def tile_origins(length: int, size: int) -> list[int]:
+    """Start positions of ``size``-long tiles covering ``length`` (last one flush with the end)."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size, size))
+    return starts + [length - size]
+
+
+def tiles(array: np.ndarray, size: int) -> list[np.ndarray]:
+    """Cover an image with ``size × size`` tiles (padded when smaller), row by row."""
+    array = pad_to_size(array, size)
+    return [
+        array[top : top + size, left : left + size]
+        for top in tile_origins(array.shape[0], size)
+        for left in tile_origins(array.shape[1], size)
+    ]
+
+
+def augment(
+    image: np.ndarray,
+    target: np.ndarray,
+    rng: np.random.Generator,
+    settings: Mapping[str, float | bool],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random geometric and colour augmentation.
+
+    Settings (all optional, off when absent):
+    ``flip`` and ``rotate90`` (bool), ``brightness`` and ``contrast``
+    (maximum relative change), ``hue`` (probability of permuting the colour
+    channels), ``grey`` (probability of turning the image grey), ``invert``
+    (probability of inverting intensities).
+    """
+    if settings.get("flip"):
+        if rng.random() < 0.5:
+            image, target = image[::-1], target[::-1]
+        if rng.random() < 0.5:
+            image, target = image[:, ::-1], target[:, ::-1]
+    if settings.get("rotate90"):
+        turns = int(rng.integers(0, 4))
+        image, target = np.rot90(image, turns), np.rot90(target, turns)
+    image = np.asarray(image, dtype=np.float32)
+    if rng.random() < float(settings.get("hue", 0.0)):
+        image = image[..., rng.permutation(3)]
+    if rng.random() < float(settings.get("grey", 0.0)):
+        image = np.repeat(image.mean(axis=-1, keepdims=True), 3, axis=-1)
+    if rng.random() < float(settings.get("invert", 0.0)):
+        image = 1.0 - image
+    contrast = float(settings.get("contrast", 0.0))
+    brightness = float(settings.get("brightness", 0.0))
+    if contrast or brightness:
+        mean = image.mean()
+        factor = 1.0 + rng.uniform(-contrast, contrast)
+        shift = rng.uniform(-brightness, brightness)
+        image = np.clip((image - mean) * factor + mean + shift, 0.0, 1.0)
+    return np.ascontiguousarray(image), np.ascontiguousarray(target)

@@ -1,0 +1,190 @@
+"""U-Net builder, losses and the seed's pixel-IoU metric (Keras 3, backend-neutral).
+
+The model is described by plain parameters (filters per level, dropout per
+level, output channels), so presets live in ``conf/`` and not in code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+SEED_IOU_THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2).tolist())
+
+
+def _conv_block(x, filters: int, dropout: float, batch_norm: bool, name: str):
+    for index in (1, 2):
+        x = layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            kernel_initializer="he_normal",
+            use_bias=not batch_norm,
+            name=f"{name}_conv{index}",
+        )(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"{name}_bn{index}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{index}")(x)
+        if index == 1 and dropout > 0:
+            x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return x
+
+
+def build_unet(
+    input_shape: Sequence[int | None] = (256, 256, 3),
+    filters: Sequence[int] = (16, 32, 64, 128, 256),
+    dropout: Sequence[float] = (0.1, 0.1, 0.2, 0.2, 0.3),
+    output_channels: int = 1,
+    batch_norm: bool = False,
+) -> keras.Model:
+    """Build the U-Net of the Keras DSB2018 starter, generalised.
+
+    Each level has two 3×3 convolutions + ReLU (dropout between them),
+    2×2 max-pooling goes down, 2×2 transposed convolutions go up and are
+    concatenated with the skip connection; a 1×1 sigmoid gives
+    ``output_channels`` probability maps. With the defaults and one output
+    channel this is the seed model: 1,941,105 trainable parameters.
+
+    Parameters
+    ----------
+    input_shape : (H, W, C)
+        H and W may be ``None`` for fully convolutional use; when given they
+        must be divisible by ``2 ** (len(filters) - 1)``.
+    filters : sequence of int
+        Filters per level, from the top level to the bottleneck.
+    dropout : sequence of float
+        Dropout rate per level, same length as ``filters``; decoder levels
+        reuse the rate of their encoder level.
+    output_channels : int
+        Number of sigmoid output maps.
+    batch_norm : bool
+        Batch normalisation after each convolution.
+    """
+    if len(filters) != len(dropout):
+        raise ValueError(
+            f"model.filters ({len(filters)} levels) and model.dropout "
+            f"({len(dropout)} levels) must have the same length"
+        )
+    if len(filters) < 2:
+        raise ValueError("model.filters needs at least two levels")
+    stride = 2 ** (len(filters) - 1)
+    for size in input_shape[:2]:
+        if size is not None and size % stride:
+            raise ValueError(f"input size {size} is not a multiple of the network stride {stride}")
+
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = inputs
+    skips = []
+    for level, (width, rate) in enumerate(zip(filters[:-1], dropout[:-1], strict=True)):
+        x = _conv_block(x, width, rate, batch_norm, f"down{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
+    x = _conv_block(x, filters[-1], dropout[-1], batch_norm, "bottleneck")
+    for level in reversed(range(len(filters) - 1)):
+        x = layers.Conv2DTranspose(
+            filters[level], 2, strides=2, padding="same", name=f"up{level}_transpose"
+        )(x)
+        x = layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
+        x = _conv_block(x, filters[level], dropout[level], batch_norm, f"up{level}")
+    outputs = layers.Conv2D(output_channels, 1, activation="sigmoid", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="unet")
+
+
+def network_stride(model: keras.Model) -> int:
+    """Multiple that input height and width must have (2 ** number of poolings)."""
+    pools = sum(isinstance(layer, layers.MaxPooling2D) for layer in model.layers)
+    return 2**pools
+
+
+@keras.saving.register_keras_serializable(package="nuclei_pipeline")
+class BceDiceLoss(keras.losses.Loss):
+    """Binary cross-entropy plus ``dice_weight`` × (1 − soft Dice), per channel.
+
+    ``channel_weights`` weighs each output channel (for example the touching
+    border more than the body); Dice is computed per sample and channel.
+    """
+
+    def __init__(
+        self,
+        dice_weight: float = 1.0,
+        channel_weights: Sequence[float] | None = None,
+        name: str = "bce_dice",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        self.dice_weight = float(dice_weight)
+        self.channel_weights = None if channel_weights is None else list(channel_weights)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, y_pred.dtype)
+        epsilon = 1e-6
+        clipped = ops.clip(y_pred, epsilon, 1.0 - epsilon)
+        bce = -(y_true * ops.log(clipped) + (1.0 - y_true) * ops.log(1.0 - clipped))
+        bce = ops.mean(bce, axis=(1, 2))  # (batch, channels)
+        intersection = ops.sum(y_true * y_pred, axis=(1, 2))
+        total = ops.sum(y_true, axis=(1, 2)) + ops.sum(y_pred, axis=(1, 2))
+        dice = (2.0 * intersection + 1.0) / (total + 1.0)
+        per_channel = bce + self.dice_weight * (1.0 - dice)
+        if self.channel_weights is not None:
+            weights = ops.convert_to_tensor(self.channel_weights, dtype=per_channel.dtype)
+            return ops.sum(per_channel * weights, axis=-1) / ops.sum(weights)
+        return ops.mean(per_channel, axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dice_weight=self.dice_weight, channel_weights=self.channel_weights)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="nuclei_pipeline")
+class SeedIoU(keras.metrics.Metric):
+    """The seed's "IoU": pixel mean IoU (background and nucleus classes)
+    averaged over probability thresholds 0.50 … 0.95, on output channel 0.
+
+    This is what the Keras U-Net starter reported (80.09 % for the seed); it
+    is a pixel score, not the competition's instance score.
+    """
+
+    def __init__(self, thresholds: Sequence[float] = SEED_IOU_THRESHOLDS, name="iou", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.thresholds = [float(t) for t in thresholds]
+        count = len(self.thresholds)
+        # Per threshold: true positives, false positives, false negatives, true negatives.
+        self.counts = self.add_variable(shape=(count, 4), initializer="zeros", name="counts")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        truth = ops.reshape(ops.cast(y_true[..., 0] > 0.5, "float32"), (-1, 1))
+        scores = ops.reshape(ops.cast(y_pred[..., 0], "float32"), (-1, 1))
+        predicted = ops.cast(scores > ops.convert_to_tensor([self.thresholds]), "float32")
+        tp = ops.sum(predicted * truth, axis=0)
+        fp = ops.sum(predicted * (1.0 - truth), axis=0)
+        fn = ops.sum((1.0 - predicted) * truth, axis=0)
+        tn = ops.sum((1.0 - predicted) * (1.0 - truth), axis=0)
+        self.counts.assign_add(ops.stack([tp, fp, fn, tn], axis=1))
+
+    def result(self):
+        tp, fp, fn, tn = (self.counts[:, index] for index in range(4))
+        epsilon = 1e-7
+        nucleus = tp / (tp + fp + fn + epsilon)
+        background = tn / (tn + fn + fp + epsilon)
+        return ops.mean((nucleus + background) / 2.0)
+
+    def reset_state(self):
+        self.counts.assign(ops.zeros_like(self.counts))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(thresholds=self.thresholds)
+        return config
+
+
+def build_loss(name: str, dice_weight: float = 1.0, channel_weights=None) -> keras.losses.Loss:
+    """Loss by name: ``binary_crossentropy`` (the seed) or ``bce_dice``."""
+    if name == "binary_crossentropy":
+        return keras.losses.BinaryCrossentropy(name="binary_crossentropy")
+    if name == "bce_dice":
+        return BceDiceLoss(dice_weight=dice_weight, channel_weights=channel_weights)
+    raise ValueError(f"training.loss must be 'binary_crossentropy' or 'bce_dice', got {name!r}")

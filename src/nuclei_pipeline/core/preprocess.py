@@ -1,0 +1,53 @@
+"""Image → model input, shared by training data preparation and prediction.
+
+Two input modes:
+
+``resize`` (the seed)
+    The whole image is resized to ``size × size`` and scaled to [0, 1].
+``native``
+    The image keeps its resolution; training samples random crops and
+    prediction pads the full image to a multiple of the network stride.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.transform import resize
+
+INPUT_MODES = ("resize", "native")
+
+
+def scale_image(image: np.ndarray, invert_light_background: bool = False) -> np.ndarray:
+    """uint8 RGB → float32 in [0, 1].
+
+    With ``invert_light_background``, images whose median is brighter than
+    mid-grey (brightfield, H&E) are inverted so nuclei look like
+    fluorescence: bright on dark.
+    """
+    scaled = np.asarray(image, dtype=np.float32) / 255.0
+    if invert_light_background and np.median(scaled) > 0.5:
+        scaled = 1.0 - scaled
+    return scaled
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an ``(H, W, C)`` float image to ``(size, size, C)`` (bilinear, anti-aliased)."""
+    return resize(image, (size, size), order=1, mode="reflect", anti_aliasing=True, preserve_range=True).astype(np.float32)
+
+
+def resize_targets(targets: np.ndarray, size: int) -> np.ndarray:
+    """Resize ``(H, W, C)`` targets to ``(size, size, C)``, keeping binary channels binary."""
+    resized = resize(targets, (size, size), order=0, mode="edge", anti_aliasing=False, preserve_range=True)
+    return resized.astype(np.float32)
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Reflect-pad height and width up to a multiple of ``multiple``.
+
+    Returns the padded image and the original ``(H, W)`` to crop back to.
+    """
+    height, width = image.shape[:2]
+    pad_h = (-height) % multiple
+    pad_w = (-width) % multiple
+    padding = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (image.ndim - 2)
+    return np.pad(image, padding, mode="reflect" if min(height, width) > 1 else "edge"), (height, width)

@@ -1,0 +1,19 @@
+"""Kedro dataset types for what kedro-datasets lacks."""
+
+from nuclei_pipeline.datasets.dsb_samples import DSBSampleDataset
+from nuclei_pipeline.datasets.fallback import (
+    JSONWithFallbackDataset,
+    TensorFlowModelWithFallbackDataset,
+)
+from nuclei_pipeline.datasets.image_folder import ImageFolderDataset
+from nuclei_pipeline.datasets.mlflow_tags import MlflowTagsDataset
+from nuclei_pipeline.datasets.png_folder import PngFolderDataset
+
+__all__ = [
+    "DSBSampleDataset",
+    "ImageFolderDataset",
+    "JSONWithFallbackDataset",
+    "MlflowTagsDataset",
+    "PngFolderDataset",
+    "TensorFlowModelWithFallbackDataset",
+]

@@ -1,0 +1,44 @@
+"""Datasets that load a shipped default when the project has not produced its own yet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kedro.io import AbstractDataset
+from kedro_datasets.json import JSONDataset
+from kedro_datasets.tensorflow import TensorFlowModelDataset
+
+
+def with_fallback(base: type[AbstractDataset]) -> type[AbstractDataset]:
+    """Subclass ``base`` with a ``fallback_filepath``, loaded while ``filepath`` does not exist.
+
+    Saving always writes ``filepath``; the fallback is never modified.
+    """
+
+    class Fallback(base):
+        def __init__(self, *, fallback_filepath: str | None = None, **kwargs):
+            super().__init__(**kwargs)
+            self._fallback_kwargs = {**kwargs, "filepath": fallback_filepath}
+            self._fallback_filepath = fallback_filepath
+
+        def load(self):
+            if self._fallback_filepath and not self._exists():
+                if not Path(self._fallback_filepath).exists():
+                    raise FileNotFoundError(
+                        f"neither {self._filepath} nor the shipped {self._fallback_filepath} "
+                        "exists: run `kedro run` (or the training pipeline) first"
+                    )
+                kwargs = {k: v for k, v in self._fallback_kwargs.items() if k != "version"}
+                return base(**kwargs).load()
+            return super().load()
+
+        def _describe(self):
+            return {**super()._describe(), "fallback_filepath": self._fallback_filepath}
+
+    Fallback.__name__ = f"{base.__name__}WithFallback"
+    Fallback.__qualname__ = Fallback.__name__
+    return Fallback
+
+
+TensorFlowModelWithFallbackDataset = with_fallback(TensorFlowModelDataset)
+JSONWithFallbackDataset = with_fallback(JSONDataset)

@@ -1,0 +1,62 @@
+"""Any folder of microscopy images (PNG, TIF, JPG; flat or nested)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kedro.io import AbstractDataset, DatasetError
+
+from nuclei_pipeline.core.images import list_images, read_image
+
+
+class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray]]]):
+    """Lazily loaded images of a folder, keyed by file name without extension.
+
+    ``load()`` returns ``{image_id: loader}``; ``loader()`` returns the
+    image as ``(H, W, 3)`` uint8 RGB or raises
+    :class:`~nuclei_pipeline.core.images.ImageReadError` naming the file.
+    Sub-folders are searched; the DSB layout (``<id>/images/<id>.png``)
+    therefore works too. Two files with the same name are an error.
+
+    Parameters
+    ----------
+    path : str
+        The folder.
+    """
+
+    def __init__(self, path: str, metadata=None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> dict[str, Callable[[], np.ndarray]]:
+        if not self._path.is_dir():
+            raise DatasetError(
+                f"input folder {self._path} does not exist (set it with "
+                "`--params input_dir=/your/folder`)"
+            )
+        images: dict[str, Callable[[], np.ndarray]] = {}
+        sources: dict[str, Path] = {}
+        for path in list_images(self._path):
+            image_id = path.stem
+            if image_id in sources:
+                raise DatasetError(
+                    f"two images share the ImageId {image_id!r}: {sources[image_id]} and {path}"
+                )
+            sources[image_id] = path
+            images[image_id] = partial(read_image, path)
+        if not images:
+            raise DatasetError(f"no PNG, TIF or JPG images found in {self._path}")
+        return images
+
+    def save(self, data) -> None:
+        raise DatasetError("ImageFolderDataset is read-only")
+
+    def _exists(self) -> bool:
+        return self._path.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

@@ -1,0 +1,128 @@
+"""A folder of PNGs written one by one, atomically, each optionally tagged with a key."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kedro.io import AbstractDataset, DatasetError
+from PIL import Image, PngImagePlugin
+
+logger = logging.getLogger(__name__)
+
+KEY_CHUNK = "nuclei_pipeline_key"
+
+def write_atomically(path: Path, write) -> None:
+    """Call ``write(temporary_path)``, then rename the result onto ``path``.
+
+    A reader never sees a half-written file; an interruption leaves at most a
+    hidden temporary file, which is removed when the error is seen.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _to_pil(array: np.ndarray) -> Image.Image:
+    array = np.asarray(array)
+    if array.ndim == 2 and array.dtype != np.uint8:
+        if array.size and (array.min() < 0 or array.max() > np.iinfo(np.uint16).max):
+            raise ValueError("label values do not fit 16 bits")
+        return Image.fromarray(array.astype(np.uint16))  # 16-bit label image
+    if array.ndim in (2, 3) and array.dtype == np.uint8:
+        return Image.fromarray(array)
+    raise ValueError(f"cannot store an array of shape {array.shape} and type {array.dtype} as PNG")
+
+def _read_png(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image)
+    except Exception as error:
+        raise DatasetError(f"cannot read {path}: {error}") from error
+    return array.astype(np.int32) if array.dtype in (np.uint16, np.int32) else array
+
+def _read_key(path: Path) -> str | None:
+    try:
+        with Image.open(path) as image:  # text chunks come before the pixels: no decode
+            return image.text.get(KEY_CHUNK)
+    except Exception:
+        return None
+
+class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
+    """``{name: image}`` ↔ ``<path>/<name>.png``.
+
+    Saving accepts, per name, an array, ``{"image": array, "key": str}``
+    (the key is stored in the PNG and tells a later run what produced the
+    file), ``None`` (nothing written, a warning), or a callable returning one
+    of these, called only when that file is written: so a node can hand over
+    thousands of lazily computed images and memory stays flat. Each file is
+    written to a temporary name, then renamed: an interrupted run never
+    leaves a half-written PNG. 2-D non-uint8 arrays become 16-bit label PNGs.
+
+    Loading returns ``{name: loader}`` (``loader()`` gives the array), or
+    with ``load_keys: true`` ``{name: key}`` read from the PNG headers. An
+    absent folder loads as ``{}``.
+
+    Parameters
+    ----------
+    path : str
+        The folder.
+    load_keys : bool
+        Load the stored keys instead of image loaders.
+    """
+
+    def __init__(self, path: str, load_keys: bool = False, metadata=None):
+        self._path = Path(path)
+        self._load_keys = load_keys
+        self.metadata = metadata
+
+    def _files(self) -> dict[str, Path]:
+        if not self._path.is_dir():
+            return {}
+        return {p.stem: p for p in sorted(self._path.glob("*.png")) if not p.name.startswith(".")}
+
+    def load(self) -> dict[str, Any]:
+        files = self._files()
+        if self._load_keys:
+            return {name: _read_key(path) for name, path in files.items()}
+        return {name: partial(_read_png, path) for name, path in files.items()}
+
+    def save(self, data: dict[str, Any]) -> None:
+        self._path.mkdir(parents=True, exist_ok=True)
+        for name, value in data.items():
+            if callable(value):
+                value = value()
+            if value is None:
+                logger.warning("nothing to write for %s", name)
+                continue
+            key = None
+            if isinstance(value, dict):
+                key, value = value.get("key"), value["image"]
+            try:
+                image = _to_pil(value)
+            except ValueError as error:
+                raise DatasetError(f"cannot write {self._path / name}.png: {error}") from error
+            info = PngImagePlugin.PngInfo()
+            if key is not None:
+                info.add_text(KEY_CHUNK, str(key))
+            write_atomically(
+                self._path / f"{name}.png",
+                lambda temporary, image=image, info=info: image.save(temporary, format="PNG", pnginfo=info),
+            )
+
+    def _exists(self) -> bool:
+        return self._path.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "load_keys": self._load_keys}

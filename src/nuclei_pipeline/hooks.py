@@ -1,0 +1,47 @@
+"""Project hooks: quiet TensorFlow, tag every MLflow run with the code version."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+
+import mlflow
+from kedro.framework.hooks import hook_impl
+
+logger = logging.getLogger(__name__)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def git_commit() -> str:
+    """The checked-out commit (with ``-dirty`` for uncommitted changes), or ``unknown``."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+class ProjectHooks:
+    def __init__(self):
+        self._env = "local"
+        self._tagged_run_id: str | None = None
+
+    @hook_impl
+    def after_context_created(self, context):
+        self._env = context.env or "local"
+
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs, is_async, run_id):
+        # kedro-mlflow opens the run in its before_pipeline_run; tag it once it exists.
+        run = mlflow.active_run()
+        if run is not None and run.info.run_id != self._tagged_run_id:
+            mlflow.set_tags({"git_commit": git_commit(), "kedro_env": self._env})
+            self._tagged_run_id = run.info.run_id

@@ -1,0 +1,142 @@
+"""Pure functions of the data_processing pipeline."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nuclei_pipeline.core.images import image_type
+from nuclei_pipeline.core.preprocess import INPUT_MODES, resize_image, resize_targets, scale_image
+from nuclei_pipeline.core.targets import make_targets
+
+logger = logging.getLogger(__name__)
+
+
+def read_samples(raw_samples: dict[str, Callable[[], dict | None]]) -> list[dict[str, Any]]:
+    """Read every lazily loaded sample once; skipped samples (``None``) are dropped.
+
+    Labels are kept as uint16 to halve memory.
+    """
+    samples = []
+    for sample_id in sorted(raw_samples):
+        record = raw_samples[sample_id]()
+        if record is None:
+            continue
+        if "labels" in record:
+            record["labels"] = record["labels"].astype(np.uint16)
+        samples.append(record)
+    skipped = len(raw_samples) - len(samples)
+    logger.info("read %d samples (%d skipped)", len(samples), skipped)
+    if not samples:
+        raise ValueError("no readable samples: every sample was skipped")
+    return samples
+
+
+def build_image_table(samples: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per sample: id, image type, height, width, nucleus count."""
+    rows = [
+        {
+            "id": sample["id"],
+            "type": image_type(sample["image"]),
+            "height": sample["image"].shape[0],
+            "width": sample["image"].shape[1],
+            "nucleus_count": int(len(np.unique(sample["labels"])) - 1),
+        }
+        for sample in samples
+    ]
+    table = pd.DataFrame(rows, columns=["id", "type", "height", "width", "nucleus_count"])
+    logger.info("image types: %s", table["type"].value_counts().to_dict())
+    return table
+
+
+def fingerprint_samples(samples: list[dict[str, Any]]) -> dict[str, str]:
+    """SHA-256 over ids, pixels and labels: the same data gives the same tag."""
+    digest = hashlib.sha256()
+    for sample in samples:
+        digest.update(sample["id"].encode())
+        digest.update(np.ascontiguousarray(sample["image"]).tobytes())
+        if "labels" in sample:
+            digest.update(np.ascontiguousarray(sample["labels"]).tobytes())
+    return {"training_data_fingerprint": digest.hexdigest()[:16], "training_images": str(len(samples))}
+
+
+def split_train_validation(image_table: pd.DataFrame, split: dict[str, Any]) -> dict[str, list[str]]:
+    """Seeded split, stratified by image type.
+
+    Every type with at least two images puts ``round(val_fraction × n)``
+    (at least one) of them in validation, so validation holds every kind.
+
+    Parameters
+    ----------
+    image_table : DataFrame with columns ``id`` and ``type``
+    split : dict
+        ``val_fraction`` (0 < f < 1) and ``seed``.
+    """
+    fraction = float(split.get("val_fraction", 0.1))
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"split.val_fraction must be between 0 and 1, got {fraction}")
+    rng = np.random.default_rng(int(split.get("seed", 42)))
+    validation: list[str] = []
+    for _, group in image_table.sort_values("id").groupby("type", sort=True):
+        ids = group["id"].to_numpy()
+        if len(ids) < 2:
+            continue
+        count = min(len(ids) - 1, max(1, round(fraction * len(ids))))
+        validation.extend(rng.choice(ids, size=count, replace=False).tolist())
+    chosen = set(validation)
+    train = sorted(i for i in image_table["id"] if i not in chosen)
+    return {"train": train, "validation": sorted(validation)}
+
+
+def _select(samples: Iterable[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
+    wanted = set(ids)
+    return [sample for sample in samples if sample["id"] in wanted]
+
+
+def _model_input(samples: list[dict[str, Any]], preprocessing: dict[str, Any]) -> dict[str, Any]:
+    mode = preprocessing.get("input_mode", "resize")
+    if mode not in INPUT_MODES:
+        raise ValueError(f"preprocessing.input_mode must be one of {INPUT_MODES}, got {mode!r}")
+    channels = list(preprocessing.get("target_channels", ["mask"]))
+    invert = bool(preprocessing.get("invert_light_background", False))
+    size = int(preprocessing.get("size", 256))
+    images, targets = [], []
+    for sample in samples:
+        image = scale_image(sample["image"], invert)
+        target = make_targets(sample["labels"].astype(np.int32), channels)
+        if mode == "resize":
+            image, target = resize_image(image, size), resize_targets(target, size)
+        images.append(image.astype(np.float16))
+        targets.append(target.astype(np.float16))
+    if mode == "resize" and images:
+        images, targets = np.stack(images), np.stack(targets)
+    return {
+        "ids": [sample["id"] for sample in samples],
+        "images": images,
+        "targets": targets,
+        "target_channels": channels,
+        "input_mode": mode,
+        "size": size if mode == "resize" else None,
+        "invert_light_background": invert,
+    }
+
+
+def prepare_model_input(
+    samples: list[dict[str, Any]], split: dict[str, list[str]], preprocessing: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Images scaled to [0, 1] and their target channels, for training and validation.
+
+    In ``resize`` mode (the seed) images and targets are resized to
+    ``size × size`` and stacked; in ``native`` mode they keep their
+    resolution as lists (training crops them). Arrays are float16 to halve
+    memory; ``target_channels`` records which channel is which.
+    """
+    return (
+        _model_input(_select(samples, split["train"]), preprocessing),
+        _model_input(_select(samples, split["validation"]), preprocessing),
+    )

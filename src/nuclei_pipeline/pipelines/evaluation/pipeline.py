@@ -1,0 +1,55 @@
+from kedro.pipeline import Node, Pipeline
+
+from nuclei_pipeline.pipelines.evaluation.nodes import (
+    plot_gallery,
+    plot_score_by_threshold,
+    plot_score_histogram,
+    postprocess_predictions,
+    predict_validation,
+    score_images,
+    summarise_scores,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                predict_validation,
+                ["trained_model", "train_samples", "train_validation_split", "model_spec",
+                 "params:evaluation"],
+                "validation_probabilities",
+                name="predict_validation",
+            ),
+            Node(
+                postprocess_predictions,
+                ["validation_probabilities", "params:postprocessing"],
+                "validation_predictions",
+                name="postprocess_validation",
+            ),
+            Node(
+                score_images,
+                ["train_samples", "train_validation_split", "validation_predictions", "image_table"],
+                "validation_scores",
+                name="score_validation_images",
+            ),
+            Node(
+                summarise_scores,
+                "validation_scores",
+                ["evaluation_summary", "evaluation_metrics"],
+                name="summarise_validation_scores",
+            ),
+            Node(plot_score_by_threshold, "validation_scores", "score_by_threshold_plot",
+                 name="plot_score_by_threshold"),
+            Node(plot_score_histogram, "validation_scores", "score_histogram_plot",
+                 name="plot_score_histogram"),
+            Node(
+                plot_gallery,
+                ["train_samples", "train_validation_split", "validation_predictions",
+                 "validation_scores", "params:evaluation"],
+                "validation_gallery_plot",
+                name="plot_validation_gallery",
+            ),
+        ],
+        tags="evaluation",
+    )

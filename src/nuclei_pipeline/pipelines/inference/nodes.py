@@ -1,0 +1,182 @@
+"""Inference nodes. Images are read, predicted and written one at a time
+(lazily, as the catalog saves each file), so memory stays flat however many
+images the input folder holds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from nuclei_pipeline.core.images import ImageReadError  # noqa: E402
+from nuclei_pipeline.core.overlays import colour_labels, draw_outlines  # noqa: E402
+from nuclei_pipeline.core.postprocess import probabilities_to_labels  # noqa: E402
+from nuclei_pipeline.core.predict import predict_probabilities  # noqa: E402
+from nuclei_pipeline.core.rle import labels_to_rles  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+REPORT_COLUMNS = [
+    "id", "status", "height", "width", "nucleus_count",
+    "area_mean", "area_median", "area_min", "area_max",
+]
+
+
+def prediction_key(
+    model: keras.Model,
+    model_spec: dict[str, Any],
+    postprocessing: dict[str, Any],
+    inference: dict[str, Any],
+) -> str:
+    """Short hash of everything that decides a mask: weights, input spec, post-processing, TTA."""
+    digest = hashlib.sha256()
+    for weights in model.get_weights():
+        digest.update(np.ascontiguousarray(weights).tobytes())
+    settings = {
+        "input_mode": model_spec.get("input_mode"),
+        "size": model_spec.get("size"),
+        "invert": model_spec.get("invert_light_background"),
+        "postprocessing": postprocessing,
+        "tta": bool(inference.get("test_time_augmentation", False)),
+    }
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def predict_masks(
+    images: dict[str, Callable[[], np.ndarray]],
+    model: keras.Model,
+    model_spec: dict[str, Any],
+    postprocessing: dict[str, Any],
+    inference: dict[str, Any],
+    existing_keys: dict[str, str | None],
+) -> dict[str, Callable[[], dict[str, Any] | None]]:
+    """Lazily predicted label images, ``{image_id: compute}``.
+
+    ``compute()`` reads the image, predicts it at its own resolution and
+    returns ``{"image": labels, "key": key}`` (``None`` for an unreadable
+    file, with a warning). Images whose stored mask already carries the same
+    key (same model, settings and post-processing) are left out unless
+    ``inference.resume`` is false, so a re-run after an interruption only
+    does what is missing.
+    """
+    key = prediction_key(model, model_spec, postprocessing, inference)
+    resume = bool(inference.get("resume", True))
+    todo = {i: loader for i, loader in images.items() if not (resume and existing_keys.get(i) == key)}
+    if len(todo) < len(images):
+        logger.info("%d of %d images already predicted with this model; skipping them",
+                    len(images) - len(todo), len(images))
+    progress = tqdm(total=len(todo), desc="predicting", unit="image", smoothing=0.1)
+
+    def compute(image_id: str, loader: Callable[[], np.ndarray]) -> dict[str, Any] | None:
+        try:
+            image = loader()
+        except ImageReadError as error:
+            logger.warning("skipping unreadable image %s: %s", image_id, error)
+            return None
+        finally:
+            progress.update(1)
+        probabilities = predict_probabilities(
+            model,
+            image,
+            input_mode=model_spec["input_mode"],
+            size=model_spec.get("size") or 256,
+            invert_light_background=model_spec.get("invert_light_background", False),
+            test_time_augmentation=bool(inference.get("test_time_augmentation", False)),
+        )
+        labels = probabilities_to_labels(probabilities, **postprocessing)
+        if image_id == list(todo)[-1]:
+            progress.close()
+        return {"image": labels, "key": key}
+
+    return {image_id: (lambda i=image_id, f=loader: compute(i, f)) for image_id, loader in todo.items()}
+
+
+def summarise_masks(
+    images: dict[str, Callable[[], np.ndarray]],
+    masks: dict[str, Callable[[], np.ndarray]],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Kaggle submission (``ImageId, EncodedPixels``) and a per-image report.
+
+    Only the images of the current input are included; an image without a
+    mask (unreadable input) is listed in the report with status
+    ``unreadable`` and left out of the submission. An image without any
+    nucleus gets one submission row with empty ``EncodedPixels``.
+    """
+    submission_rows, report_rows = [], []
+    for image_id in sorted(images):
+        if image_id not in masks:
+            report_rows.append({"id": image_id, "status": "unreadable"})
+            continue
+        labels = masks[image_id]()
+        areas = np.bincount(labels.ravel())[1:]
+        areas = areas[areas > 0]
+        encoded = labels_to_rles(labels)
+        submission_rows.extend({"ImageId": image_id, "EncodedPixels": rle} for rle in encoded)
+        if not encoded:
+            submission_rows.append({"ImageId": image_id, "EncodedPixels": ""})
+        report_rows.append({
+            "id": image_id,
+            "status": "ok",
+            "height": labels.shape[0],
+            "width": labels.shape[1],
+            "nucleus_count": int(areas.size),
+            "area_mean": float(areas.mean()) if areas.size else 0.0,
+            "area_median": float(np.median(areas)) if areas.size else 0.0,
+            "area_min": int(areas.min()) if areas.size else 0,
+            "area_max": int(areas.max()) if areas.size else 0,
+        })
+    report = pd.DataFrame(report_rows, columns=REPORT_COLUMNS)
+    unreadable = report.loc[report["status"] == "unreadable", "id"].tolist()
+    if unreadable:
+        logger.warning("%d unreadable image(s) left out: %s", len(unreadable), ", ".join(unreadable))
+    logger.info("%d images, %d nuclei", (report["status"] == "ok").sum(), int(report["nucleus_count"].sum()))
+    return pd.DataFrame(submission_rows, columns=["ImageId", "EncodedPixels"]), report
+
+
+def draw_overlays(
+    images: dict[str, Callable[[], np.ndarray]],
+    masks: dict[str, Callable[[], np.ndarray]],
+) -> dict[str, Callable[[], np.ndarray]]:
+    """Lazily drawn outline overlays, one per image with a mask."""
+
+    def overlay(image_id: str) -> np.ndarray:
+        return draw_outlines(images[image_id](), masks[image_id]())
+
+    return {image_id: (lambda i=image_id: overlay(i)) for image_id in sorted(images) if image_id in masks}
+
+
+def plot_sample_predictions(
+    images: dict[str, Callable[[], np.ndarray]],
+    masks: dict[str, Callable[[], np.ndarray]],
+    inference: dict[str, Any],
+) -> plt.Figure:
+    """The seed's figure: random test images beside their predicted masks."""
+    available = sorted(i for i in images if i in masks)
+    if not available:
+        raise ValueError("no predicted mask to plot: every input image was unreadable")
+    rng = np.random.default_rng(int(inference.get("seed", 42)))
+    count = min(int(inference.get("figure_images", 4)), len(available))
+    chosen = rng.choice(available, size=count, replace=False)
+    figure, axes = plt.subplots(count, 2, figsize=(8, 4 * count), squeeze=False)
+    for row, image_id in zip(axes, chosen, strict=True):
+        labels = masks[image_id]()
+        row[0].imshow(images[image_id]())
+        row[0].set_title(f"{image_id[:16]}", fontsize=9)
+        row[1].imshow(colour_labels(labels))
+        row[1].set_title(f"{int(labels.max())} nuclei", fontsize=9)
+        for axis in row:
+            axis.axis("off")
+    figure.tight_layout()
+    return figure

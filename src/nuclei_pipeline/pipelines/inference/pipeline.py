@@ -1,0 +1,37 @@
+from kedro.pipeline import Node, Pipeline
+
+from nuclei_pipeline.pipelines.inference.nodes import (
+    draw_overlays,
+    plot_sample_predictions,
+    predict_masks,
+    summarise_masks,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                predict_masks,
+                ["inference_images", "trained_model", "model_spec", "params:postprocessing",
+                 "params:inference", "existing_mask_keys"],
+                "predicted_masks",
+                name="predict_masks",
+            ),
+            Node(
+                summarise_masks,
+                ["inference_images", "predicted_masks"],
+                ["submission", "inference_report"],
+                name="summarise_masks",
+            ),
+            Node(draw_overlays, ["inference_images", "predicted_masks"], "mask_overlays",
+                 name="draw_overlays"),
+            Node(
+                plot_sample_predictions,
+                ["inference_images", "predicted_masks", "params:inference"],
+                "sample_predictions_plot",
+                name="plot_sample_predictions",
+            ),
+        ],
+        tags="inference",
+    )

@@ -1,0 +1,172 @@
+"""Training nodes: build the U-Net from parameters and fit it."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nuclei_pipeline.core.augment import augment, random_crop, tiles
+from nuclei_pipeline.core.model import SeedIoU, build_loss, build_unet
+
+logger = logging.getLogger(__name__)
+
+
+def _pairs_resized(inputs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(inputs["images"]), np.asarray(inputs["targets"])
+
+
+def _validation_arrays(inputs: dict[str, Any], crop_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed validation batches: whole resized images, or tiles covering native images."""
+    if inputs["input_mode"] == "resize":
+        return _pairs_resized(inputs)
+    images, targets = [], []
+    for image, target in zip(inputs["images"], inputs["targets"], strict=True):
+        images.extend(tiles(image, crop_size))
+        targets.extend(tiles(target, crop_size))
+    return np.stack(images), np.stack(targets)
+
+
+def _training_batches(inputs: dict[str, Any], training: dict[str, Any]):
+    """Endless generator of augmented (images, targets) batches."""
+    rng = np.random.default_rng(int(training.get("seed", 42)))
+    batch_size = int(training["batch_size"])
+    settings = training.get("augmentation") or {}
+    crop_size = int(training.get("crop_size", 256))
+    native = inputs["input_mode"] == "native"
+    count = len(inputs["ids"])
+    if native:
+        # Larger images hold more nuclei: sample them in proportion to their area.
+        areas = np.array([image.shape[0] * image.shape[1] for image in inputs["images"]], float)
+        weights = np.sqrt(areas) / np.sqrt(areas).sum()
+    while True:
+        order = rng.choice(count, size=count, p=weights) if native else rng.permutation(count)
+        for start in range(0, count - batch_size + 1 if count >= batch_size else 1, batch_size):
+            images, targets = [], []
+            for index in order[start : start + batch_size]:
+                image = np.asarray(inputs["images"][index], dtype=np.float32)
+                target = np.asarray(inputs["targets"][index], dtype=np.float32)
+                if native:
+                    image, target = random_crop(image, target, crop_size, rng)
+                if settings:
+                    image, target = augment(image, target, rng, settings)
+                images.append(image)
+                targets.append(target)
+            yield np.stack(images), np.stack(targets)
+
+
+def train_model(
+    train_inputs: dict[str, Any],
+    validation_inputs: dict[str, Any],
+    model_params: dict[str, Any],
+    training: dict[str, Any],
+) -> tuple[keras.Model, keras.Model, dict[str, list[dict[str, float]]], dict[str, Any]]:
+    """Fit a U-Net; return the best checkpoint (lowest val_loss), the final
+    model, the per-epoch metric history and a model specification.
+
+    Parameters
+    ----------
+    train_inputs, validation_inputs : dict
+        From ``prepare_model_input``.
+    model_params : dict
+        ``filters``, ``dropout``, ``batch_norm`` (see ``build_unet``).
+    training : dict
+        ``epochs``, ``batch_size``, ``learning_rate``, ``loss``,
+        ``early_stopping_patience``, ``seed``; for native input
+        ``crop_size`` and ``steps_per_epoch``; optional ``augmentation``.
+    """
+    if not train_inputs["ids"] or not validation_inputs["ids"]:
+        raise ValueError("training needs at least one training and one validation image")
+    keras.utils.set_random_seed(int(training.get("seed", 42)))
+    channels = list(train_inputs["target_channels"])
+    mode = train_inputs["input_mode"]
+    crop_size = int(training.get("crop_size", 256))
+    if mode == "resize":
+        size = int(np.asarray(train_inputs["images"]).shape[1])
+        input_shape = (size, size, 3)
+    else:
+        input_shape = (None, None, 3)
+    model = build_unet(
+        input_shape=input_shape,
+        filters=model_params["filters"],
+        dropout=model_params["dropout"],
+        output_channels=len(channels),
+        batch_norm=bool(model_params.get("batch_norm", False)),
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=float(training["learning_rate"])),
+        loss=build_loss(
+            training["loss"],
+            dice_weight=float(training.get("dice_weight", 1.0)),
+            channel_weights=training.get("channel_weights"),
+        ),
+        metrics=[SeedIoU()],
+    )
+    batch_size = int(training["batch_size"])
+    steps = training.get("steps_per_epoch") or max(1, len(train_inputs["ids"]) // batch_size)
+    spec = tf.TensorSpec(shape=(None, None, None, None), dtype=tf.float32)
+    train_data = tf.data.Dataset.from_generator(
+        lambda: _training_batches(train_inputs, training), output_signature=(spec, spec)
+    ).prefetch(2)
+    val_images, val_targets = _validation_arrays(validation_inputs, crop_size)
+    logger.info(
+        "training %s (%d parameters) on %d images, %d steps/epoch, validating on %d %s",
+        mode,
+        model.count_params(),
+        len(train_inputs["ids"]),
+        steps,
+        len(val_images),
+        "images" if mode == "resize" else "tiles",
+    )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = Path(folder) / "best.keras"
+        history = model.fit(
+            train_data,
+            steps_per_epoch=int(steps),
+            epochs=int(training["epochs"]),
+            validation_data=(val_images.astype(np.float32), val_targets.astype(np.float32)),
+            batch_size=batch_size,
+            callbacks=[
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=int(training["early_stopping_patience"])
+                ),
+                keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True),
+            ],
+            verbose=int(training.get("verbose", 2)),
+        )
+        best = keras.models.load_model(checkpoint)
+    seconds = time.perf_counter() - started
+    epochs_run = len(history.history["loss"])
+    metrics = {
+        name: [{"step": epoch, "value": float(value)} for epoch, value in enumerate(values)]
+        for name, values in history.history.items()
+    }
+    best_epoch = int(np.argmin(history.history["val_loss"]))
+    metrics["train_seconds"] = [{"step": 0, "value": seconds}]
+    metrics["epochs_run"] = [{"step": 0, "value": float(epochs_run)}]
+    metrics["seconds_per_epoch"] = [{"step": 0, "value": seconds / epochs_run}]
+    metrics["best_val_loss"] = [{"step": 0, "value": float(history.history["val_loss"][best_epoch])}]
+    metrics["best_val_iou"] = [{"step": 0, "value": float(history.history["val_iou"][best_epoch])}]
+    logger.info(
+        "trained %d epochs in %.0f s; best epoch %d: val_loss %.4f, val_iou %.4f",
+        epochs_run, seconds, best_epoch + 1,
+        history.history["val_loss"][best_epoch], history.history["val_iou"][best_epoch],
+    )
+    model_spec = {
+        "input_mode": mode,
+        "size": int(input_shape[0]) if mode == "resize" else None,
+        "target_channels": channels,
+        "invert_light_background": bool(train_inputs.get("invert_light_background", False)),
+        "best_epoch": best_epoch + 1,
+        "epochs_run": epochs_run,
+        "train_seconds": round(seconds, 1),
+        "parameters": int(model.count_params()),
+    }
+    return best, model, metrics, model_spec

@@ -1,0 +1,110 @@
+"""Shared fixtures: synthetic nuclei images (blobs on noise) and real samples when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.io
+from skimage.draw import disk
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data" / "dsb2018"
+
+
+def make_nuclei(
+    shape=(64, 64), count=6, radius=(4, 7), seed=0, touching_pair=True, light_background=False
+):
+    """A noisy image with round nuclei and its label image.
+
+    When ``touching_pair`` is set, the first two nuclei touch (their discs
+    overlap a little and the second takes the shared pixels), so an
+    instance method must split them.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, dtype=np.int32)
+    placed = 0
+    attempts = 0
+    if touching_pair:
+        r = radius[1]
+        cy, cx = shape[0] // 2, shape[1] // 2 - r
+        labels[disk((cy, cx), r, shape=shape)] = 1
+        second = disk((cy, cx + 2 * r - 1), r, shape=shape)
+        labels[second] = 2
+        placed = 2
+    while placed < count and attempts < 1000:
+        attempts += 1
+        r = int(rng.integers(radius[0], radius[1] + 1))
+        cy, cx = rng.integers(r + 1, shape[0] - r - 1), rng.integers(r + 1, shape[1] - r - 1)
+        rr, cc = disk((cy, cx), r + 2, shape=shape)
+        if labels[rr, cc].any():
+            continue
+        placed += 1
+        labels[disk((cy, cx), r, shape=shape)] = placed
+    background = 200.0 if light_background else 20.0
+    foreground = 90.0 if light_background else 200.0
+    image = np.where(labels > 0, foreground, background) + rng.normal(0, 8, shape)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    rgb = np.stack([image] * 3, axis=-1)
+    if light_background:  # H&E-like: purple nuclei, pink background
+        rgb[..., 1] = np.clip(rgb[..., 1].astype(int) - 40, 0, 255).astype(np.uint8)
+    return rgb, labels
+
+
+def write_dsb_sample(root: Path, sample_id: str, image: np.ndarray, labels: np.ndarray | None,
+                     alpha: bool = True) -> Path:
+    """Write one sample in the DSB2018 layout (RGBA image, one 0/255 PNG per nucleus)."""
+    sample = root / sample_id
+    (sample / "images").mkdir(parents=True, exist_ok=True)
+    stored = image
+    if alpha:
+        stored = np.concatenate([image, np.full(image.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    skimage.io.imsave(sample / "images" / f"{sample_id}.png", stored, check_contrast=False)
+    if labels is not None:
+        (sample / "masks").mkdir(exist_ok=True)
+        for value in range(1, int(labels.max()) + 1):
+            mask = (labels == value).astype(np.uint8) * 255
+            skimage.io.imsave(sample / "masks" / f"mask{value:03d}.png", mask, check_contrast=False)
+    return sample
+
+
+def write_dsb_folder(root: Path, count: int = 8, shape=(64, 64), with_masks=True, seed=0) -> Path:
+    """A small DSB-layout folder: mostly fluorescence, some light-background images."""
+    root.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        light = index % 4 == 3
+        image, labels = make_nuclei(shape, count=5, seed=seed + index, light_background=light)
+        write_dsb_sample(root, f"sample{index:02d}", image, labels if with_masks else None)
+    return root
+
+
+@pytest.fixture
+def nuclei():
+    return make_nuclei()
+
+
+@pytest.fixture
+def dsb_folder(tmp_path):
+    return write_dsb_folder(tmp_path / "stage1_train")
+
+
+@pytest.fixture
+def real_train_dir():
+    folder = SHARED_DATA / "stage1_train"
+    if not folder.is_dir():
+        pytest.skip("real DSB2018 data (../shared/data/dsb2018) is not present")
+    return folder
+
+
+@pytest.fixture
+def real_test_dir():
+    folder = SHARED_DATA / "stage1_test"
+    if not folder.is_dir():
+        pytest.skip("real DSB2018 data (../shared/data/dsb2018) is not present")
+    return folder

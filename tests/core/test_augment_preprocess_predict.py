@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from nuclei_pipeline.core.augment import augment, pad_to_size, random_crop, tile_origins, tiles
+from nuclei_pipeline.core.model import build_unet
+from nuclei_pipeline.core.predict import predict_probabilities
+from nuclei_pipeline.core.preprocess import pad_to_multiple, scale_image
+
+
+def test_random_crop_keeps_image_and_target_aligned():
+    rng = np.random.default_rng(0)
+    image = np.arange(40 * 30, dtype=np.float32).reshape(40, 30, 1).repeat(3, axis=2)
+    target = image[..., :1].copy()
+    for _ in range(5):
+        crop, crop_target = random_crop(image, target, 16, rng)
+        assert crop.shape == (16, 16, 3) and np.array_equal(crop[..., :1], crop_target)
+
+
+def test_small_images_are_padded_before_cropping():
+    rng = np.random.default_rng(0)
+    crop, target = random_crop(np.ones((10, 12, 3)), np.ones((10, 12, 1)), 16, rng)
+    assert crop.shape == (16, 16, 3) and target.shape == (16, 16, 1)
+    assert pad_to_size(np.ones((20, 20)), 16).shape == (20, 20)
+
+
+def test_tiles_cover_the_image():
+    assert tile_origins(40, 16) == [0, 16, 24]
+    assert tile_origins(10, 16) == [0]
+    assert len(tiles(np.zeros((40, 20, 3)), 16)) == 3 * 2
+
+
+def test_augment_moves_image_and_target_together():
+    rng = np.random.default_rng(3)
+    image = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    target = image[..., :1] > 0.5
+    settings = {"flip": True, "rotate90": True}
+    for _ in range(10):
+        augmented, augmented_target = augment(image, target.astype(np.float32), rng, settings)
+        assert np.array_equal(augmented[..., :1] > 0.5, augmented_target > 0.5)
+
+
+def test_colour_augmentation_keeps_range_and_target():
+    rng = np.random.default_rng(0)
+    image = np.random.default_rng(1).random((8, 8, 3)).astype(np.float32)
+    target = np.ones((8, 8, 1), np.float32)
+    settings = {"brightness": 0.5, "contrast": 0.5, "hue": 1.0, "grey": 0.5, "invert": 0.5}
+    augmented, same_target = augment(image, target, rng, settings)
+    assert augmented.min() >= 0 and augmented.max() <= 1
+    assert not np.allclose(augmented, image)
+    assert np.array_equal(same_target, target)
+
+
+def test_scale_and_invert_light_background():
+    light = np.full((4, 4, 3), 200, np.uint8)
+    assert scale_image(light).max() == pytest.approx(200 / 255)
+    assert scale_image(light, invert_light_background=True).max() == pytest.approx(55 / 255)
+
+
+def test_pad_to_multiple():
+    padded, original = pad_to_multiple(np.ones((17, 30, 3)), 16)
+    assert padded.shape == (32, 32, 3) and original == (17, 30)
+
+
+@pytest.mark.parametrize("mode", ["resize", "native"])
+def test_predictions_come_back_at_the_image_resolution(mode):
+    shape = (32, 32, 3) if mode == "resize" else (None, None, 3)
+    model = build_unet(shape, filters=(4, 8), dropout=(0, 0), output_channels=2)
+    image = np.random.default_rng(0).integers(0, 255, (45, 37, 3), dtype=np.uint8)
+    probabilities = predict_probabilities(model, image, mode, size=32, test_time_augmentation=True)
+    assert probabilities.shape == (45, 37, 2)
+    assert probabilities.min() >= 0 and probabilities.max() <= 1
+
+
+def test_unknown_input_mode_is_named():
+    model = build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0))
+    with pytest.raises(ValueError, match="input_mode"):
+        predict_probabilities(model, np.zeros((8, 8, 3), np.uint8), "crop")

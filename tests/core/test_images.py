@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import skimage.io
+
+from nuclei_pipeline.core.images import (
+    ImageReadError,
+    image_type,
+    labels_from_masks,
+    list_images,
+    read_image,
+    read_mask,
+    to_rgb,
+    to_uint8,
+)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.full((5, 6), 7, np.uint8),
+        np.full((5, 6, 1), 7, np.uint8),
+        np.full((5, 6, 2), 7, np.uint8),
+        np.full((5, 6, 3), 7, np.uint8),
+        np.full((5, 6, 4), 7, np.uint8),
+    ],
+)
+def test_to_rgb_shapes(array):
+    rgb = to_rgb(array)
+    assert rgb.shape == (5, 6, 3) and rgb.dtype == np.uint8 and np.all(rgb == 7)
+
+
+def test_alpha_is_dropped_not_blended():
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., 0] = 100
+    rgba[..., 3] = 0
+    assert np.all(to_rgb(rgba)[..., 0] == 100)
+
+
+def test_sixteen_bit_is_stretched_to_full_range():
+    image = np.array([[1000, 1100], [1200, 1300]], dtype=np.uint16)
+    scaled = to_uint8(image)
+    assert scaled.dtype == np.uint8 and scaled.min() == 0 and scaled.max() == 255
+
+
+def test_read_image_png_tif_grey_16bit(tmp_path):
+    grey16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    skimage.io.imsave(tmp_path / "a.tif", grey16, check_contrast=False)
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 1] = 50
+    skimage.io.imsave(tmp_path / "b.png", rgba, check_contrast=False)
+    a, b = read_image(tmp_path / "a.tif"), read_image(tmp_path / "b.png")
+    assert a.shape == b.shape == (8, 8, 3)
+    assert a[0, 0, 0] == 0 and a[-1, -1, 0] == 255
+    assert np.all(b[..., 1] == 50)
+
+
+def test_unreadable_file_names_the_file(tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(ImageReadError, match="broken.png"):
+        read_image(broken)
+    with pytest.raises(ImageReadError, match="missing.png"):
+        read_mask(tmp_path / "missing.png")
+
+
+def test_masks_stored_as_0_255_and_overlap_resolution():
+    first = np.zeros((4, 4), bool)
+    first[0:2, 0:3] = True
+    second = np.zeros((4, 4), bool)
+    second[1:3, 2:4] = True
+    labels, overlapping = labels_from_masks([first, second], (4, 4))
+    assert overlapping == 1
+    assert labels[1, 2] == 1  # the shared pixel goes to the first mask
+    assert (labels == 2).sum() == 3 and (labels == 1).sum() == 6
+
+
+def test_mask_shape_mismatch():
+    with pytest.raises(ValueError, match="shape"):
+        labels_from_masks([np.zeros((3, 3), bool)], (4, 4))
+
+
+def test_image_type_from_colour_statistics(nuclei):
+    from tests.conftest import make_nuclei
+
+    dark, _ = nuclei
+    light, _ = make_nuclei(light_background=True)
+    grey_light = np.full((10, 10, 3), 220, np.uint8)
+    assert image_type(dark) == "fluorescence"
+    assert image_type(light) == "histology"
+    assert image_type(grey_light) == "brightfield"
+
+
+def test_list_images_recursive_and_sorted(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ["sub/b.TIF", "a.png", "c.jpg", "notes.txt", ".hidden.png"]:
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in list_images(tmp_path)] == ["a.png", "c.jpg", "b.TIF"]
+
+
+def test_real_samples_read(real_train_dir):
+    sample = sorted(real_train_dir.iterdir())[0]
+    image = read_image(sample / "images" / f"{sample.name}.png")
+    masks = [read_mask(p) for p in sorted((sample / "masks").glob("*.png"))]
+    labels, _ = labels_from_masks(masks, image.shape[:2])
+    assert image.dtype == np.uint8 and image.shape[2] == 3
+    assert labels.max() == len(masks) > 0

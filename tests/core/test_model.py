@@ -1,0 +1,65 @@
+import keras
+import numpy as np
+import pytest
+
+from nuclei_pipeline.core.model import BceDiceLoss, SeedIoU, build_loss, build_unet, network_stride
+
+
+def test_seed_unet_has_exactly_the_seed_parameter_count():
+    model = build_unet((256, 256, 3))
+    assert model.count_params() == 1_941_105
+    assert network_stride(model) == 16
+
+
+def test_configurable_width_depth_and_outputs():
+    model = build_unet((None, None, 3), filters=(8, 16, 32), dropout=(0, 0, 0), output_channels=3)
+    output = model.predict_on_batch(np.zeros((1, 32, 48, 3), np.float32))
+    assert output.shape == (1, 32, 48, 3)
+    assert network_stride(model) == 4
+
+
+def test_bad_model_parameters_are_named():
+    with pytest.raises(ValueError, match="model.dropout"):
+        build_unet(filters=(8, 16), dropout=(0.1,))
+    with pytest.raises(ValueError, match="multiple of the network stride"):
+        build_unet((100, 100, 3))
+
+
+def test_seed_iou_matches_a_numpy_computation():
+    rng = np.random.default_rng(0)
+    truth = (rng.random((2, 8, 8, 1)) > 0.5).astype("float32")
+    predicted = rng.random((2, 8, 8, 1)).astype("float32")
+    metric = SeedIoU()
+    metric.update_state(truth, predicted)
+    expected = []
+    for t in np.arange(0.5, 1.0, 0.05):
+        p, g = predicted[..., 0] > t, truth[..., 0] > 0.5
+        fg = (p & g).sum() / (p | g).sum()
+        bg = (~p & ~g).sum() / (~p | ~g).sum()
+        expected.append((fg + bg) / 2)
+    assert float(metric.result()) == pytest.approx(np.mean(expected), abs=1e-5)
+
+
+def test_bce_dice_is_low_for_right_and_high_for_wrong_predictions():
+    loss = BceDiceLoss(channel_weights=[1.0, 2.0])
+    truth = np.zeros((1, 8, 8, 2), "float32")
+    truth[:, 2:6, 2:6] = 1
+    good = float(loss(truth, np.clip(truth, 0.01, 0.99)))
+    bad = float(loss(truth, 1 - np.clip(truth, 0.01, 0.99)))
+    assert good < 0.1 < bad
+
+
+def test_model_with_custom_objects_round_trips(tmp_path):
+    model = build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0), output_channels=2)
+    model.compile(optimizer="adam", loss=build_loss("bce_dice", channel_weights=[1, 2]), metrics=[SeedIoU()])
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    x = np.random.default_rng(0).random((1, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict_on_batch(x), model.predict_on_batch(x), atol=1e-6)
+    assert loaded.loss.channel_weights == [1, 2]
+
+
+def test_unknown_loss_is_named():
+    with pytest.raises(ValueError, match="training.loss"):
+        build_loss("hinge")

@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from nuclei_pipeline.core.metrics import average_precision
+from nuclei_pipeline.core.postprocess import probabilities_to_labels
+from nuclei_pipeline.core.targets import make_targets
+from tests.conftest import make_nuclei
+
+
+def test_components_keep_separate_objects_and_drop_small_ones():
+    probabilities = np.zeros((20, 20), np.float32)
+    probabilities[2:8, 2:8] = 0.9
+    probabilities[12:18, 12:18] = 0.8
+    probabilities[0, 19] = 0.9  # one-pixel speck
+    labels = probabilities_to_labels(probabilities, "components", threshold=0.5, min_size=4)
+    assert labels.max() == 2 and labels[0, 19] == 0
+    assert set(np.unique(labels)) == {0, 1, 2}
+
+
+def test_components_merge_touching_nuclei_but_watershed_splits_them():
+    _, labels = make_nuclei(count=2, touching_pair=True)
+    targets = make_targets(labels, ["mask", "touching"])
+    merged = probabilities_to_labels(targets, "components")
+    split = probabilities_to_labels(targets, "watershed", border_channel=1, marker_threshold=0.5)
+    assert merged.max() == 1
+    assert split.max() == 2
+    assert average_precision(labels, split) > 0.8 > average_precision(labels, merged)
+
+
+def test_watershed_without_border_uses_distance_peaks():
+    _, labels = make_nuclei(count=2, touching_pair=True)
+    split = probabilities_to_labels((labels > 0).astype(np.float32), "watershed")
+    assert split.max() == 2
+
+
+def test_watershed_keeps_objects_without_markers():
+    probabilities = np.zeros((20, 20, 2), np.float32)
+    probabilities[2:8, 2:8, 0] = 0.6  # above threshold, below marker threshold
+    labels = probabilities_to_labels(probabilities, "watershed", border_channel=1, marker_threshold=0.9)
+    assert labels.max() == 1 and (labels == 1).sum() == 36
+
+
+def test_bad_parameters_are_named():
+    with pytest.raises(ValueError, match="postprocessing.method"):
+        probabilities_to_labels(np.zeros((4, 4)), "magic")
+    with pytest.raises(ValueError, match="border_channel"):
+        probabilities_to_labels(np.zeros((4, 4, 1)), "watershed", border_channel=1)
