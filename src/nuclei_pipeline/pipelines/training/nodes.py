@@ -132,7 +132,7 @@ def train_model(
             steps_per_epoch=int(steps),
             epochs=int(training["epochs"]),
             validation_data=(val_images.astype(np.float32), val_targets.astype(np.float32)),
-            batch_size=batch_size,
+            shuffle=False,  # the generator already shuffles
             callbacks=[
                 keras.callbacks.EarlyStopping(
                     monitor="val_loss", patience=int(training["early_stopping_patience"])

@@ -1,0 +1,132 @@
+import logging
+
+import numpy as np
+import pytest
+import skimage.io
+from kedro.io import DatasetError
+
+from nuclei_pipeline.datasets import (
+    DSBSampleDataset,
+    ImageFolderDataset,
+    JSONWithFallbackDataset,
+    PngFolderDataset,
+)
+from tests.conftest import make_nuclei, write_dsb_sample
+
+
+def test_dsb_samples_load_lazily_with_labels(dsb_folder):
+    samples = DSBSampleDataset(str(dsb_folder)).load()
+    assert len(samples) == 8 and all(callable(v) for v in samples.values())
+    record = samples["sample00"]()
+    _, expected = make_nuclei((64, 64), count=5, seed=0)
+    assert record["image"].shape == (64, 64, 3) and record["image"].dtype == np.uint8
+    assert record["labels"].max() == expected.max()
+    # the same objects, whatever the numbering
+    assert len(np.unique(record["labels"])) == len(np.unique(expected))
+
+
+def test_missing_masks_folder_raises_or_skips(dsb_folder, caplog):
+    image, _ = make_nuclei(seed=9)
+    write_dsb_sample(dsb_folder, "nomasks", image, None)
+    with pytest.raises(DatasetError, match="nomasks"):
+        DSBSampleDataset(str(dsb_folder)).load()
+    with caplog.at_level(logging.WARNING):
+        samples = DSBSampleDataset(str(dsb_folder), on_error="skip").load()
+    assert "nomasks" not in samples and "nomasks" in caplog.text
+
+
+def test_mask_of_wrong_size_is_named(dsb_folder, caplog):
+    bad_mask = dsb_folder / "sample01" / "masks" / "mask001.png"
+    skimage.io.imsave(bad_mask, np.zeros((10, 10), np.uint8), check_contrast=False)
+    with pytest.raises(ValueError, match="mask001.png"):
+        DSBSampleDataset(str(dsb_folder)).load()["sample01"]()
+    with caplog.at_level(logging.WARNING):
+        assert DSBSampleDataset(str(dsb_folder), on_error="skip").load()["sample01"]() is None
+    assert "mask001.png" in caplog.text
+
+
+def test_test_layout_without_masks(dsb_folder):
+    image, _ = make_nuclei(seed=9)
+    write_dsb_sample(dsb_folder, "nomasks", image, None)
+    record = DSBSampleDataset(str(dsb_folder), with_masks=False).load()["nomasks"]()
+    assert "labels" not in record and record["image"].shape == (64, 64, 3)
+
+
+def test_absent_folder_says_what_to_do(tmp_path):
+    with pytest.raises(DatasetError, match="make data"):
+        DSBSampleDataset(str(tmp_path / "nope")).load()
+
+
+def test_image_folder_nested_formats_and_ids(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    skimage.io.imsave(tmp_path / "one.png", np.zeros((8, 8, 3), np.uint8), check_contrast=False)
+    skimage.io.imsave(tmp_path / "a" / "b" / "two.tif", np.zeros((8, 8), np.uint16), check_contrast=False)
+    skimage.io.imsave(tmp_path / "a" / "three.jpg", np.zeros((8, 8), np.uint8), check_contrast=False)
+    images = ImageFolderDataset(str(tmp_path)).load()
+    assert sorted(images) == ["one", "three", "two"]
+    assert images["two"]().shape == (8, 8, 3)
+
+
+def test_image_folder_duplicate_ids_are_an_error(tmp_path):
+    (tmp_path / "x").mkdir()
+    for path in [tmp_path / "same.png", tmp_path / "x" / "same.png"]:
+        skimage.io.imsave(path, np.zeros((4, 4), np.uint8), check_contrast=False)
+    with pytest.raises(DatasetError, match="same"):
+        ImageFolderDataset(str(tmp_path)).load()
+
+
+def test_png_folder_writes_16_bit_labels_keys_and_skips_none(tmp_path, caplog):
+    labels = np.zeros((5, 5), np.int32)
+    labels[1:3, 1:3] = 300  # needs more than 8 bits
+    folder = PngFolderDataset(str(tmp_path / "masks"))
+    calls = []
+
+    def lazy():
+        calls.append(1)
+        return {"image": labels, "key": "abc"}
+
+    with caplog.at_level(logging.WARNING):
+        folder.save({"a": lazy, "b": None, "c": np.full((2, 2, 3), 9, np.uint8)})
+    assert calls == [1]
+    loaded = folder.load()
+    assert sorted(loaded) == ["a", "c"]
+    np.testing.assert_array_equal(loaded["a"](), labels)
+    assert PngFolderDataset(str(tmp_path / "masks"), load_keys=True).load() == {"a": "abc", "c": None}
+    assert "nothing to write for b" in caplog.text
+    assert not list((tmp_path / "masks").glob(".*"))  # no temporary files left
+
+
+def test_png_folder_interrupted_save_keeps_finished_files(tmp_path):
+    folder = PngFolderDataset(str(tmp_path / "masks"))
+
+    def explode():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        folder.save({"a": np.ones((3, 3), np.uint16), "b": explode})
+    assert sorted(folder.load()) == ["a"]
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["a.png"]
+
+
+def test_png_folder_absent_loads_empty(tmp_path):
+    assert PngFolderDataset(str(tmp_path / "nothing")).load() == {}
+
+
+def test_json_fallback(tmp_path):
+    shipped = tmp_path / "shipped.json"
+    shipped.write_text('{"input_mode": "native"}')
+    dataset = JSONWithFallbackDataset(filepath=str(tmp_path / "own.json"), fallback_filepath=str(shipped))
+    assert dataset.load() == {"input_mode": "native"}
+    dataset.save({"input_mode": "resize"})
+    assert dataset.load() == {"input_mode": "resize"}
+    assert shipped.read_text() == '{"input_mode": "native"}'
+    missing = JSONWithFallbackDataset(filepath=str(tmp_path / "x.json"), fallback_filepath=str(tmp_path / "y.json"))
+    with pytest.raises(DatasetError, match="kedro run"):
+        missing.load()
+
+
+def test_real_dsb_sample(real_train_dir):
+    samples = DSBSampleDataset(str(real_train_dir)).load()
+    assert len(samples) == 664
+    record = samples[sorted(samples)[0]]()
+    assert record["labels"].shape == record["image"].shape[:2] and record["labels"].max() > 0

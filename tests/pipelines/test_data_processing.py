@@ -1,0 +1,71 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from nuclei_pipeline.datasets import DSBSampleDataset
+from nuclei_pipeline.pipelines.data_processing.nodes import (
+    build_image_table,
+    fingerprint_samples,
+    prepare_model_input,
+    read_samples,
+    split_train_validation,
+)
+
+
+@pytest.fixture
+def samples(dsb_folder):
+    return read_samples(DSBSampleDataset(str(dsb_folder)).load())
+
+
+def test_image_table_has_types_sizes_and_counts(samples):
+    table = build_image_table(samples)
+    assert list(table.columns) == ["id", "type", "height", "width", "nucleus_count"]
+    assert set(table["type"]) == {"fluorescence", "histology"}
+    assert (table["nucleus_count"] == 5).all() and (table["height"] == 64).all()
+
+
+def test_split_is_seeded_stratified_and_disjoint():
+    table = pd.DataFrame({
+        "id": [f"f{i}" for i in range(50)] + [f"h{i}" for i in range(10)] + ["b0", "b1", "b2"],
+        "type": ["fluorescence"] * 50 + ["histology"] * 10 + ["brightfield"] * 3,
+    })
+    split = split_train_validation(table, {"val_fraction": 0.1, "seed": 1})
+    assert split == split_train_validation(table, {"val_fraction": 0.1, "seed": 1})
+    assert split != split_train_validation(table, {"val_fraction": 0.1, "seed": 2})
+    validation = set(split["validation"])
+    assert not validation & set(split["train"])
+    assert len(validation) + len(split["train"]) == 63
+    assert sum(i.startswith("f") for i in validation) == 5
+    assert sum(i.startswith("h") for i in validation) == 1
+    assert sum(i.startswith("b") for i in validation) == 1  # every kind is represented
+
+
+def test_bad_val_fraction_is_named():
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_train_validation(pd.DataFrame({"id": ["a"], "type": ["x"]}), {"val_fraction": 1.5})
+
+
+def test_resize_mode_is_the_seed_preprocessing(samples):
+    split = {"train": [s["id"] for s in samples[:6]], "validation": [s["id"] for s in samples[6:]]}
+    train, validation = prepare_model_input(
+        samples, split, {"input_mode": "resize", "size": 32, "target_channels": ["mask"]}
+    )
+    assert train["images"].shape == (6, 32, 32, 3) and validation["targets"].shape == (2, 32, 32, 1)
+    assert 0.0 <= float(train["images"].min()) and float(train["images"].max()) <= 1.0
+    assert set(np.unique(train["targets"])) <= {0.0, 1.0}
+
+
+def test_native_mode_keeps_resolution_and_extra_channels(samples):
+    split = {"train": [samples[0]["id"]], "validation": [samples[1]["id"]]}
+    train, _ = prepare_model_input(
+        samples, split, {"input_mode": "native", "target_channels": ["mask", "touching", "distance"]}
+    )
+    assert train["images"][0].shape == (64, 64, 3) and train["targets"][0].shape == (64, 64, 3)
+    assert train["target_channels"] == ["mask", "touching", "distance"]
+
+
+def test_fingerprint_changes_with_the_pixels(samples):
+    first = fingerprint_samples(samples)
+    samples[0]["image"] = samples[0]["image"].copy()
+    samples[0]["image"][0, 0, 0] ^= 1
+    assert fingerprint_samples(samples)["training_data_fingerprint"] != first["training_data_fingerprint"]

@@ -1,0 +1,156 @@
+"""The four pipelines end to end on a tiny synthetic project, through Kedro and MLflow."""
+
+from __future__ import annotations
+
+import shutil
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import skimage.io
+import yaml
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from nuclei_pipeline.core.rle import rle_decode
+from tests.conftest import PROJECT_ROOT, make_nuclei, write_dsb_folder
+
+TINY_PARAMETERS = {
+    "split": {"val_fraction": 0.25, "seed": 0},
+    "preprocessing": {"size": 32},
+    "model": {"filters": [4, 8, 16], "dropout": [0.0, 0.0, 0.0]},
+    "training": {"epochs": 2, "batch_size": 2, "crop_size": 32, "steps_per_epoch": 3,
+                 "early_stopping_patience": 5, "verbose": 0},
+    "evaluation": {"gallery_size": 1},
+    "inference": {"figure_images": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf",
+                    ignore=lambda folder, names: names if folder.endswith("local") else [])
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
+    (root / "src").mkdir()  # the package itself is installed
+    write_dsb_folder(root / "data" / "01_raw" / "stage1_train", count=8, shape=(64, 64))
+    test_dir = root / "data" / "01_raw" / "stage1_test"
+    write_dsb_folder(test_dir, count=2, shape=(48, 80), with_masks=False, seed=50)
+    (test_dir / "extra").mkdir()
+    image, _ = make_nuclei((40, 40), seed=99)
+    skimage.io.imsave(test_dir / "extra" / "grey16.tif", image[..., 0].astype(np.uint16) * 200,
+                      check_contrast=False)
+    (test_dir / "broken.png").write_bytes(b"\x89PNG but not really")
+    for env in ("tiny", "tinyseed"):
+        (root / "conf" / env).mkdir(exist_ok=True)
+        (root / "conf" / env / "parameters.yml").write_text(yaml.safe_dump(TINY_PARAMETERS))
+    # the seed preset, made tiny
+    for name in ("parameters.yml", "mlflow.yml", "globals.yml"):
+        seed = yaml.safe_load((PROJECT_ROOT / "conf" / "seed" / name).read_text())
+        if name == "parameters.yml":
+            seed = {k: v for k, v in seed.items() if k not in ("model",)}
+            for key, value in TINY_PARAMETERS.items():
+                seed[key] = {**seed.get(key, {}), **value} if isinstance(value, dict) else value
+            seed["training"]["steps_per_epoch"] = None
+        (root / "conf" / "tinyseed" / name).write_text(yaml.safe_dump(seed))
+    return root
+
+
+def run(project, monkeypatch, env, pipeline=None, runtime_params=None):
+    monkeypatch.chdir(project)
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env=env, runtime_params=runtime_params) as session:
+        session.run(pipeline_name=pipeline)
+    # kedro-mlflow re-opens its run in each node's thread (its issue #613); in one
+    # long-lived process (this test) such a handle can outlive the session.
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+def last_run(project, name):
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["nuclei_pipeline"], output_format="list",
+                              order_by=["attributes.start_time DESC"])
+    return next(r for r in runs if r.info.run_name == name)
+
+
+@pytest.mark.slow
+def test_default_run_trains_evaluates_predicts_and_tracks(project, monkeypatch):
+    run(project, monkeypatch, "tiny")
+
+    model_dir = project / "data" / "06_models" / "default"
+    assert (model_dir / "unet.keras").is_file() and (model_dir / "model_spec.json").is_file()
+
+    scores = pd.read_csv(project / "data" / "08_reporting" / "default" / "validation_scores.csv")
+    summary = pd.read_csv(project / "data" / "08_reporting" / "default" / "evaluation_summary.csv")
+    split = yaml.safe_load((project / "data" / "03_primary" / "train_validation_split.json").read_text())
+    assert sorted(scores["id"]) == split["validation"]
+    assert scores["average_precision"].between(0, 1).all()
+    assert summary.loc[0, "group"] == "all"
+    assert summary.loc[0, "mean_average_precision"] == pytest.approx(scores["average_precision"].mean())
+    for figure in ("score_by_threshold.png", "score_histogram.png", "validation_gallery.png",
+                   "sample_predictions.png"):
+        assert (project / "data" / "08_reporting" / "default" / figure).stat().st_size > 1000
+
+    masks = project / "data" / "07_model_output" / "default" / "masks"
+    assert sorted(p.stem for p in masks.glob("*.png")) == ["grey16", "sample00", "sample01"]
+    labels = skimage.io.imread(masks / "sample00.png")
+    assert labels.shape == (48, 80) and labels.dtype == np.uint16
+
+    report = pd.read_csv(project / "data" / "08_reporting" / "default" / "inference_report.csv")
+    assert report.set_index("id").loc["broken", "status"] == "unreadable"
+    submission = pd.read_csv(project / "data" / "07_model_output" / "default" / "submission.csv",
+                             keep_default_na=False)
+    assert set(submission["ImageId"]) == {"grey16", "sample00", "sample01"}
+    decoded = [rle_decode(r, labels.shape) for r in
+               submission.loc[submission["ImageId"] == "sample00", "EncodedPixels"] if r]
+    assert len(decoded) == labels.max()
+    if decoded:
+        assert np.array_equal(np.sum(decoded, axis=0) > 0, labels > 0)
+
+    tracked = last_run(project, "default-unet")
+    assert tracked.info.status == "FINISHED"
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(tracked.info.run_id, "val_loss")
+    assert [m.step for m in history] == [0, 1]
+    assert "val_map" in tracked.data.metrics and "val_iou" in tracked.data.metrics
+    assert tracked.data.params["training.epochs"] == "2"
+    assert "git_commit" in tracked.data.tags
+    assert len(tracked.data.tags["training_data_fingerprint"]) == 16
+    artifacts = {a.path for a in client.list_artifacts(tracked.info.run_id, "model")}
+    assert {"model/unet.keras", "model/unet_final_epoch.keras", "model/model_spec.json"} <= artifacts
+    evaluation = {a.path for a in client.list_artifacts(tracked.info.run_id, "evaluation")}
+    assert "evaluation/validation_gallery.png" in evaluation
+
+
+@pytest.mark.slow
+def test_inference_resumes_and_takes_any_folder(project, monkeypatch):
+    masks = project / "data" / "07_model_output" / "default" / "masks"
+    if not masks.is_dir():
+        run(project, monkeypatch, "tiny")
+    before = {p.name: p.stat().st_mtime_ns for p in masks.glob("*.png")}
+    (masks / "sample01.png").unlink()
+    run(project, monkeypatch, "tiny", pipeline="inference")
+    after = {p.name: p.stat().st_mtime_ns for p in masks.glob("*.png")}
+    assert after["sample00.png"] == before["sample00.png"]  # resumed: not redone
+    assert "sample01.png" in after  # the missing one was completed
+
+    folder = project / "my_images"
+    folder.mkdir()
+    image, _ = make_nuclei((50, 60), seed=7)
+    skimage.io.imsave(folder / "cells.jpg", image, check_contrast=False)
+    run(project, monkeypatch, "tiny", pipeline="inference", runtime_params={"input_dir": str(folder)})
+    assert (masks / "cells.png").is_file()
+    submission = pd.read_csv(project / "data" / "07_model_output" / "default" / "submission.csv")
+    assert set(submission["ImageId"]) == {"cells"}
+
+
+@pytest.mark.slow
+def test_seed_preset_runs_with_its_own_outputs(project, monkeypatch):
+    run(project, monkeypatch, "tinyseed", pipeline=None)
+    spec = yaml.safe_load((project / "data" / "06_models" / "seed" / "model_spec.json").read_text())
+    assert spec["input_mode"] == "resize" and spec["target_channels"] == ["mask"]
+    assert (project / "data" / "08_reporting" / "seed" / "evaluation_summary.csv").is_file()
+    tracked = last_run(project, "seed-unet")
+    assert tracked.data.params["training.loss"] == "binary_crossentropy"
