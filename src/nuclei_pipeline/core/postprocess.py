@@ -15,7 +15,8 @@ from skimage.segmentation import relabel_sequential, watershed
 METHODS = ("components", "watershed")
 
 
-def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+def remove_small_labels(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Drop objects of fewer than ``min_size`` pixels and renumber the rest 1 … N."""
     if min_size > 1:
         labels = remove_small_objects(labels, max_size=min_size - 1)
     return relabel_sequential(labels)[0].astype(np.int32)
@@ -36,7 +37,7 @@ def connected_components(
         Objects with fewer pixels are removed.
     """
     foreground = probabilities > threshold
-    return _remove_small(label(foreground, connectivity=1).astype(np.int32), min_size)
+    return remove_small_labels(label(foreground, connectivity=1).astype(np.int32), min_size)
 
 
 def marker_watershed(
@@ -91,7 +92,7 @@ def marker_watershed(
         orphans = np.isin(components, orphan_ids)
         markers[orphans] = components[orphans] + markers.max()
     labels = watershed(flood, markers, mask=foreground)
-    return _remove_small(labels.astype(np.int32), min_size)
+    return remove_small_labels(labels.astype(np.int32), min_size)
 
 
 def probabilities_to_labels(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
@@ -15,12 +16,16 @@ import pandas as pd  # noqa: E402
 
 from nuclei_pipeline.core.metrics import (  # noqa: E402
     IOU_THRESHOLDS,
+    average_precision,
     error_counts,
     pixel_iou,
     precision_at_thresholds,
 )
 from nuclei_pipeline.core.overlays import PREDICTED_COLOUR, TRUE_COLOUR, draw_outlines  # noqa: E402
-from nuclei_pipeline.core.postprocess import probabilities_to_labels  # noqa: E402
+from nuclei_pipeline.core.postprocess import (  # noqa: E402
+    probabilities_to_labels,
+    remove_small_labels,
+)
 from nuclei_pipeline.core.predict import predict_probabilities  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -55,6 +60,45 @@ def predict_validation(
             test_time_augmentation=bool(evaluation.get("test_time_augmentation", False)),
         ).astype(np.float16)
     return probabilities
+
+
+def tune_postprocessing(
+    probabilities: dict[str, np.ndarray],
+    samples: list[dict[str, Any]],
+    split: dict[str, list[str]],
+    postprocessing: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Choose post-processing settings by validation score (grid search).
+
+    ``evaluation.tuning.grid`` maps post-processing keys to candidate
+    values; every combination, applied on top of ``postprocessing``, is
+    scored on the validation images and the best one is returned together
+    with the table of all trials. With tuning disabled, ``postprocessing``
+    is returned unchanged (one trial).
+    """
+    tuning = evaluation.get("tuning") or {}
+    grid = (tuning.get("grid") or {}) if tuning.get("enabled", False) else {}
+    unknown = set(grid) - set(postprocessing)
+    if unknown:
+        raise ValueError(f"evaluation.tuning.grid names unknown postprocessing keys: {sorted(unknown)}")
+    truths = {s["id"]: s["labels"].astype(np.int32) for s in _validation_samples(samples, split)}
+    stacks = {i: probabilities[i].astype(np.float32) for i in truths}
+    # min_size only filters the final objects: segment once per other setting, then filter.
+    sizes = list(grid.get("min_size", [postprocessing["min_size"]]))
+    keys = sorted(key for key in grid if key != "min_size")
+    trials = []
+    for values in itertools.product(*(grid[key] for key in keys)):
+        candidate = {**postprocessing, **dict(zip(keys, values, strict=True))}
+        unfiltered = {i: probabilities_to_labels(stacks[i], **{**candidate, "min_size": 0}) for i in truths}
+        for size in sizes:
+            scores = [average_precision(truths[i], remove_small_labels(unfiltered[i], size)) for i in truths]
+            trials.append({**candidate, "min_size": size, "validation_map": float(np.mean(scores))})
+    trials.sort(key=lambda trial: -trial["validation_map"])  # stable: ties keep grid order
+    best = {key: trials[0][key] for key in postprocessing}
+    logger.info("post-processing %s: validation mAP %.4f over %d trial(s)",
+                best, trials[0]["validation_map"], len(trials))
+    return best, pd.DataFrame(trials)
 
 
 def postprocess_predictions(

@@ -8,6 +8,7 @@ from nuclei_pipeline.pipelines.evaluation.nodes import (
     predict_validation,
     score_images,
     summarise_scores,
+    tune_postprocessing,
 )
 
 
@@ -22,8 +23,15 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="predict_validation",
             ),
             Node(
+                tune_postprocessing,
+                ["validation_probabilities", "train_samples", "train_validation_split",
+                 "params:postprocessing", "params:evaluation"],
+                ["postprocessing_settings", "postprocessing_trials"],
+                name="tune_postprocessing",
+            ),
+            Node(
                 postprocess_predictions,
-                ["validation_probabilities", "params:postprocessing"],
+                ["validation_probabilities", "postprocessing_settings"],
                 "validation_predictions",
                 name="postprocess_validation",
             ),

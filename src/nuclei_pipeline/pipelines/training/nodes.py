@@ -22,14 +22,25 @@ def _pairs_resized(inputs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(inputs["images"]), np.asarray(inputs["targets"])
 
 
-def _validation_arrays(inputs: dict[str, Any], crop_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed validation batches: whole resized images, or tiles covering native images."""
+def _validation_arrays(
+    inputs: dict[str, Any], crop_size: int, tiles_per_image: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed validation batches: whole resized images, or tiles of native images.
+
+    ``tiles_per_image`` (native mode) keeps that many tiles per image, evenly
+    spread over the tiles that cover it (all of them when ``None``), to bound
+    the validation time per epoch.
+    """
     if inputs["input_mode"] == "resize":
         return _pairs_resized(inputs)
     images, targets = [], []
     for image, target in zip(inputs["images"], inputs["targets"], strict=True):
-        images.extend(tiles(image, crop_size))
-        targets.extend(tiles(target, crop_size))
+        image_tiles, target_tiles = tiles(image, crop_size), tiles(target, crop_size)
+        keep = range(len(image_tiles))
+        if tiles_per_image and len(image_tiles) > tiles_per_image:
+            keep = np.linspace(0, len(image_tiles) - 1, tiles_per_image).round().astype(int)
+        images.extend(image_tiles[i] for i in keep)
+        targets.extend(target_tiles[i] for i in keep)
     return np.stack(images), np.stack(targets)
 
 
@@ -77,9 +88,11 @@ def train_model(
     model_params : dict
         ``filters``, ``dropout``, ``batch_norm`` (see ``build_unet``).
     training : dict
-        ``epochs``, ``batch_size``, ``learning_rate``, ``loss``,
+        ``epochs``, ``batch_size``, ``learning_rate`` (``cosine_decay``: decay
+        it to 5 % over all epochs), ``loss``,
         ``early_stopping_patience``, ``seed``; for native input
-        ``crop_size`` and ``steps_per_epoch``; optional ``augmentation``.
+        ``crop_size``, ``steps_per_epoch`` and ``validation_tiles_per_image``;
+        optional ``augmentation``.
     """
     if not train_inputs["ids"] or not validation_inputs["ids"]:
         raise ValueError("training needs at least one training and one validation image")
@@ -99,8 +112,15 @@ def train_model(
         output_channels=len(channels),
         batch_norm=bool(model_params.get("batch_norm", False)),
     )
+    batch_size = int(training["batch_size"])
+    steps = int(training.get("steps_per_epoch") or max(1, len(train_inputs["ids"]) // batch_size))
+    learning_rate = float(training["learning_rate"])
+    if training.get("cosine_decay"):
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=steps * int(training["epochs"]), alpha=0.05
+        )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=float(training["learning_rate"])),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=build_loss(
             training["loss"],
             dice_weight=float(training.get("dice_weight", 1.0)),
@@ -108,13 +128,13 @@ def train_model(
         ),
         metrics=[SeedIoU()],
     )
-    batch_size = int(training["batch_size"])
-    steps = training.get("steps_per_epoch") or max(1, len(train_inputs["ids"]) // batch_size)
     spec = tf.TensorSpec(shape=(None, None, None, None), dtype=tf.float32)
     train_data = tf.data.Dataset.from_generator(
         lambda: _training_batches(train_inputs, training), output_signature=(spec, spec)
     ).prefetch(2)
-    val_images, val_targets = _validation_arrays(validation_inputs, crop_size)
+    val_images, val_targets = _validation_arrays(
+        validation_inputs, crop_size, training.get("validation_tiles_per_image")
+    )
     logger.info(
         "training %s (%d parameters) on %d images, %d steps/epoch, validating on %d %s",
         mode,
@@ -129,7 +149,7 @@ def train_model(
         checkpoint = Path(folder) / "best.keras"
         history = model.fit(
             train_data,
-            steps_per_epoch=int(steps),
+            steps_per_epoch=steps,
             epochs=int(training["epochs"]),
             validation_data=(val_images.astype(np.float32), val_targets.astype(np.float32)),
             shuffle=False,  # the generator already shuffles

@@ -1,0 +1,69 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from nuclei_pipeline.core.targets import make_targets
+from nuclei_pipeline.pipelines.evaluation.nodes import (
+    postprocess_predictions,
+    score_images,
+    summarise_scores,
+    tune_postprocessing,
+)
+from tests.conftest import make_nuclei
+
+POSTPROCESSING = {"method": "components", "threshold": 0.7, "min_size": 0, "border_channel": None,
+                  "border_threshold": 0.5, "marker_threshold": 0.7, "min_marker_size": 4}
+
+
+@pytest.fixture
+def validation():
+    samples, probabilities = [], {}
+    for index in range(3):
+        image, labels = make_nuclei(count=4, seed=index, touching_pair=index == 0)
+        samples.append({"id": f"s{index}", "image": image, "labels": labels.astype(np.uint16)})
+        # a model that is right but only 55 % sure
+        probabilities[f"s{index}"] = (make_targets(labels, ["mask", "touching"]) * 0.55).astype(np.float16)
+    split = {"train": [], "validation": ["s0", "s1", "s2"]}
+    table = pd.DataFrame({"id": ["s0", "s1", "s2"], "type": ["fluorescence", "fluorescence", "histology"]})
+    return samples, probabilities, split, table
+
+
+def test_tuning_finds_the_threshold_and_method_that_work(validation):
+    samples, probabilities, split, _ = validation
+    evaluation = {"tuning": {"enabled": True, "grid": {
+        "threshold": [0.6, 0.5], "method": ["components", "watershed"], "border_channel": [1],
+        "marker_threshold": [0.5]}}}
+    best, trials = tune_postprocessing(probabilities, samples, split, POSTPROCESSING, evaluation)
+    assert len(trials) == 4 and trials["validation_map"].is_monotonic_decreasing
+    assert best["threshold"] == 0.5 and best["method"] == "watershed"
+    assert trials.iloc[-1]["validation_map"] == 0.0  # threshold 0.6 finds nothing
+    assert set(best) == set(POSTPROCESSING)
+    assert isinstance(best["border_channel"], int)  # usable as an index, not 1.0
+
+
+def test_tuning_off_returns_the_configured_settings(validation):
+    samples, probabilities, split, _ = validation
+    for evaluation in ({}, {"tuning": {"enabled": False, "grid": {"threshold": [0.5]}}}):
+        best, trials = tune_postprocessing(probabilities, samples, split, POSTPROCESSING, evaluation)
+        assert best == POSTPROCESSING and len(trials) == 1
+
+
+def test_tuning_grid_with_unknown_key_is_named(validation):
+    samples, probabilities, split, _ = validation
+    with pytest.raises(ValueError, match="colour"):
+        tune_postprocessing(probabilities, samples, split, POSTPROCESSING,
+                            {"tuning": {"enabled": True, "grid": {"colour": [1]}}})
+
+
+def test_scores_and_summary_by_type(validation):
+    samples, probabilities, split, table = validation
+    settings = {**POSTPROCESSING, "threshold": 0.5}
+    predictions = postprocess_predictions(probabilities, settings)
+    scores = score_images(samples, split, predictions, table)
+    assert list(scores["id"])[-1] != "s0"  # sorted worst first: s0 has a merged pair
+    assert scores.set_index("id").loc["s0", "merged"] == 1
+    assert scores.set_index("id").loc["s1", "average_precision"] == 1.0
+    summary, metrics = summarise_scores(scores)
+    assert list(summary["group"]) == ["all", "fluorescence", "histology"]
+    assert metrics["val_map"]["value"] == pytest.approx(scores["average_precision"].mean())
+    assert metrics["val_map_histology"]["value"] == 1.0
