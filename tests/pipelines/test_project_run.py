@@ -154,3 +154,24 @@ def test_seed_preset_runs_with_its_own_outputs(project, monkeypatch):
     assert (project / "data" / "08_reporting" / "seed" / "evaluation_summary.csv").is_file()
     tracked = last_run(project, "seed-unet")
     assert tracked.data.params["training.loss"] == "binary_crossentropy"
+
+
+@pytest.mark.slow
+def test_exploration_notebook_runs_headless(project, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    if not (project / "data" / "06_models" / "default" / "unet.keras").is_file():
+        run(project, monkeypatch, "tiny")
+    (project / "notebooks").mkdir(exist_ok=True)
+    notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "exploration.ipynb", as_version=4)
+    monkeypatch.chdir(project / "notebooks")
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(project / "notebooks")}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 3  # overview plots, samples with masks, predictions
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "fluorescence" in text and "post-processing" in text
+    assert not (project / "notebooks" / "mlflow.db").exists()  # no second MLflow store

@@ -7,26 +7,23 @@ import logging
 from typing import Any
 
 import keras
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from nuclei_pipeline.core.metrics import (  # noqa: E402
+from nuclei_pipeline.core.metrics import (
     IOU_THRESHOLDS,
     average_precision,
     error_counts,
     pixel_iou,
     precision_at_thresholds,
 )
-from nuclei_pipeline.core.overlays import PREDICTED_COLOUR, TRUE_COLOUR, draw_outlines  # noqa: E402
-from nuclei_pipeline.core.postprocess import (  # noqa: E402
+from nuclei_pipeline.core.overlays import PREDICTED_COLOUR, TRUE_COLOUR, draw_outlines
+from nuclei_pipeline.core.postprocess import (
     probabilities_to_labels,
     remove_small_labels,
 )
-from nuclei_pipeline.core.predict import predict_probabilities  # noqa: E402
+from nuclei_pipeline.core.predict import predict_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -184,9 +181,10 @@ def summarise_scores(scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]
     return summary, metrics
 
 
-def plot_score_by_threshold(scores: pd.DataFrame) -> plt.Figure:
+def plot_score_by_threshold(scores: pd.DataFrame) -> Figure:
     """Mean score per IoU threshold, overall and per image type."""
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
     for name, group in [("all", scores)] + list(scores.groupby("type", sort=True)):
         axes.plot(IOU_THRESHOLDS, group[SCORE_COLUMNS].mean().to_numpy(), marker="o",
                   linewidth=2.5 if name == "all" else 1.2, label=f"{name} (n={len(group)})")
@@ -198,9 +196,10 @@ def plot_score_by_threshold(scores: pd.DataFrame) -> plt.Figure:
     return figure
 
 
-def plot_score_histogram(scores: pd.DataFrame) -> plt.Figure:
+def plot_score_histogram(scores: pd.DataFrame) -> Figure:
     """Histogram of per-image scores, stacked by image type."""
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
     groups = list(scores.groupby("type", sort=True))
     axes.hist([g["average_precision"] for _, g in groups], bins=np.linspace(0, 1, 21),
               stacked=True, label=[name for name, _ in groups])
@@ -219,7 +218,7 @@ def plot_gallery(
     predictions: dict[str, np.ndarray],
     scores: pd.DataFrame,
     evaluation: dict[str, Any],
-) -> plt.Figure:
+) -> Figure:
     """Worst and best validation images: truth outlined green, prediction magenta."""
     count = int(evaluation.get("gallery_size", 4))
     ordered = scores.sort_values("average_precision")
@@ -227,7 +226,8 @@ def plot_gallery(
     by_id = {s["id"]: s for s in _validation_samples(samples, split)}
     columns = min(4, len(chosen))
     rows = int(np.ceil(len(chosen) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)
+    figure = Figure(figsize=(4 * columns, 4 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
     for axis, (_, row) in zip(axes.ravel(), chosen.iterrows(), strict=False):

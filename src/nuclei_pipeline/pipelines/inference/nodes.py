@@ -11,19 +11,16 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from nuclei_pipeline.core.images import ImageReadError  # noqa: E402
-from nuclei_pipeline.core.overlays import colour_labels, draw_outlines  # noqa: E402
-from nuclei_pipeline.core.postprocess import probabilities_to_labels  # noqa: E402
-from nuclei_pipeline.core.predict import predict_probabilities  # noqa: E402
-from nuclei_pipeline.core.rle import labels_to_rles  # noqa: E402
+from nuclei_pipeline.core.images import ImageReadError
+from nuclei_pipeline.core.overlays import colour_labels, draw_outlines
+from nuclei_pipeline.core.postprocess import probabilities_to_labels
+from nuclei_pipeline.core.predict import predict_probabilities
+from nuclei_pipeline.core.rle import labels_to_rles
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +158,7 @@ def plot_sample_predictions(
     images: dict[str, Callable[[], np.ndarray]],
     masks: dict[str, Callable[[], np.ndarray]],
     inference: dict[str, Any],
-) -> plt.Figure:
+) -> Figure:
     """The seed's figure: random test images beside their predicted masks."""
     available = sorted(i for i in images if i in masks)
     if not available:
@@ -169,7 +166,8 @@ def plot_sample_predictions(
     rng = np.random.default_rng(int(inference.get("seed", 42)))
     count = min(int(inference.get("figure_images", 4)), len(available))
     chosen = rng.choice(available, size=count, replace=False)
-    figure, axes = plt.subplots(count, 2, figsize=(8, 4 * count), squeeze=False)
+    figure = Figure(figsize=(8, 4 * count))
+    axes = figure.subplots(count, 2, squeeze=False)
     for row, image_id in zip(axes, chosen, strict=True):
         labels = masks[image_id]()
         row[0].imshow(images[image_id]())
