@@ -175,3 +175,69 @@ def test_exploration_notebook_runs_headless(project, monkeypatch):
     text = "".join(o.get("text", "") for o in outputs)
     assert "fluorescence" in text and "post-processing" in text
     assert not (project / "notebooks" / "mlflow.db").exists()  # no second MLflow store
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_server_serves_the_runs_for_comparison(project, monkeypatch):
+    """`mlflow server` on loopback against the project's store: runs, metrics, artifacts."""
+    import json
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    if not (project / "data" / "06_models" / "seed" / "unet.keras").is_file():
+        run(project, monkeypatch, "tinyseed")
+    if not (project / "data" / "06_models" / "default" / "unet.keras").is_file():
+        run(project, monkeypatch, "tiny")
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+         f"sqlite:///{project / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+
+    def call(path, payload=None):
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(f"{base}/{path}", data=data,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                experiment = call("experiments/get-by-name?experiment_name=nuclei_pipeline")
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(1)
+        runs = call("runs/search", {"experiment_ids": [experiment["experiment"]["experiment_id"]],
+                                    "order_by": ["attributes.start_time DESC"], "max_results": 20})
+        by_name = {}
+        for found in runs["runs"]:
+            by_name.setdefault(found["info"]["run_name"], found)
+        assert {"default-unet", "seed-unet"} <= set(by_name)
+        metric_names = [{m["key"] for m in by_name[name]["data"]["metrics"]}
+                        for name in ("default-unet", "seed-unet")]
+        shared = metric_names[0] & metric_names[1]
+        assert {"loss", "val_loss", "iou", "val_iou", "val_map"} <= shared
+        params = {p["key"] for p in by_name["seed-unet"]["data"]["params"]}
+        assert {"training.epochs", "model.filters", "postprocessing.method"} <= params
+        artifacts = call(f"artifacts/list?run_id={by_name['default-unet']['info']['run_id']}&path=evaluation")
+        assert "evaluation/score_by_threshold.png" in {f["path"] for f in artifacts["files"]}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
