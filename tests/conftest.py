@@ -94,17 +94,18 @@ def dsb_folder(tmp_path):
     return write_dsb_folder(tmp_path / "stage1_train")
 
 
-@pytest.fixture
-def real_train_dir():
-    folder = SHARED_DATA / "stage1_train"
+def _shared_subset(name: str) -> Path:
+    folder = SHARED_DATA / name
     if not folder.is_dir():
         pytest.skip("real DSB2018 data (../shared/data/dsb2018) is not present")
     return folder
+
+
+@pytest.fixture
+def real_train_dir():
+    return _shared_subset("stage1_train")
 
 
 @pytest.fixture
 def real_test_dir():
-    folder = SHARED_DATA / "stage1_test"
-    if not folder.is_dir():
-        pytest.skip("real DSB2018 data (../shared/data/dsb2018) is not present")
-    return folder
+    return _shared_subset("stage1_test")

@@ -130,3 +130,11 @@ def test_real_dsb_sample(real_train_dir):
     assert len(samples) == 664
     record = samples[sorted(samples)[0]]()
     assert record["labels"].shape == record["image"].shape[:2] and record["labels"].max() > 0
+
+
+def test_real_test_folder_as_any_image_folder(real_test_dir):
+    images = ImageFolderDataset(str(real_test_dir)).load()
+    assert len(images) == 65
+    for image_id in sorted(images)[:3]:
+        image = images[image_id]()
+        assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
