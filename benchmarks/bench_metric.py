@@ -57,8 +57,8 @@ def main():
     for shape, count in [((256, 256), 40), ((520, 696), 150)]:
         truth, predicted = random_labels(shape, count, 0), random_labels(shape, count, 1)
         predicted[truth > 0] = np.where(truth[truth > 0] % 3 == 0, 0, truth[truth > 0] + 500)
-        fast, a = best_of(lambda: average_precision(truth, predicted))
-        slow, b = best_of(lambda: loop_average_precision(truth, predicted), repeats=1)
+        fast, a = best_of(lambda t=truth, p=predicted: average_precision(t, p))
+        slow, b = best_of(lambda t=truth, p=predicted: loop_average_precision(t, p), repeats=1)
         assert abs(a - b) < 1e-9, (a, b)
         print(f"{shape[0]}x{shape[1]}, ~{count} objects: vectorized {fast * 1e3:.1f} ms, "
               f"pair loop {slow * 1e3:.0f} ms, ratio {slow / fast:.0f}x (same score {a:.4f})")
