@@ -82,20 +82,20 @@ def predict_masks(
         except ImageReadError as error:
             logger.warning("skipping unreadable image %s: %s", image_id, error)
             return None
+        else:
+            probabilities = predict_probabilities(
+                model,
+                image,
+                input_mode=model_spec["input_mode"],
+                size=model_spec.get("size") or 256,
+                invert_light_background=model_spec.get("invert_light_background", False),
+                test_time_augmentation=bool(inference.get("test_time_augmentation", False)),
+            )
+            return {"image": probabilities_to_labels(probabilities, **postprocessing), "key": key}
         finally:
             progress.update(1)
-        probabilities = predict_probabilities(
-            model,
-            image,
-            input_mode=model_spec["input_mode"],
-            size=model_spec.get("size") or 256,
-            invert_light_background=model_spec.get("invert_light_background", False),
-            test_time_augmentation=bool(inference.get("test_time_augmentation", False)),
-        )
-        labels = probabilities_to_labels(probabilities, **postprocessing)
-        if image_id == list(todo)[-1]:
-            progress.close()
-        return {"image": labels, "key": key}
+            if progress.n >= progress.total:
+                progress.close()
 
     return {image_id: (lambda i=image_id, f=loader: compute(i, f)) for image_id, loader in todo.items()}
 
