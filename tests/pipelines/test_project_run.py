@@ -120,6 +120,12 @@ def test_default_run_trains_evaluates_predicts_and_tracks(project, monkeypatch):
     assert len(tracked.data.tags["training_data_fingerprint"]) == 16
     artifacts = {a.path for a in client.list_artifacts(tracked.info.run_id, "model")}
     assert {"model/unet.keras", "model/unet_final_epoch.keras", "model/model_spec.json"} <= artifacts
+    downloaded = mlflow.artifacts.download_artifacts(run_id=tracked.info.run_id,
+                                                     artifact_path="model/unet.keras")
+    import keras
+
+    restored = keras.models.load_model(downloaded, compile=False)
+    assert restored.predict_on_batch(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 32, 32, 3)
     evaluation = {a.path for a in client.list_artifacts(tracked.info.run_id, "evaluation")}
     assert "evaluation/validation_gallery.png" in evaluation
 
