@@ -1,0 +1,59 @@
+"""Print peak memory of the inference nodes for a small and a 10× larger image folder.
+
+Run: ``.venv/bin/python benchmarks/bench_inference_memory.py``. Uses a small untrained
+U-Net on synthetic 256×256 images; what matters is the ratio of the two peaks (flat ≈ 1).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import skimage.io
+
+from nuclei_pipeline.core.model import build_unet
+from nuclei_pipeline.datasets import ImageFolderDataset, PngFolderDataset
+from nuclei_pipeline.pipelines.inference.nodes import predict_masks, summarise_masks
+
+POST = {"method": "components", "threshold": 0.5, "min_size": 0}
+
+
+def run(count: int, model) -> tuple[float, float]:
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        images_dir, masks_dir = Path(folder) / "images", Path(folder) / "masks"
+        images_dir.mkdir()
+        for index in range(count):
+            skimage.io.imsave(images_dir / f"img{index:05d}.png",
+                              rng.integers(0, 255, (256, 256, 3), dtype=np.uint8), check_contrast=False)
+        images = ImageFolderDataset(str(images_dir)).load()
+        masks = PngFolderDataset(str(masks_dir))
+        tracemalloc.start()
+        start = time.perf_counter()
+        lazy = predict_masks(images, model, {"input_mode": "native"}, POST, {}, {})
+        masks.save(lazy)
+        seconds = time.perf_counter() - start
+        predict_peak = tracemalloc.get_traced_memory()[1] / 1e6
+        tracemalloc.reset_peak()
+        submission, _ = summarise_masks(images, masks.load())
+        summary_peak = tracemalloc.get_traced_memory()[1] / 1e6
+        tracemalloc.stop()
+    print(f"{count} images: predict+write peak {predict_peak:.1f} MB, {count / seconds:.1f} images/s; "
+          f"summary peak {summary_peak:.1f} MB for {len(submission)} submission rows")
+    return predict_peak, summary_peak
+
+
+def main():
+    model = build_unet((None, None, 3), filters=(8, 16, 32), dropout=(0, 0, 0), output_channels=1)
+    small, large = 20, 200
+    predict_small, summary_small = run(small, model)
+    predict_large, summary_large = run(large, model)
+    print(f"10x the images: predict+write peak x{predict_large / predict_small:.2f}, "
+          f"summary peak x{summary_large / summary_small:.2f} (the submission table itself grows)")
+
+
+if __name__ == "__main__":
+    main()
