@@ -1,0 +1,64 @@
+"""Measure what the post-processing and test-time levers add on the trained default model.
+
+Run after `kedro run`: ``.venv/bin/python benchmarks/ablate_levers.py [--preset default]``.
+It reuses the validation probabilities the evaluation pipeline saved (with TTA) and
+predicts once more without TTA; the training-time levers (native crops, extra channels,
+augmentation, loss) need retraining and are compared through the seed preset instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import nuclei_pipeline.core.model  # noqa: F401  (registers the custom loss and metric)
+from nuclei_pipeline.core.metrics import average_precision
+from nuclei_pipeline.core.postprocess import probabilities_to_labels
+from nuclei_pipeline.core.predict import predict_probabilities
+
+
+def mean_ap(truths, probabilities, settings):
+    return float(np.mean([average_precision(truths[i], probabilities_to_labels(
+        probabilities[i].astype(np.float32), **settings)) for i in truths]))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="default")
+    args = parser.parse_args()
+    data = Path("data")
+    split = json.loads((data / "03_primary" / "train_validation_split.json").read_text())
+    with open(data / "02_intermediate" / "train_samples.pkl", "rb") as handle:
+        samples = {s["id"]: s for s in pickle.load(handle) if s["id"] in set(split["validation"])}
+    truths = {i: s["labels"].astype(np.int32) for i, s in samples.items()}
+    with open(data / "07_model_output" / args.preset / "validation_probabilities.pkl", "rb") as handle:
+        with_tta = pickle.load(handle)
+    models = data / "06_models" / args.preset
+    tuned = json.loads((models / "postprocessing.json").read_text())
+    spec = json.loads((models / "model_spec.json").read_text())
+    model = keras.models.load_model(models / "unet.keras", compile=False)
+    without_tta = {i: predict_probabilities(model, s["image"], spec["input_mode"], spec.get("size") or 256,
+                                            spec.get("invert_light_background", False))
+                   for i, s in samples.items()}
+    components = {**tuned, "method": "components"}
+    rows = [
+        ("connected components, threshold 0.5 (the seed's post-processing), TTA",
+         mean_ap(truths, with_tta, {**components, "threshold": 0.5, "min_size": 0})),
+        ("connected components, tuned threshold/min_size, TTA", mean_ap(truths, with_tta, components)),
+        ("watershed on the touching channel, tuned", mean_ap(truths, with_tta, {**tuned, "border_channel": 1})),
+        ("watershed on the boundary channel, tuned", mean_ap(truths, with_tta, {**tuned, "border_channel": 2})),
+        ("tuned post-processing, no TTA", mean_ap(truths, without_tta, tuned)),
+        ("tuned post-processing, TTA (the default)", mean_ap(truths, with_tta, tuned)),
+    ]
+    print(f"validation images: {len(truths)}; tuned settings: {tuned}")
+    for name, score in rows:
+        print(f"{score:.4f}  {name}")
+
+
+if __name__ == "__main__":
+    main()
