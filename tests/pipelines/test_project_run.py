@@ -247,3 +247,17 @@ def test_mlflow_server_serves_the_runs_for_comparison(project, monkeypatch):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_model_card_reports_the_validation_scores(project, monkeypatch):
+    from nuclei_pipeline.ship_model import model_card
+
+    if not (project / "data" / "06_models" / "default" / "postprocessing.json").is_file():
+        run(project, monkeypatch, "tiny")
+    card = model_card(project, "default")
+    summary = pd.read_csv(project / "data" / "08_reporting" / "default" / "evaluation_summary.csv")
+    assert f"| all | {summary.loc[0, 'images']} | {summary.loc[0, 'mean_average_precision']:.4f} |" in card
+    for group in summary["group"]:
+        assert f"| {group} |" in card
+    assert "Post-processing (tuned on the validation split)" in card
