@@ -46,7 +46,7 @@ def model_card(root: Path, preset: str) -> str:
     for name in ("data_processing", "training"):
         parameters.update(yaml.safe_load((root / "conf" / "base" / f"parameters_{name}.yml").read_text()))
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=root).stdout.strip()
-    size_mb = (models / "unet.keras").stat().st_size / 1e6
+    size_mb = spec["parameters"] * 4 / 1e6  # float32 weights
     sections = [
         "# Model card: nuclei_pipeline default U-Net",
         "",
@@ -60,7 +60,7 @@ def model_card(root: Path, preset: str) -> str:
         f"and stratified by image type (`split` parameters: {parameters.get('split')}).",
         "",
         "## Model and training",
-        f"- Architecture: U-Net, {spec['parameters']:,} parameters, {size_mb:.1f} MB; outputs "
+        f"- Architecture: U-Net, {spec['parameters']:,} parameters ({size_mb:.1f} MB of weights); outputs "
         f"{spec['target_channels']} (sigmoid).",
         f"- Input: `{spec['input_mode']}` mode, images scaled to [0, 1]"
         + (" and light backgrounds inverted" if spec.get("invert_light_background") else "") + ".",
