@@ -22,8 +22,9 @@ runs = mlflow.search_runs(experiment_names=["nuclei_pipeline"], output_format="l
                           filter_string="attributes.status = 'FINISHED'",
                           order_by=["attributes.start_time DESC"])
 latest = {}
-for run in runs:
-    latest.setdefault(run.info.run_name, run)
+for run in runs:  # the newest full run (trained and evaluated) of each preset
+    if {"val_loss", "val_map"} <= set(run.data.metrics):
+        latest.setdefault(run.info.run_name, run)
 chosen = [latest[name] for name in ("seed-unet", "default-unet")]
 print(json.dumps([r.info.run_id for r in chosen]), json.dumps([chosen[0].info.experiment_id]))
 PY
