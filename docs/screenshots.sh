@@ -26,7 +26,8 @@ for run in runs:  # the newest full run (trained and evaluated) of each preset
     if {"val_loss", "val_map"} <= set(run.data.metrics):
         latest.setdefault(run.info.run_name, run)
 chosen = [latest[name] for name in ("seed-unet", "default-unet")]
-print(json.dumps([r.info.run_id for r in chosen]), json.dumps([chosen[0].info.experiment_id]))
+print(json.dumps([r.info.run_id for r in chosen], separators=(",", ":")),
+      json.dumps([chosen[0].info.experiment_id]))
 PY
 )
 set -- $runs
