@@ -233,8 +233,10 @@ def test_mlflow_server_serves_the_runs_for_comparison(project, monkeypatch):
         runs = call("runs/search", {"experiment_ids": [experiment["experiment"]["experiment_id"]],
                                     "order_by": ["attributes.start_time DESC"], "max_results": 20})
         by_name = {}
-        for found in runs["runs"]:
-            by_name.setdefault(found["info"]["run_name"], found)
+        for found in runs["runs"]:  # newest full (training + evaluation) run of each preset
+            keys = {m["key"] for m in found["data"].get("metrics", [])}
+            if {"val_loss", "val_map"} <= keys:
+                by_name.setdefault(found["info"]["run_name"], found)
         assert {"default-unet", "seed-unet"} <= set(by_name)
         metric_names = [{m["key"] for m in by_name[name]["data"]["metrics"]}
                         for name in ("default-unet", "seed-unet")]
