@@ -138,3 +138,25 @@ def test_real_test_folder_as_any_image_folder(real_test_dir):
     for image_id in sorted(images)[:3]:
         image = images[image_id]()
         assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+
+
+def test_atomic_csv_keeps_the_old_file_when_a_save_breaks(tmp_path):
+    import pandas as pd
+
+    from nuclei_pipeline.datasets import AtomicCSVDataset
+
+    path = tmp_path / "submission.csv"
+    dataset = AtomicCSVDataset(filepath=str(path))
+    dataset.save(pd.DataFrame({"ImageId": ["a"], "EncodedPixels": ["1 2"]}))
+    assert dataset.load()["EncodedPixels"].tolist() == ["1 2"]
+
+    class Broken(pd.DataFrame):
+        def to_csv(self, *args, **kwargs):
+            with open(args[0], "w") as handle:
+                handle.write("ImageId,Enc")  # half written, then the run dies
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        dataset.save(Broken({"ImageId": ["b"]}))
+    assert path.read_text().splitlines() == ["ImageId,EncodedPixels", "a,1 2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["submission.csv"]

@@ -1,5 +1,6 @@
 """Kedro dataset types for what kedro-datasets lacks."""
 
+from nuclei_pipeline.datasets.atomic_csv import AtomicCSVDataset
 from nuclei_pipeline.datasets.dsb_samples import DSBSampleDataset
 from nuclei_pipeline.datasets.fallback import (
     JSONWithFallbackDataset,
@@ -10,6 +11,7 @@ from nuclei_pipeline.datasets.mlflow_tags import MlflowTagsDataset
 from nuclei_pipeline.datasets.png_folder import PngFolderDataset
 
 __all__ = [
+    "AtomicCSVDataset",
     "DSBSampleDataset",
     "ImageFolderDataset",
     "JSONWithFallbackDataset",
