@@ -19,7 +19,7 @@ import numpy as np
 import nuclei_pipeline.core.model  # noqa: F401  (registers the custom loss and metric)
 from nuclei_pipeline.core.metrics import average_precision
 from nuclei_pipeline.core.postprocess import probabilities_to_labels
-from nuclei_pipeline.core.predict import predict_probabilities
+from nuclei_pipeline.core.predict import predict_with_spec
 
 
 def mean_ap(truths, probabilities, settings):
@@ -42,9 +42,7 @@ def main():
     tuned = json.loads((models / "postprocessing.json").read_text())
     spec = json.loads((models / "model_spec.json").read_text())
     model = keras.models.load_model(models / "unet.keras", compile=False)
-    without_tta = {i: predict_probabilities(model, s["image"], spec["input_mode"], spec.get("size") or 256,
-                                            spec.get("invert_light_background", False))
-                   for i, s in samples.items()}
+    without_tta = {i: predict_with_spec(model, s["image"], spec) for i, s in samples.items()}
     components = {**tuned, "method": "components"}
     rows = [
         ("connected components, threshold 0.5 (the seed's post-processing), TTA",

@@ -75,3 +75,17 @@ def test_unknown_input_mode_is_named():
     model = build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0))
     with pytest.raises(ValueError, match="input_mode"):
         predict_probabilities(model, np.zeros((8, 8, 3), np.uint8), "crop")
+
+
+def test_predict_with_spec_follows_the_model_spec():
+    from nuclei_pipeline.core.predict import predict_with_spec
+
+    model = build_unet((32, 32, 3), filters=(4, 8), dropout=(0, 0))
+    image = np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    spec = {"input_mode": "resize", "size": 32, "invert_light_background": True}
+    np.testing.assert_allclose(
+        predict_with_spec(model, image, spec),
+        predict_probabilities(model, image, "resize", size=32, invert_light_background=True),
+    )
+    with pytest.raises(KeyError):
+        predict_with_spec(model, image, {"size": 32})

@@ -61,3 +61,25 @@ def predict_probabilities(
     if input_mode == "resize":
         return resize(probabilities, (height, width), order=1, mode="edge", preserve_range=True).astype(np.float32)
     return probabilities[:height, :width]
+
+
+def predict_with_spec(
+    model: keras.Model,
+    image: np.ndarray,
+    model_spec: dict,
+    test_time_augmentation: bool = False,
+) -> np.ndarray:
+    """:func:`predict_probabilities` with the input settings a model was trained with.
+
+    ``model_spec`` is the training pipeline's ``model_spec.json`` (``input_mode``,
+    ``size``, ``invert_light_background``), so every caller prepares images the
+    same way the model saw them.
+    """
+    return predict_probabilities(
+        model,
+        image,
+        input_mode=model_spec["input_mode"],
+        size=model_spec.get("size") or 256,
+        invert_light_background=bool(model_spec.get("invert_light_background", False)),
+        test_time_augmentation=test_time_augmentation,
+    )

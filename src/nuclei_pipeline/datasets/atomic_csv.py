@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 from kedro_datasets.pandas import CSVDataset
 
-from nuclei_pipeline.datasets.png_folder import write_atomically
+from nuclei_pipeline.datasets.atomic import write_atomically
 
 
 class AtomicCSVDataset(CSVDataset):

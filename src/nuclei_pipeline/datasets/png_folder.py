@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -13,26 +11,11 @@ import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 from PIL import Image, PngImagePlugin
 
+from nuclei_pipeline.datasets.atomic import write_atomically
+
 logger = logging.getLogger(__name__)
 
 KEY_CHUNK = "nuclei_pipeline_key"
-
-def write_atomically(path: Path, write) -> None:
-    """Call ``write(temporary_path)``, then rename the result onto ``path``.
-
-    A reader never sees a half-written file; an interruption leaves at most a
-    hidden temporary file, which is removed when the error is seen.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
 
 def _to_pil(array: np.ndarray) -> Image.Image:
     array = np.asarray(array)

@@ -23,7 +23,7 @@ from nuclei_pipeline.core.postprocess import (
     probabilities_to_labels,
     remove_small_labels,
 )
-from nuclei_pipeline.core.predict import predict_probabilities
+from nuclei_pipeline.core.predict import predict_with_spec
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +48,8 @@ def predict_validation(
     """Probability maps ``(H, W, C)`` (float16) for each validation image at its resolution."""
     probabilities = {}
     for sample in _validation_samples(samples, split):
-        probabilities[sample["id"]] = predict_probabilities(
-            model,
-            sample["image"],
-            input_mode=model_spec["input_mode"],
-            size=model_spec.get("size") or 256,
-            invert_light_background=model_spec.get("invert_light_background", False),
+        probabilities[sample["id"]] = predict_with_spec(
+            model, sample["image"], model_spec,
             test_time_augmentation=bool(evaluation.get("test_time_augmentation", False)),
         ).astype(np.float16)
     return probabilities

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from nuclei_pipeline.core.images import ImageReadError
 from nuclei_pipeline.core.overlays import colour_labels, draw_outlines
 from nuclei_pipeline.core.postprocess import probabilities_to_labels
-from nuclei_pipeline.core.predict import predict_probabilities
+from nuclei_pipeline.core.predict import predict_with_spec
 from nuclei_pipeline.core.rle import labels_to_rles
 
 logger = logging.getLogger(__name__)
@@ -83,12 +83,8 @@ def predict_masks(
             logger.warning("skipping unreadable image %s: %s", image_id, error)
             return None
         else:
-            probabilities = predict_probabilities(
-                model,
-                image,
-                input_mode=model_spec["input_mode"],
-                size=model_spec.get("size") or 256,
-                invert_light_background=model_spec.get("invert_light_background", False),
+            probabilities = predict_with_spec(
+                model, image, model_spec,
                 test_time_augmentation=bool(inference.get("test_time_augmentation", False)),
             )
             return {"image": probabilities_to_labels(probabilities, **postprocessing), "key": key}
