@@ -2,7 +2,17 @@ import keras
 import numpy as np
 import pytest
 
-from nuclei_pipeline.core.model import BceDiceLoss, SeedIoU, build_loss, build_unet, network_stride
+from nuclei_pipeline.core.model import (
+    PRECISIONS,
+    BceDiceLoss,
+    SeedIoU,
+    as_float32,
+    build_loss,
+    build_unet,
+    native_bfloat16_available,
+    network_stride,
+    resolve_precision,
+)
 
 
 def test_seed_unet_has_exactly_the_seed_parameter_count():
@@ -63,3 +73,37 @@ def test_model_with_custom_objects_round_trips(tmp_path):
 def test_unknown_loss_is_named():
     with pytest.raises(ValueError, match="training.loss"):
         build_loss("hinge")
+
+
+def test_mixed_precision_model_trains_and_converts_to_float32():
+    rng = np.random.default_rng(0)
+    images = rng.random((4, 32, 32, 3)).astype("float32")
+    targets = (images[..., :2] > 0.5).astype("float32")
+    model = build_unet((None, None, 3), filters=(8, 16), dropout=(0, 0), output_channels=2,
+                       batch_norm=True, precision="mixed_bfloat16")
+    assert model.get_layer("down0_conv1").compute_dtype == "bfloat16"
+    assert model.get_layer("probabilities").compute_dtype == "float32"
+    model.compile(optimizer="adam", loss=build_loss("bce_dice"))
+    first = model.train_on_batch(images, targets)
+    for _ in range(20):
+        last = model.train_on_batch(images, targets)
+    assert np.isfinite(last) and last < first
+    converted = as_float32(model)
+    assert {layer.compute_dtype for layer in converted.layers if layer.weights} == {"float32"}
+    for before, after in zip(model.get_weights(), converted.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
+    mixed_output = model.predict_on_batch(images)
+    float_output = converted.predict_on_batch(images)
+    assert float_output.dtype == np.float32
+    # Same weights, only the arithmetic differs: bfloat16 keeps ~3 significant digits.
+    np.testing.assert_allclose(float_output, mixed_output, atol=0.05)
+
+
+def test_precision_is_resolved_and_bad_values_named():
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("auto") in PRECISIONS
+    assert resolve_precision("auto") == ("mixed_bfloat16" if native_bfloat16_available() else "float32")
+    with pytest.raises(ValueError, match="training.precision"):
+        resolve_precision("float16")
+    with pytest.raises(ValueError, match="training.precision"):
+        build_unet(precision="half")

@@ -33,6 +33,22 @@ def test_watershed_without_border_uses_distance_peaks():
     assert split.max() == 2
 
 
+def test_predicted_distance_splits_touching_nuclei_and_shapes_them():
+    _, labels = make_nuclei(count=2, touching_pair=True)
+    # No border map and a flat body probability: only the distance channel can split.
+    targets = make_targets(labels, ["mask", "touching", "boundary", "distance"])
+    merged = probabilities_to_labels(targets, "components")
+    split = probabilities_to_labels(targets, "watershed", border_channel=None, marker_threshold=0.5,
+                                    distance_channel=3, distance_threshold=0.5)
+    assert merged.max() == 1
+    assert split.max() == 2
+    assert average_precision(labels, split) > 0.8
+    # Cores from a too-high distance threshold vanish; objects then stay whole, never lost.
+    unsplit = probabilities_to_labels(targets, "watershed", marker_threshold=0.5,
+                                      distance_channel=3, distance_threshold=1.01)
+    assert unsplit.max() == 1 and (unsplit > 0).sum() == (labels > 0).sum()
+
+
 def test_watershed_keeps_objects_without_markers():
     probabilities = np.zeros((20, 20, 2), np.float32)
     probabilities[2:8, 2:8, 0] = 0.6  # above threshold, below marker threshold
@@ -45,3 +61,5 @@ def test_bad_parameters_are_named():
         probabilities_to_labels(np.zeros((4, 4)), "magic")
     with pytest.raises(ValueError, match="border_channel"):
         probabilities_to_labels(np.zeros((4, 4, 1)), "watershed", border_channel=1)
+    with pytest.raises(ValueError, match="distance_channel=3"):
+        probabilities_to_labels(np.zeros((4, 4, 3)), "watershed", border_channel=1, distance_channel=3)

@@ -50,3 +50,12 @@ def test_distance_is_one_at_each_centre():
 def test_unknown_channel_is_named():
     with pytest.raises(ValueError, match="colour"):
         make_targets(two_touching(), ["mask", "colour"])
+
+
+def test_distance_has_a_valley_between_touching_nuclei():
+    labels = np.zeros((12, 24), np.int32)
+    labels[2:10, 2:12] = 1
+    labels[2:10, 12:22] = 2  # shares a straight contact with object 1
+    distance = distance_map(labels)
+    assert distance[6, 11] == 0 and distance[6, 12] == 0  # the contact line is edge for both
+    assert distance[6, 6] == pytest.approx(1.0) and distance[6, 17] == pytest.approx(1.0)

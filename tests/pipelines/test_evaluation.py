@@ -41,6 +41,27 @@ def test_tuning_finds_the_threshold_and_method_that_work(validation):
     assert isinstance(best["border_channel"], int)  # usable as an index, not 1.0
 
 
+def test_coordinate_tuning_finds_the_grid_optimum_with_fewer_trials(validation):
+    samples, probabilities, split, _ = validation
+    grid = {"threshold": [0.8, 0.7, 0.6, 0.5, 0.4, 0.3], "method": ["components", "watershed"],
+            "border_channel": [1], "marker_threshold": [0.9, 0.8, 0.7, 0.5], "min_size": [0, 5000]}
+    full, full_trials = tune_postprocessing(probabilities, samples, split, POSTPROCESSING,
+                                            {"tuning": {"enabled": True, "grid": grid}})
+    fast, fast_trials = tune_postprocessing(
+        probabilities, samples, split, POSTPROCESSING,
+        {"tuning": {"enabled": True, "strategy": "coordinate", "grid": grid}})
+    assert fast_trials["validation_map"].max() == full_trials["validation_map"].max() > 0.5
+    assert fast["min_size"] == 0 and fast["threshold"] in (0.5, 0.4)
+    def segmentations(trials):
+        return len(trials.drop(columns=["min_size", "validation_map"]).drop_duplicates())
+
+    assert segmentations(fast_trials) < segmentations(full_trials)
+    assert segmentations(full_trials) == 48
+    with pytest.raises(ValueError, match="tuning.strategy"):
+        tune_postprocessing(probabilities, samples, split, POSTPROCESSING,
+                            {"tuning": {"enabled": True, "strategy": "random", "grid": grid}})
+
+
 def test_tuning_off_returns_the_configured_settings(validation):
     samples, probabilities, split, _ = validation
     for evaluation in ({}, {"tuning": {"enabled": False, "grid": {"threshold": [0.5]}}}):

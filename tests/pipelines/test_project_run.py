@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import mlflow
@@ -125,7 +126,10 @@ def test_default_run_trains_evaluates_predicts_and_tracks(project, monkeypatch):
     import keras
 
     restored = keras.models.load_model(downloaded, compile=False)
-    assert restored.predict_on_batch(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 32, 32, 3)
+    channels = len(json.loads((project / "data/06_models/default/model_spec.json").read_text())["target_channels"])
+    assert restored.predict_on_batch(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 32, 32, channels)
+    # Trained in mixed precision where the CPU allows it, always saved as float32.
+    assert {layer.compute_dtype for layer in restored.layers if layer.weights} == {"float32"}
     evaluation = {a.path for a in client.list_artifacts(tracked.info.run_id, "evaluation")}
     assert "evaluation/validation_gallery.png" in evaluation
 

@@ -48,15 +48,19 @@ def marker_watershed(
     marker_threshold: float = 0.7,
     min_size: int = 0,
     min_marker_size: int = 4,
+    distance: np.ndarray | None = None,
+    distance_threshold: float = 0.5,
 ) -> np.ndarray:
     """Split touching nuclei with a marker-controlled watershed.
 
     Markers are the confident nucleus cores: probability above
     ``marker_threshold`` and, when a border/contour map is given, border
-    probability below ``border_threshold``. Each marker then floods the
-    foreground (probability above ``threshold``) downhill in probability.
-    Without a border map, markers come from the peaks of the distance
-    transform of the foreground.
+    probability below ``border_threshold``; when a predicted distance map is
+    given, also distance above ``distance_threshold``. Each marker then
+    floods the foreground (probability above ``threshold``) downhill in the
+    predicted distance if there is one, else in probability. With neither
+    map, markers come from the peaks of the distance transform of the
+    foreground.
 
     Parameters
     ----------
@@ -64,7 +68,10 @@ def marker_watershed(
         Nucleus (body) probability.
     border : (H, W) float or None
         Probability of the border between or around nuclei.
-    threshold, border_threshold, marker_threshold : float
+    distance : (H, W) float or None
+        Predicted distance to the nucleus edge, about 1 at nucleus centres
+        (the ``distance`` target channel).
+    threshold, border_threshold, marker_threshold, distance_threshold : float
         See above.
     min_size : int
         Final objects with fewer pixels are removed.
@@ -72,12 +79,16 @@ def marker_watershed(
         Markers with fewer pixels are ignored (noise).
     """
     foreground = probabilities > threshold
-    if border is not None:
-        cores = (probabilities > marker_threshold) & (border < border_threshold)
+    if border is not None or distance is not None:
+        cores = probabilities > marker_threshold
+        if border is not None:
+            cores &= border < border_threshold
+        if distance is not None:
+            cores &= distance > distance_threshold
         markers = label(cores, connectivity=1)
         if min_marker_size > 1:
             markers = remove_small_objects(markers, max_size=min_marker_size - 1)
-        flood = -probabilities
+        flood = -probabilities if distance is None else -distance
     else:
         distance = ndi.distance_transform_edt(foreground)
         smooth = ndi.gaussian_filter(distance, 1.0)
@@ -95,6 +106,17 @@ def marker_watershed(
     return remove_small_labels(labels.astype(np.int32), min_size)
 
 
+def _channel(probabilities: np.ndarray, index: int | None, parameter: str) -> np.ndarray | None:
+    if index is None:
+        return None
+    if not 0 < index < probabilities.shape[-1]:
+        raise ValueError(
+            f"postprocessing.{parameter}={index} but the model has "
+            f"{probabilities.shape[-1]} output channel(s)"
+        )
+    return probabilities[..., index]
+
+
 def probabilities_to_labels(
     probabilities: np.ndarray,
     method: str = "components",
@@ -104,11 +126,14 @@ def probabilities_to_labels(
     border_threshold: float = 0.5,
     marker_threshold: float = 0.7,
     min_marker_size: int = 4,
+    distance_channel: int | None = None,
+    distance_threshold: float = 0.5,
 ) -> np.ndarray:
     """Turn a model's ``(H, W, C)`` probability stack into instance labels.
 
     Channel 0 is the nucleus probability. ``border_channel`` names the channel
-    holding a contour/touching-border map for the watershed, if any.
+    holding a contour/touching-border map for the watershed, if any, and
+    ``distance_channel`` the one holding a predicted distance map.
 
     Parameters
     ----------
@@ -116,7 +141,7 @@ def probabilities_to_labels(
     method : {"components", "watershed"}
         ``components`` thresholds and labels connected regions (the seed);
         ``watershed`` splits touching nuclei with :func:`marker_watershed`.
-    threshold, min_size, border_threshold, marker_threshold, min_marker_size
+    threshold, min_size, border_threshold, marker_threshold, min_marker_size, distance_threshold
         See :func:`connected_components` and :func:`marker_watershed`.
 
     Returns
@@ -132,21 +157,15 @@ def probabilities_to_labels(
     if method == "components":
         return connected_components(body, threshold, min_size)
     if method == "watershed":
-        border = None
-        if border_channel is not None:
-            if not 0 < border_channel < probabilities.shape[-1]:
-                raise ValueError(
-                    f"postprocessing.border_channel={border_channel} but the model has "
-                    f"{probabilities.shape[-1]} output channel(s)"
-                )
-            border = probabilities[..., border_channel]
         return marker_watershed(
             body,
-            border,
+            _channel(probabilities, border_channel, "border_channel"),
             threshold=threshold,
             border_threshold=border_threshold,
             marker_threshold=marker_threshold,
             min_size=min_size,
             min_marker_size=min_marker_size,
+            distance=_channel(probabilities, distance_channel, "distance_channel"),
+            distance_threshold=distance_threshold,
         )
     raise ValueError(f"postprocessing.method must be one of {METHODS}, got {method!r}")

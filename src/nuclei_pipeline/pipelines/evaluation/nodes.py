@@ -62,35 +62,65 @@ def tune_postprocessing(
     postprocessing: dict[str, Any],
     evaluation: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Choose post-processing settings by validation score (grid search).
+    """Choose post-processing settings by validation score.
 
     ``evaluation.tuning.grid`` maps post-processing keys to candidate
-    values; every combination, applied on top of ``postprocessing``, is
-    scored on the validation images and the best one is returned together
-    with the table of all trials. With tuning disabled, ``postprocessing``
-    is returned unchanged (one trial).
+    values, applied on top of ``postprocessing``. ``tuning.strategy``
+    ``grid`` scores every combination; ``coordinate`` (coordinate ascent)
+    starts from ``postprocessing`` and, key by key, keeps the best value
+    with the others fixed, sweeping until a sweep changes nothing (at most
+    ``tuning.max_sweeps``) — far fewer trials for large grids. Returns the
+    best settings and the table of all trials; with tuning disabled,
+    ``postprocessing`` unchanged (one trial).
     """
     tuning = evaluation.get("tuning") or {}
     grid = (tuning.get("grid") or {}) if tuning.get("enabled", False) else {}
     unknown = set(grid) - set(postprocessing)
     if unknown:
         raise ValueError(f"evaluation.tuning.grid names unknown postprocessing keys: {sorted(unknown)}")
+    strategy = tuning.get("strategy", "grid")
+    if strategy not in ("grid", "coordinate"):
+        raise ValueError(f"evaluation.tuning.strategy must be 'grid' or 'coordinate', got {strategy!r}")
     truths = {s["id"]: s["labels"].astype(np.int32) for s in _validation_samples(samples, split)}
     stacks = {i: probabilities[i].astype(np.float32) for i in truths}
-    # min_size only filters the final objects: segment once per other setting, then filter.
-    sizes = list(grid.get("min_size", [postprocessing["min_size"]]))
+    scored: dict[str, dict[str, Any]] = {}
+
+    def score(candidates: list[dict[str, Any]]) -> None:
+        # min_size only filters the final objects: segment once per other setting, then filter.
+        for candidate in candidates:
+            unsized = {**candidate, "min_size": 0}
+            if repr(sorted(candidate.items())) in scored:
+                continue
+            unfiltered = {i: probabilities_to_labels(stacks[i], **unsized) for i in truths}
+            for size in grid.get("min_size", [candidate["min_size"]]):
+                trial = {**candidate, "min_size": size}
+                key = repr(sorted(trial.items()))
+                if key not in scored:
+                    maps = [average_precision(truths[i], remove_small_labels(unfiltered[i], size)) for i in truths]
+                    scored[key] = {**trial, "validation_map": float(np.mean(maps))}
+
     keys = sorted(key for key in grid if key != "min_size")
-    trials = []
-    for values in itertools.product(*(grid[key] for key in keys)):
-        candidate = {**postprocessing, **dict(zip(keys, values, strict=True))}
-        unfiltered = {i: probabilities_to_labels(stacks[i], **{**candidate, "min_size": 0}) for i in truths}
-        for size in sizes:
-            scores = [average_precision(truths[i], remove_small_labels(unfiltered[i], size)) for i in truths]
-            trials.append({**candidate, "min_size": size, "validation_map": float(np.mean(scores))})
-    trials.sort(key=lambda trial: -trial["validation_map"])  # stable: ties keep grid order
+    if strategy == "grid":
+        score([{**postprocessing, **dict(zip(keys, values, strict=True))}
+               for values in itertools.product(*(grid[key] for key in keys))])
+    else:
+        current = dict(postprocessing)
+        score([current])
+        for _ in range(int(tuning.get("max_sweeps", 3))):
+            before = dict(current)
+            for key in keys + (["min_size"] if "min_size" in grid else []):
+                score([{**current, key: value} for value in grid[key]])
+                best_trial = max(
+                    (t for t in scored.values() if all(t[k] == v for k, v in current.items() if k != key)),
+                    key=lambda t: t["validation_map"],
+                )
+                current = {k: best_trial[k] for k in postprocessing}
+            if current == before:
+                break
+    trials = sorted(scored.values(), key=lambda trial: -trial["validation_map"])  # stable: ties keep order
     best = {key: trials[0][key] for key in postprocessing}
-    logger.info("post-processing %s: validation mAP %.4f over %d trial(s)",
-                best, trials[0]["validation_map"], len(trials))
+    logger.info("post-processing %s: validation mAP %.4f over %d trial(s) (%s)",
+                best, trials[0]["validation_map"], len(trials), strategy)
     return best, pd.DataFrame(trials)
 
 

@@ -13,7 +13,13 @@ import numpy as np
 import tensorflow as tf
 
 from nuclei_pipeline.core.augment import augment, random_crop, tiles
-from nuclei_pipeline.core.model import SeedIoU, build_loss, build_unet
+from nuclei_pipeline.core.model import (
+    SeedIoU,
+    as_float32,
+    build_loss,
+    build_unet,
+    resolve_precision,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +96,9 @@ def train_model(
     training : dict
         ``epochs``, ``batch_size``, ``learning_rate`` (``cosine_decay``: decay
         it to 5 % over all epochs), ``loss``,
-        ``early_stopping_patience``, ``seed``; for native input
+        ``early_stopping_patience``, ``seed``, ``precision`` (``auto``,
+        ``float32`` or ``mixed_bfloat16``; saved models are float32 either
+        way); for native input
         ``crop_size``, ``steps_per_epoch`` and ``validation_tiles_per_image``;
         optional ``augmentation``.
     """
@@ -105,12 +113,14 @@ def train_model(
         input_shape = (size, size, 3)
     else:
         input_shape = (None, None, 3)
+    precision = resolve_precision(str(training.get("precision", "float32")))
     model = build_unet(
         input_shape=input_shape,
         filters=model_params["filters"],
         dropout=model_params["dropout"],
         output_channels=len(channels),
         batch_norm=bool(model_params.get("batch_norm", False)),
+        precision=precision,
     )
     batch_size = int(training["batch_size"])
     steps = int(training.get("steps_per_epoch") or max(1, len(train_inputs["ids"]) // batch_size))
@@ -136,9 +146,10 @@ def train_model(
         validation_inputs, crop_size, training.get("validation_tiles_per_image")
     )
     logger.info(
-        "training %s (%d parameters) on %d images, %d steps/epoch, validating on %d %s",
+        "training %s (%d parameters, %s) on %d images, %d steps/epoch, validating on %d %s",
         mode,
         model.count_params(),
+        precision,
         len(train_inputs["ids"]),
         steps,
         len(val_images),
@@ -162,6 +173,8 @@ def train_model(
             verbose=int(training.get("verbose", 2)),
         )
         best = keras.models.load_model(checkpoint)
+    if precision != "float32":
+        best, model = as_float32(best), as_float32(model)
     seconds = time.perf_counter() - started
     epochs_run = len(history.history["loss"])
     metrics = {
@@ -188,5 +201,6 @@ def train_model(
         "epochs_run": epochs_run,
         "train_seconds": round(seconds, 1),
         "parameters": int(model.count_params()),
+        "precision": precision,
     }
     return best, model, metrics, model_spec
