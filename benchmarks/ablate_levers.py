@@ -44,12 +44,23 @@ def main():
     model = keras.models.load_model(models / "unet.keras", compile=False)
     without_tta = {i: predict_with_spec(model, s["image"], spec) for i, s in samples.items()}
     components = {**tuned, "method": "components"}
+    no_distance = {**tuned, "distance_channel": None}
     rows = [
         ("connected components, threshold 0.5 (the seed's post-processing), TTA",
          mean_ap(truths, with_tta, {**components, "threshold": 0.5, "min_size": 0})),
         ("connected components, tuned threshold/min_size, TTA", mean_ap(truths, with_tta, components)),
-        ("watershed on the touching channel, tuned", mean_ap(truths, with_tta, {**tuned, "border_channel": 1})),
-        ("watershed on the boundary channel, tuned", mean_ap(truths, with_tta, {**tuned, "border_channel": 2})),
+        ("watershed on the touching channel, no distance", mean_ap(truths, with_tta, {**no_distance, "border_channel": 1})),
+        ("watershed on the boundary channel, no distance", mean_ap(truths, with_tta, {**no_distance, "border_channel": 2})),
+    ]
+    if "distance" in spec["target_channels"]:
+        distance = spec["target_channels"].index("distance")
+        rows += [
+            ("watershed on the distance channel only (no border)",
+             mean_ap(truths, with_tta, {**tuned, "border_channel": None, "distance_channel": distance})),
+            ("watershed on boundary + distance channels",
+             mean_ap(truths, with_tta, {**tuned, "border_channel": 2, "distance_channel": distance})),
+        ]
+    rows += [
         ("tuned post-processing, no TTA", mean_ap(truths, without_tta, tuned)),
         ("tuned post-processing, TTA (the default)", mean_ap(truths, with_tta, tuned)),
     ]

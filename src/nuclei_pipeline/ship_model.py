@@ -66,7 +66,8 @@ def model_card(root: Path, preset: str) -> str:
         + (" and light backgrounds inverted" if spec.get("invert_light_background") else "") + ".",
         f"- Parameters: `model` {parameters.get('model')}",
         f"- `training` {parameters.get('training')}",
-        f"- Trained {spec['epochs_run']} epochs in {spec['train_seconds'] / 60:.1f} min on 2 CPU cores; "
+        f"- Trained {spec['epochs_run']} epochs in {spec['train_seconds'] / 60:.1f} min on 2 CPU cores "
+        f"({spec.get('precision', 'float32')} arithmetic; weights stored as float32); "
         f"best epoch {spec['best_epoch']} (lowest val_loss) is the shipped checkpoint.",
         f"- Post-processing (tuned on the validation split): `{post}`",
         "",

@@ -49,6 +49,18 @@ def test_predicted_distance_splits_touching_nuclei_and_shapes_them():
     assert unsplit.max() == 1 and (unsplit > 0).sum() == (labels > 0).sum()
 
 
+def test_faint_objects_are_dropped_by_mean_probability():
+    probabilities = np.zeros((20, 20), np.float32)
+    probabilities[2:8, 2:8] = 0.95
+    probabilities[12:18, 12:18] = 0.6  # passes the pixel threshold, but only just
+    for method in ("components", "watershed"):
+        kept = probabilities_to_labels(probabilities, method, threshold=0.5, marker_threshold=0.5)
+        assert kept.max() == 2
+        confident = probabilities_to_labels(probabilities, method, threshold=0.5, marker_threshold=0.5,
+                                            min_mean_probability=0.8)
+        assert confident.max() == 1 and confident[5, 5] == 1 and confident[15, 15] == 0
+
+
 def test_watershed_keeps_objects_without_markers():
     probabilities = np.zeros((20, 20, 2), np.float32)
     probabilities[2:8, 2:8, 0] = 0.6  # above threshold, below marker threshold

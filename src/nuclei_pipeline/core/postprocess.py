@@ -22,6 +22,23 @@ def remove_small_labels(labels: np.ndarray, min_size: int) -> np.ndarray:
     return relabel_sequential(labels)[0].astype(np.int32)
 
 
+def remove_uncertain_labels(
+    labels: np.ndarray, probabilities: np.ndarray, min_mean_probability: float
+) -> np.ndarray:
+    """Drop objects whose mean nucleus probability is below ``min_mean_probability``.
+
+    A cheap object-level check on top of the pixel threshold: faint blobs
+    that only just pass the threshold are usually debris or background
+    texture, not nuclei. Labels are renumbered 1 … N.
+    """
+    if min_mean_probability <= 0 or labels.max() == 0:
+        return labels
+    ids = np.arange(1, labels.max() + 1)
+    means = ndi.mean(probabilities, labels, ids)
+    kept = np.concatenate([[0], np.where(means >= min_mean_probability, ids, 0)])
+    return relabel_sequential(kept[labels])[0].astype(np.int32)
+
+
 def connected_components(
     probabilities: np.ndarray, threshold: float = 0.5, min_size: int = 0
 ) -> np.ndarray:
@@ -128,6 +145,7 @@ def probabilities_to_labels(
     min_marker_size: int = 4,
     distance_channel: int | None = None,
     distance_threshold: float = 0.5,
+    min_mean_probability: float = 0.0,
 ) -> np.ndarray:
     """Turn a model's ``(H, W, C)`` probability stack into instance labels.
 
@@ -143,6 +161,9 @@ def probabilities_to_labels(
         ``watershed`` splits touching nuclei with :func:`marker_watershed`.
     threshold, min_size, border_threshold, marker_threshold, min_marker_size, distance_threshold
         See :func:`connected_components` and :func:`marker_watershed`.
+    min_mean_probability : float
+        Objects with a lower mean nucleus probability are dropped
+        (:func:`remove_uncertain_labels`); 0 keeps all.
 
     Returns
     -------
@@ -155,17 +176,18 @@ def probabilities_to_labels(
         raise ValueError(f"probabilities must be (H, W) or (H, W, C), got {probabilities.shape}")
     body = probabilities[..., 0]
     if method == "components":
-        return connected_components(body, threshold, min_size)
-    if method == "watershed":
-        return marker_watershed(
+        labels = connected_components(body, threshold)
+    elif method == "watershed":
+        labels = marker_watershed(
             body,
             _channel(probabilities, border_channel, "border_channel"),
             threshold=threshold,
             border_threshold=border_threshold,
             marker_threshold=marker_threshold,
-            min_size=min_size,
             min_marker_size=min_marker_size,
             distance=_channel(probabilities, distance_channel, "distance_channel"),
             distance_threshold=distance_threshold,
         )
-    raise ValueError(f"postprocessing.method must be one of {METHODS}, got {method!r}")
+    else:
+        raise ValueError(f"postprocessing.method must be one of {METHODS}, got {method!r}")
+    return remove_small_labels(remove_uncertain_labels(labels, body, min_mean_probability), min_size)
