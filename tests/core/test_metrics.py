@@ -117,3 +117,21 @@ def test_iou_matrix_matches_a_direct_computation():
         for j, p in enumerate(range(1, 4)):
             a, b = truth == t, predicted == p
             assert matrix[i, j] == pytest.approx((a & b).sum() / (a | b).sum())
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint16, np.int64])
+def test_label_values_with_gaps_any_dtype_and_no_background_give_the_same_matrix(dtype):
+    rng = np.random.default_rng(2)
+    truth = rng.integers(0, 5, size=(30, 30))
+    predicted = rng.integers(0, 4, size=(30, 30))
+    reference = iou_matrix(truth, predicted)
+    # Sparse label values (absent ids must not become empty rows/columns) in several dtypes.
+    sparse_truth = np.where(truth > 0, truth * 1000 + 7, 0).astype(dtype)
+    sparse_pred = np.where(predicted > 0, predicted * 11, 0).astype(dtype)
+    np.testing.assert_allclose(iou_matrix(sparse_truth, sparse_pred), reference)
+    # Negative or float labels take the general (sorting) path and agree too.
+    negative = np.where(truth > 0, truth - 10, 0)  # keeps the order of the ids
+    np.testing.assert_allclose(iou_matrix(negative, predicted.astype(float)), reference)
+    full = truth + 1  # every pixel is an object: n objects, none of them background
+    assert iou_matrix(full, full).shape == (5, 5)
+    assert average_precision(full, full) == 1.0

@@ -12,11 +12,22 @@ IOU_THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2).tolist())
 
 def _compact(labels: np.ndarray) -> tuple[np.ndarray, int]:
     """Map labels to 0 … N (background stays 0) so they index arrays densely."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind in "iu" and labels.size and labels.min() >= 0:
+        # Non-negative integers (every label image here): one counting pass, no sort.
+        counts = np.bincount(labels.ravel())
+        present = np.flatnonzero(counts[1:]) + 1
+        if present.size == counts.size - 1:  # already 0 … N without gaps
+            return labels, int(present.size)
+        lookup = np.zeros(counts.size, dtype=np.int64)
+        lookup[present] = np.arange(1, present.size + 1)
+        return lookup[labels], int(present.size)
     values, inverse = np.unique(labels, return_inverse=True)
     inverse = inverse.reshape(labels.shape)
-    if values[0] != 0:  # no background pixel at all
-        return inverse + 1, values.size
-    return inverse, values.size - 1
+    objects = values != 0
+    lookup = np.zeros(values.size, dtype=np.int64)
+    lookup[objects] = np.arange(1, int(objects.sum()) + 1)
+    return lookup[inverse], int(objects.sum())
 
 
 def overlap_matrices(
@@ -37,7 +48,8 @@ def overlap_matrices(
     true_ids, n_true = _compact(np.asarray(true_labels))
     pred_ids, n_pred = _compact(np.asarray(predicted_labels))
     joint = np.bincount(
-        (true_ids.ravel() * (n_pred + 1) + pred_ids.ravel()), minlength=(n_true + 1) * (n_pred + 1)
+        true_ids.ravel().astype(np.int64) * (n_pred + 1) + pred_ids.ravel(),
+        minlength=(n_true + 1) * (n_pred + 1),
     ).reshape(n_true + 1, n_pred + 1)
     true_area = joint.sum(axis=1)[1:]
     predicted_area = joint.sum(axis=0)[1:]
