@@ -47,7 +47,7 @@ def main():
     no_distance = {**tuned, "distance_channel": None}
     rows = [
         ("connected components, threshold 0.5 (the seed's post-processing), TTA",
-         mean_ap(truths, with_tta, {**components, "threshold": 0.5, "min_size": 0})),
+         mean_ap(truths, with_tta, {**components, "threshold": 0.5, "min_size": 0, "min_mean_probability": 0.0})),
         ("connected components, tuned threshold/min_size, TTA", mean_ap(truths, with_tta, components)),
         ("watershed on the touching channel, no distance", mean_ap(truths, with_tta, {**no_distance, "border_channel": 1})),
         ("watershed on the boundary channel, no distance", mean_ap(truths, with_tta, {**no_distance, "border_channel": 2})),
@@ -57,9 +57,10 @@ def main():
         rows += [
             ("watershed on the distance channel only (no border)",
              mean_ap(truths, with_tta, {**tuned, "border_channel": None, "distance_channel": distance})),
-            ("watershed on boundary + distance channels",
-             mean_ap(truths, with_tta, {**tuned, "border_channel": 2, "distance_channel": distance})),
         ]
+    rows += [
+        ("tuned, without the mean-probability filter", mean_ap(truths, with_tta, {**tuned, "min_mean_probability": 0.0})),
+    ]
     rows += [
         ("tuned post-processing, no TTA", mean_ap(truths, without_tta, tuned)),
         ("tuned post-processing, TTA (the default)", mean_ap(truths, with_tta, tuned)),
