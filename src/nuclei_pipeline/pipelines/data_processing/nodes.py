@@ -117,6 +117,7 @@ def _model_input(samples: list[dict[str, Any]], preprocessing: dict[str, Any]) -
         images, targets = np.stack(images), np.stack(targets)
     return {
         "ids": [sample["id"] for sample in samples],
+        "types": [image_type(sample["image"]) for sample in samples],
         "images": images,
         "targets": targets,
         "target_channels": channels,
@@ -134,7 +135,8 @@ def prepare_model_input(
     In ``resize`` mode (the seed) images and targets are resized to
     ``size × size`` and stacked; in ``native`` mode they keep their
     resolution as lists (training crops them). Arrays are float16 to halve
-    memory; ``target_channels`` records which channel is which.
+    memory; ``target_channels`` records which channel is which and ``types``
+    the image type of each sample (training can weight its sampling by it).
     """
     return (
         _model_input(_select(samples, split["train"]), preprocessing),

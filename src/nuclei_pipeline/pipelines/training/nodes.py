@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from nuclei_pipeline.core.augment import augment, random_crop, tiles
+from nuclei_pipeline.core.images import IMAGE_TYPES
 from nuclei_pipeline.core.model import (
     SeedIoU,
     as_float32,
@@ -50,6 +51,37 @@ def _validation_arrays(
     return np.stack(images), np.stack(targets)
 
 
+def sampling_weights(inputs: dict[str, Any], training: dict[str, Any]) -> np.ndarray | None:
+    """Probability of drawing each training image, or ``None`` for plain epochs.
+
+    Native crops draw larger images more often (in proportion to the square
+    root of their area: they hold more nuclei, but a crop sees only part of
+    them). ``training.type_weights`` (e.g. ``{histology: 2.0}``) multiplies
+    the chance of every image of a type, so rarer, harder kinds are seen
+    more often than their share of the data.
+    """
+    type_weights = training.get("type_weights") or {}
+    unknown = set(type_weights) - set(IMAGE_TYPES)
+    if unknown:
+        raise ValueError(
+            f"training.type_weights names unknown image types {sorted(unknown)}; known: {list(IMAGE_TYPES)}"
+        )
+    if any(float(weight) <= 0 for weight in type_weights.values()):
+        raise ValueError(f"training.type_weights must be positive, got {dict(type_weights)}")
+    native = inputs["input_mode"] == "native"
+    if not native and not type_weights:
+        return None
+    if native:
+        weights = np.sqrt([image.shape[0] * image.shape[1] for image in inputs["images"]])
+    else:
+        weights = np.ones(len(inputs["ids"]))
+    if type_weights:
+        if "types" not in inputs:
+            raise ValueError("training.type_weights needs image types in the model input: re-run data_processing")
+        weights = weights * np.array([float(type_weights.get(kind, 1.0)) for kind in inputs["types"]])
+    return weights / weights.sum()
+
+
 def _training_batches(inputs: dict[str, Any], training: dict[str, Any]):
     """Endless generator of augmented (images, targets) batches."""
     rng = np.random.default_rng(int(training.get("seed", 42)))
@@ -58,12 +90,9 @@ def _training_batches(inputs: dict[str, Any], training: dict[str, Any]):
     crop_size = int(training.get("crop_size", 256))
     native = inputs["input_mode"] == "native"
     count = len(inputs["ids"])
-    if native:
-        # Larger images hold more nuclei: sample them in proportion to their area.
-        areas = np.array([image.shape[0] * image.shape[1] for image in inputs["images"]], float)
-        weights = np.sqrt(areas) / np.sqrt(areas).sum()
+    weights = sampling_weights(inputs, training)
     while True:
-        order = rng.choice(count, size=count, p=weights) if native else rng.permutation(count)
+        order = rng.permutation(count) if weights is None else rng.choice(count, size=count, p=weights)
         for start in range(0, count - batch_size + 1 if count >= batch_size else 1, batch_size):
             images, targets = [], []
             for index in order[start : start + batch_size]:
@@ -100,7 +129,7 @@ def train_model(
         ``float32`` or ``mixed_bfloat16``; saved models are float32 either
         way); for native input
         ``crop_size``, ``steps_per_epoch`` and ``validation_tiles_per_image``;
-        optional ``augmentation``.
+        optional ``augmentation`` and ``type_weights`` (see ``sampling_weights``).
     """
     if not train_inputs["ids"] or not validation_inputs["ids"]:
         raise ValueError("training needs at least one training and one validation image")
