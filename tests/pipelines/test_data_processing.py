@@ -69,3 +69,11 @@ def test_fingerprint_changes_with_the_pixels(samples):
     samples[0]["image"] = samples[0]["image"].copy()
     samples[0]["image"][0, 0, 0] ^= 1
     assert fingerprint_samples(samples)["training_data_fingerprint"] != first["training_data_fingerprint"]
+
+
+def test_model_input_records_each_image_type(samples):
+    split = {"train": [s["id"] for s in samples[:6]], "validation": [s["id"] for s in samples[6:]]}
+    train, validation = prepare_model_input(samples, split, {"input_mode": "native", "target_channels": ["mask"]})
+    table = build_image_table(samples).set_index("id")
+    assert train["types"] == [table.loc[i, "type"] for i in train["ids"]]
+    assert validation["types"] == [table.loc[i, "type"] for i in validation["ids"]]
