@@ -107,3 +107,13 @@ def test_precision_is_resolved_and_bad_values_named():
         resolve_precision("float16")
     with pytest.raises(ValueError, match="training.precision"):
         build_unet(precision="half")
+
+
+def test_batch_norm_can_be_kept_at_some_levels_only():
+    model = build_unet((32, 32, 3), filters=[4, 8, 16], dropout=[0, 0, 0], batch_norm=[False, True, True])
+    normalised = {layer.name.split("_")[0] for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    assert normalised == {"down1", "up1", "bottleneck"}
+    everywhere = build_unet((32, 32, 3), filters=[4, 8, 16], dropout=[0, 0, 0], batch_norm=True)
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in everywhere.layers) == 10
+    with pytest.raises(ValueError, match="model.batch_norm"):
+        build_unet((32, 32, 3), filters=[4, 8, 16], dropout=[0, 0, 0], batch_norm=[True, False])

@@ -148,7 +148,7 @@ def train_model(
         filters=model_params["filters"],
         dropout=model_params["dropout"],
         output_channels=len(channels),
-        batch_norm=bool(model_params.get("batch_norm", False)),
+        batch_norm=model_params.get("batch_norm", False),
         precision=precision,
     )
     batch_size = int(training["batch_size"])
