@@ -1,4 +1,5 @@
-"""Print the training step time of the default U-Net in float32 and bfloat16 mixed precision.
+"""Print the training step time of the default U-Net in float32 and bfloat16 mixed precision,
+and (``--batch-norm``) with batch normalisation at every level, at the deep levels only, or none.
 
 Run: ``.venv/bin/python benchmarks/bench_training_step.py [--batch 8 --crop 256 --steps 5]``.
 Both precisions are timed in the same process, interleaved, on the same random batch; the
@@ -15,7 +16,13 @@ import time
 import keras
 import numpy as np
 
-from nuclei_pipeline.core.model import as_float32, build_loss, build_unet, native_bfloat16_available
+from nuclei_pipeline.core.model import (
+    as_float32,
+    build_loss,
+    build_unet,
+    native_bfloat16_available,
+    resolve_precision,
+)
 
 
 def timed_steps(model, images, targets, steps):
@@ -32,7 +39,11 @@ def main():
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-norm", action="store_true", help="compare batch-norm layouts instead")
     args = parser.parse_args()
+    if args.batch_norm:
+        compare_batch_norm(args)
+        return
     rng = np.random.default_rng(0)
     images = rng.random((args.batch, args.crop, args.crop, 3)).astype(np.float32)
     targets = (rng.random((args.batch, args.crop, args.crop, 4)) > 0.5).astype(np.float32)
@@ -54,6 +65,33 @@ def main():
     mixed = models["mixed_bfloat16"]
     difference = np.abs(as_float32(mixed).predict_on_batch(images) - mixed.predict_on_batch(images))
     print(f"float32 copy vs mixed model output: max |Δp| {difference.max():.4f}, mean {difference.mean():.5f}")
+
+
+def compare_batch_norm(args):
+    """Step time of three batch-norm layouts, interleaved, in the precision training would use."""
+    rng = np.random.default_rng(0)
+    images = rng.random((args.batch, args.crop, args.crop, 3)).astype(np.float32)
+    targets = (rng.random((args.batch, args.crop, args.crop, 4)) > 0.5).astype(np.float32)
+    precision = resolve_precision("auto")
+    layouts = {
+        "every level": True,
+        "deep levels (64+ filters)": [False, False, True, True, True],
+        "none": False,
+    }
+    models = {}
+    for name, batch_norm in layouts.items():
+        keras.utils.set_random_seed(0)
+        model = build_unet((None, None, 3), output_channels=4, batch_norm=batch_norm, precision=precision)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=build_loss("bce_dice"))
+        models[name] = model
+    seconds = {name: [] for name in models}
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            seconds[name].append(timed_steps(model, images, targets, args.steps))
+    print(f"{precision}, batch {args.batch} × {args.crop}²")
+    reference = min(seconds["every level"])
+    for name, values in seconds.items():
+        print(f"batch norm at {name:>26}: {min(values):.3f} s/step, {reference / min(values):.2f}× the speed of every level")
 
 
 if __name__ == "__main__":
