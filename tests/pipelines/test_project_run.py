@@ -20,7 +20,7 @@ from tests.conftest import PROJECT_ROOT, make_nuclei, write_dsb_folder
 TINY_PARAMETERS = {
     "split": {"val_fraction": 0.25, "seed": 0},
     "preprocessing": {"size": 32},
-    "model": {"filters": [4, 8, 16], "dropout": [0.0, 0.0, 0.0]},
+    "model": {"filters": [4, 8, 16], "dropout": [0.0, 0.0, 0.0], "batch_norm": [False, True, True]},
     "training": {"epochs": 2, "batch_size": 2, "crop_size": 32, "steps_per_epoch": 3,
                  "early_stopping_patience": 5, "verbose": 0},
     "evaluation": {"gallery_size": 1},
