@@ -33,6 +33,29 @@ def timed_steps(model, images, targets, steps):
     return (time.perf_counter() - started) / steps
 
 
+def random_batch(args):
+    """One fixed random batch of images and 4-channel targets."""
+    rng = np.random.default_rng(0)
+    images = rng.random((args.batch, args.crop, args.crop, 3)).astype(np.float32)
+    targets = (rng.random((args.batch, args.crop, args.crop, 4)) > 0.5).astype(np.float32)
+    return images, targets
+
+
+def interleaved_seconds(variants, images, targets, args):
+    """Best seconds per step of each U-Net variant (``name: build_unet kwargs``), timed in turns."""
+    models = {}
+    for name, kwargs in variants.items():
+        keras.utils.set_random_seed(0)
+        model = build_unet((None, None, 3), output_channels=4, **kwargs)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=build_loss("bce_dice"))
+        models[name] = model
+    seconds = {name: [] for name in models}
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            seconds[name].append(timed_steps(model, images, targets, args.steps))
+    return models, {name: min(values) for name, values in seconds.items()}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=8)
@@ -44,24 +67,15 @@ def main():
     if args.batch_norm:
         compare_batch_norm(args)
         return
-    rng = np.random.default_rng(0)
-    images = rng.random((args.batch, args.crop, args.crop, 3)).astype(np.float32)
-    targets = (rng.random((args.batch, args.crop, args.crop, 4)) > 0.5).astype(np.float32)
-    models = {}
-    for precision in ("float32", "mixed_bfloat16"):
-        keras.utils.set_random_seed(0)
-        model = build_unet((None, None, 3), output_channels=4, batch_norm=True, precision=precision)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=build_loss("bce_dice"))
-        models[precision] = model
-    seconds = {precision: [] for precision in models}
-    for _ in range(args.rounds):
-        for precision, model in models.items():
-            seconds[precision].append(timed_steps(model, images, targets, args.steps))
+    images, targets = random_batch(args)
+    models, seconds = interleaved_seconds(
+        {precision: {"batch_norm": True, "precision": precision} for precision in ("float32", "mixed_bfloat16")},
+        images, targets, args,
+    )
     print(f"CPU advertises bfloat16: {native_bfloat16_available()}; batch {args.batch} × {args.crop}²")
-    for precision, values in seconds.items():
-        print(f"{precision:>15}: {min(values):.3f} s/step (best of {args.rounds} rounds of {args.steps})")
-    ratio = min(seconds["float32"]) / min(seconds["mixed_bfloat16"])
-    print(f"mixed_bfloat16 speed-up over float32: {ratio:.2f}×")
+    for precision, value in seconds.items():
+        print(f"{precision:>15}: {value:.3f} s/step (best of {args.rounds} rounds of {args.steps})")
+    print(f"mixed_bfloat16 speed-up over float32: {seconds['float32'] / seconds['mixed_bfloat16']:.2f}×")
     mixed = models["mixed_bfloat16"]
     difference = np.abs(as_float32(mixed).predict_on_batch(images) - mixed.predict_on_batch(images))
     print(f"float32 copy vs mixed model output: max |Δp| {difference.max():.4f}, mean {difference.mean():.5f}")
@@ -69,29 +83,20 @@ def main():
 
 def compare_batch_norm(args):
     """Step time of three batch-norm layouts, interleaved, in the precision training would use."""
-    rng = np.random.default_rng(0)
-    images = rng.random((args.batch, args.crop, args.crop, 3)).astype(np.float32)
-    targets = (rng.random((args.batch, args.crop, args.crop, 4)) > 0.5).astype(np.float32)
+    images, targets = random_batch(args)
     precision = resolve_precision("auto")
     layouts = {
         "every level": True,
         "deep levels (64+ filters)": [False, False, True, True, True],
         "none": False,
     }
-    models = {}
-    for name, batch_norm in layouts.items():
-        keras.utils.set_random_seed(0)
-        model = build_unet((None, None, 3), output_channels=4, batch_norm=batch_norm, precision=precision)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=build_loss("bce_dice"))
-        models[name] = model
-    seconds = {name: [] for name in models}
-    for _ in range(args.rounds):
-        for name, model in models.items():
-            seconds[name].append(timed_steps(model, images, targets, args.steps))
+    _, seconds = interleaved_seconds(
+        {name: {"batch_norm": layout, "precision": precision} for name, layout in layouts.items()},
+        images, targets, args,
+    )
     print(f"{precision}, batch {args.batch} × {args.crop}²")
-    reference = min(seconds["every level"])
-    for name, values in seconds.items():
-        print(f"batch norm at {name:>26}: {min(values):.3f} s/step, {reference / min(values):.2f}× the speed of every level")
+    for name, value in seconds.items():
+        print(f"batch norm at {name:>26}: {value:.3f} s/step, {seconds['every level'] / value:.2f}× the speed of every level")
 
 
 if __name__ == "__main__":
