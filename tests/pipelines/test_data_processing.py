@@ -48,7 +48,7 @@ def test_bad_val_fraction_is_named():
 def test_resize_mode_is_the_seed_preprocessing(samples):
     split = {"train": [s["id"] for s in samples[:6]], "validation": [s["id"] for s in samples[6:]]}
     train, validation = prepare_model_input(
-        samples, split, {"input_mode": "resize", "size": 32, "target_channels": ["mask"]}
+        samples, build_image_table(samples), split, {"input_mode": "resize", "size": 32, "target_channels": ["mask"]}
     )
     assert train["images"].shape == (6, 32, 32, 3) and validation["targets"].shape == (2, 32, 32, 1)
     assert 0.0 <= float(train["images"].min()) and float(train["images"].max()) <= 1.0
@@ -58,7 +58,7 @@ def test_resize_mode_is_the_seed_preprocessing(samples):
 def test_native_mode_keeps_resolution_and_extra_channels(samples):
     split = {"train": [samples[0]["id"]], "validation": [samples[1]["id"]]}
     train, _ = prepare_model_input(
-        samples, split, {"input_mode": "native", "target_channels": ["mask", "touching", "distance"]}
+        samples, build_image_table(samples), split, {"input_mode": "native", "target_channels": ["mask", "touching", "distance"]}
     )
     assert train["images"][0].shape == (64, 64, 3) and train["targets"][0].shape == (64, 64, 3)
     assert train["target_channels"] == ["mask", "touching", "distance"]
@@ -73,7 +73,16 @@ def test_fingerprint_changes_with_the_pixels(samples):
 
 def test_model_input_records_each_image_type(samples):
     split = {"train": [s["id"] for s in samples[:6]], "validation": [s["id"] for s in samples[6:]]}
-    train, validation = prepare_model_input(samples, split, {"input_mode": "native", "target_channels": ["mask"]})
+    train, validation = prepare_model_input(
+        samples, build_image_table(samples), split, {"input_mode": "native", "target_channels": ["mask"]}
+    )
     table = build_image_table(samples).set_index("id")
     assert train["types"] == [table.loc[i, "type"] for i in train["ids"]]
     assert validation["types"] == [table.loc[i, "type"] for i in validation["ids"]]
+
+
+def test_samples_missing_from_the_image_table_are_named(samples):
+    split = {"train": [s["id"] for s in samples[:6]], "validation": [s["id"] for s in samples[6:]]}
+    table = build_image_table(samples).iloc[1:]
+    with pytest.raises(ValueError, match=f"image_table has no type.*{samples[0]['id']}"):
+        prepare_model_input(samples, table, split, {"input_mode": "native", "target_channels": ["mask"]})

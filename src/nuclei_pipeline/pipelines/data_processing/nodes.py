@@ -98,7 +98,9 @@ def _select(samples: Iterable[dict[str, Any]], ids: list[str]) -> list[dict[str,
     return [sample for sample in samples if sample["id"] in wanted]
 
 
-def _model_input(samples: list[dict[str, Any]], preprocessing: dict[str, Any]) -> dict[str, Any]:
+def _model_input(
+    samples: list[dict[str, Any]], types: dict[str, str], preprocessing: dict[str, Any]
+) -> dict[str, Any]:
     mode = preprocessing.get("input_mode", "resize")
     if mode not in INPUT_MODES:
         raise ValueError(f"preprocessing.input_mode must be one of {INPUT_MODES}, got {mode!r}")
@@ -117,7 +119,7 @@ def _model_input(samples: list[dict[str, Any]], preprocessing: dict[str, Any]) -
         images, targets = np.stack(images), np.stack(targets)
     return {
         "ids": [sample["id"] for sample in samples],
-        "types": [image_type(sample["image"]) for sample in samples],
+        "types": [types[sample["id"]] for sample in samples],
         "images": images,
         "targets": targets,
         "target_channels": channels,
@@ -128,7 +130,10 @@ def _model_input(samples: list[dict[str, Any]], preprocessing: dict[str, Any]) -
 
 
 def prepare_model_input(
-    samples: list[dict[str, Any]], split: dict[str, list[str]], preprocessing: dict[str, Any]
+    samples: list[dict[str, Any]],
+    image_table: pd.DataFrame,
+    split: dict[str, list[str]],
+    preprocessing: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Images scaled to [0, 1] and their target channels, for training and validation.
 
@@ -136,9 +141,14 @@ def prepare_model_input(
     ``size × size`` and stacked; in ``native`` mode they keep their
     resolution as lists (training crops them). Arrays are float16 to halve
     memory; ``target_channels`` records which channel is which and ``types``
-    the image type of each sample (training can weight its sampling by it).
+    the image type of each sample from ``image_table`` (training can weight
+    its sampling by it).
     """
+    types = dict(zip(image_table["id"], image_table["type"], strict=True))
+    missing = [sample["id"] for sample in samples if sample["id"] not in types]
+    if missing:
+        raise ValueError(f"image_table has no type for {len(missing)} sample(s), e.g. {missing[0]}: re-run build_image_table")
     return (
-        _model_input(_select(samples, split["train"]), preprocessing),
-        _model_input(_select(samples, split["validation"]), preprocessing),
+        _model_input(_select(samples, split["train"]), types, preprocessing),
+        _model_input(_select(samples, split["validation"]), types, preprocessing),
     )

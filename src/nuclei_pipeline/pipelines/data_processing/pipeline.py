@@ -23,7 +23,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 prepare_model_input,
-                ["train_samples", "train_validation_split", "params:preprocessing"],
+                ["train_samples", "image_table", "train_validation_split", "params:preprocessing"],
                 ["model_input_train", "model_input_validation"],
                 name="prepare_model_input",
             ),
