@@ -62,6 +62,24 @@ def test_coordinate_tuning_finds_the_grid_optimum_with_fewer_trials(validation):
                             {"tuning": {"enabled": True, "strategy": "random", "grid": grid}})
 
 
+def test_tuning_in_worker_processes_gives_the_same_trials(validation):
+    samples, probabilities, split, _ = validation
+    grid = {"threshold": [0.6, 0.5, 0.4], "method": ["components", "watershed"], "border_channel": [1],
+            "min_size": [0, 30, 5000]}
+    tuning = {"enabled": True, "strategy": "coordinate", "grid": grid}
+    serial, serial_trials = tune_postprocessing(probabilities, samples, split, POSTPROCESSING,
+                                                {"tuning": {**tuning, "workers": 1}})
+    parallel, parallel_trials = tune_postprocessing(probabilities, samples, split, POSTPROCESSING,
+                                                    {"tuning": {**tuning, "workers": 2}})
+    assert parallel == serial
+    pd.testing.assert_frame_equal(parallel_trials, serial_trials)
+    assert serial_trials["validation_map"].nunique() > 2  # the settings do differ
+    for workers in (0, -1, 1.5, True, "all"):
+        with pytest.raises(ValueError, match="evaluation.tuning.workers"):
+            tune_postprocessing(probabilities, samples, split, POSTPROCESSING,
+                                {"tuning": {**tuning, "workers": workers}})
+
+
 def test_tuning_off_returns_the_configured_settings(validation):
     samples, probabilities, split, _ = validation
     for evaluation in ({}, {"tuning": {"enabled": False, "grid": {"threshold": [0.5]}}}):

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from typing import Any
 
 import keras
@@ -13,17 +17,14 @@ from matplotlib.figure import Figure
 
 from nuclei_pipeline.core.metrics import (
     IOU_THRESHOLDS,
-    average_precision,
     error_counts,
     pixel_iou,
     precision_at_thresholds,
 )
 from nuclei_pipeline.core.overlays import PREDICTED_COLOUR, TRUE_COLOUR, draw_outlines
-from nuclei_pipeline.core.postprocess import (
-    probabilities_to_labels,
-    remove_small_labels,
-)
+from nuclei_pipeline.core.postprocess import probabilities_to_labels
 from nuclei_pipeline.core.predict import predict_with_spec
+from nuclei_pipeline.core.tuning import mean_scores
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,22 @@ def predict_validation(
     return probabilities
 
 
+def _tuning_workers(workers: Any) -> int:
+    """``evaluation.tuning.workers`` as a process count (``null``: one per usable CPU core)."""
+    if workers is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"evaluation.tuning.workers must be a positive integer or null, got {workers!r}")
+    return workers
+
+
+def _process_pool(workers: int):
+    # spawn, not fork: this process has TensorFlow's threads running.
+    if workers <= 1:
+        return nullcontext()
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 def tune_postprocessing(
     probabilities: dict[str, np.ndarray],
     samples: list[dict[str, Any]],
@@ -83,40 +100,40 @@ def tune_postprocessing(
         raise ValueError(f"evaluation.tuning.strategy must be 'grid' or 'coordinate', got {strategy!r}")
     truths = {s["id"]: s["labels"].astype(np.int32) for s in _validation_samples(samples, split)}
     stacks = {i: probabilities[i].astype(np.float32) for i in truths}
+    workers = _tuning_workers(tuning.get("workers", 1)) if grid else 1
     scored: dict[str, dict[str, Any]] = {}
+
+    def key_of(trial: dict[str, Any]) -> str:
+        return repr(sorted(trial.items()))
 
     def score(candidates: list[dict[str, Any]]) -> None:
         # min_size only filters the final objects: segment once per other setting, then filter.
-        for candidate in candidates:
-            unsized = {**candidate, "min_size": 0}
-            if repr(sorted(candidate.items())) in scored:
-                continue
-            unfiltered = {i: probabilities_to_labels(stacks[i], **unsized) for i in truths}
-            for size in grid.get("min_size", [candidate["min_size"]]):
+        fresh = [(c, grid.get("min_size", [c["min_size"]])) for c in candidates if key_of(c) not in scored]
+        fresh = list({key_of(c): (c, sizes) for c, sizes in fresh}.values())
+        for (candidate, sizes), maps in zip(fresh, mean_scores(stacks, truths, fresh, pool, workers), strict=True):
+            for size, value in zip(sizes, maps, strict=True):
                 trial = {**candidate, "min_size": size}
-                key = repr(sorted(trial.items()))
-                if key not in scored:
-                    maps = [average_precision(truths[i], remove_small_labels(unfiltered[i], size)) for i in truths]
-                    scored[key] = {**trial, "validation_map": float(np.mean(maps))}
+                scored.setdefault(key_of(trial), {**trial, "validation_map": value})
 
     keys = sorted(key for key in grid if key != "min_size")
-    if strategy == "grid":
-        score([{**postprocessing, **dict(zip(keys, values, strict=True))}
-               for values in itertools.product(*(grid[key] for key in keys))])
-    else:
-        current = dict(postprocessing)
-        score([current])
-        for _ in range(int(tuning.get("max_sweeps", 3))):
-            before = dict(current)
-            for key in keys + (["min_size"] if "min_size" in grid else []):
-                score([{**current, key: value} for value in grid[key]])
-                best_trial = max(
-                    (t for t in scored.values() if all(t[k] == v for k, v in current.items() if k != key)),
-                    key=lambda t: t["validation_map"],
-                )
-                current = {k: best_trial[k] for k in postprocessing}
-            if current == before:
-                break
+    with _process_pool(workers) as pool:
+        if strategy == "grid":
+            score([{**postprocessing, **dict(zip(keys, values, strict=True))}
+                   for values in itertools.product(*(grid[key] for key in keys))])
+        else:
+            current = dict(postprocessing)
+            score([current])
+            for _ in range(int(tuning.get("max_sweeps", 3))):
+                before = dict(current)
+                for key in keys + (["min_size"] if "min_size" in grid else []):
+                    score([{**current, key: value} for value in grid[key]])
+                    best_trial = max(
+                        (t for t in scored.values() if all(t[k] == v for k, v in current.items() if k != key)),
+                        key=lambda t: t["validation_map"],
+                    )
+                    current = {k: best_trial[k] for k in postprocessing}
+                if current == before:
+                    break
     trials = sorted(scored.values(), key=lambda trial: -trial["validation_map"])  # stable: ties keep order
     best = {key: trials[0][key] for key in postprocessing}
     logger.info("post-processing %s: validation mAP %.4f over %d trial(s) (%s)",
