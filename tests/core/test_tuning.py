@@ -23,3 +23,4 @@ def test_image_scores_score_each_size_on_one_segmentation():
     assert scores == [{"x": [average_precision(labels, labels), 0.0]}]  # everything vs nothing left
     means = mean_scores(probabilities, {"x": labels}, [(settings, [0, 10**6])])
     assert means == [[1.0, 0.0]]
+    assert mean_scores(probabilities, {"x": labels}, []) == []

@@ -74,6 +74,8 @@ def mean_scores(
     With a ``pool`` and ``workers`` > 1 the images are scored in ``workers``
     chunks on the pool; the result is the same as without.
     """
+    if not candidates:
+        return []
     if pool is None or workers <= 1:
         per_image = image_scores(probabilities, truths, candidates)
     else:

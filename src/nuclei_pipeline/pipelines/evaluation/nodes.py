@@ -88,7 +88,9 @@ def tune_postprocessing(
     with the others fixed, sweeping until a sweep changes nothing (at most
     ``tuning.max_sweeps``) — far fewer trials for large grids. Returns the
     best settings and the table of all trials; with tuning disabled,
-    ``postprocessing`` unchanged (one trial).
+    ``postprocessing`` unchanged (one trial). ``tuning.workers`` processes
+    (``null``: one per CPU core) share the images; the result does not
+    depend on their number.
     """
     tuning = evaluation.get("tuning") or {}
     grid = (tuning.get("grid") or {}) if tuning.get("enabled", False) else {}
