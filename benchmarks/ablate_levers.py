@@ -10,35 +10,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
-from pathlib import Path
 
 import keras
-import numpy as np
+from validation_data import DATA, load_validation
 
 import nuclei_pipeline.core.model  # noqa: F401  (registers the custom loss and metric)
-from nuclei_pipeline.core.metrics import average_precision
-from nuclei_pipeline.core.postprocess import probabilities_to_labels
 from nuclei_pipeline.core.predict import predict_with_spec
+from nuclei_pipeline.core.tuning import mean_scores
 
 
 def mean_ap(truths, probabilities, settings):
-    return float(np.mean([average_precision(truths[i], probabilities_to_labels(
-        probabilities[i].astype(np.float32), **settings)) for i in truths]))
+    return mean_scores(probabilities, truths, [(settings, [settings["min_size"]])])[0][0]
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="default")
     args = parser.parse_args()
-    data = Path("data")
-    split = json.loads((data / "03_primary" / "train_validation_split.json").read_text())
-    with open(data / "02_intermediate" / "train_samples.pkl", "rb") as handle:
-        samples = {s["id"]: s for s in pickle.load(handle) if s["id"] in set(split["validation"])}
-    truths = {i: s["labels"].astype(np.int32) for i, s in samples.items()}
-    with open(data / "07_model_output" / args.preset / "validation_probabilities.pkl", "rb") as handle:
-        with_tta = pickle.load(handle)
-    models = data / "06_models" / args.preset
+    samples, truths, with_tta = load_validation(args.preset)
+    models = DATA / "06_models" / args.preset
     tuned = json.loads((models / "postprocessing.json").read_text())
     spec = json.loads((models / "model_spec.json").read_text())
     model = keras.models.load_model(models / "unet.keras", compile=False)

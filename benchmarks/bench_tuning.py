@@ -9,13 +9,12 @@ wall times and their ratio.
 from __future__ import annotations
 
 import argparse
-import json
-import pickle
 import time
 from pathlib import Path
 
 import pandas as pd
 import yaml
+from validation_data import load_validation
 
 from nuclei_pipeline.pipelines.evaluation.nodes import tune_postprocessing
 
@@ -28,18 +27,14 @@ def main():
     args = parser.parse_args()
     if args.workers < 2:
         parser.error("--workers must be at least 2 (it is compared with 1)")
-    data = Path("data")
-    split = json.loads((data / "03_primary" / "train_validation_split.json").read_text())
-    with open(data / "02_intermediate" / "train_samples.pkl", "rb") as handle:
-        samples = pickle.load(handle)
-    with open(data / "07_model_output" / args.preset / "validation_probabilities.pkl", "rb") as handle:
-        probabilities = pickle.load(handle)
+    samples, truths, probabilities = load_validation(args.preset)
+    split = {"train": [], "validation": list(truths)}
     parameters = yaml.safe_load(Path("conf/base/parameters_evaluation.yml").read_text())
     tuning = {**parameters["evaluation"]["tuning"], "enabled": True, "max_sweeps": args.max_sweeps}
     results = {}
     for workers in (1, args.workers):
         started = time.perf_counter()
-        best, trials = tune_postprocessing(probabilities, samples, split, parameters["postprocessing"],
+        best, trials = tune_postprocessing(probabilities, list(samples.values()), split, parameters["postprocessing"],
                                            {"tuning": {**tuning, "workers": workers}})
         results[workers] = (time.perf_counter() - started, best, trials)
         print(f"workers={workers}: {results[workers][0]:.1f} s, {len(trials)} trials, "
