@@ -48,3 +48,44 @@ def test_type_weights_need_types_in_the_model_input():
     del inputs["types"]
     with pytest.raises(ValueError, match="re-run data_processing"):
         sampling_weights(inputs, {"type_weights": {"histology": 2.0}})
+
+
+def _tiny_training_run(ema_momentum):
+    import keras
+
+    from nuclei_pipeline.pipelines.training.nodes import train_model
+
+    rng = np.random.default_rng(0)
+    images = rng.random((8, 16, 16, 3)).astype(np.float32)
+    targets = (images[..., :1] > 0.5).astype(np.float32)
+    inputs = {"ids": list("abcdefgh"), "images": images, "targets": targets, "input_mode": "resize",
+              "target_channels": ["mask"], "invert_light_background": False}
+    training = {"epochs": 3, "batch_size": 4, "steps_per_epoch": 2, "learning_rate": 0.05,
+                "loss": "binary_crossentropy", "early_stopping_patience": 5, "precision": "float32",
+                "ema_momentum": ema_momentum, "verbose": 0}
+    model_params = {"filters": [4, 8], "dropout": [0.0, 0.0]}
+    best, _, metrics, _ = train_model(inputs, inputs, model_params, training)
+    val_losses = [entry["value"] for entry in metrics["val_loss"]]
+    checkpoint_loss = float(keras.losses.binary_crossentropy(targets, best.predict(images, verbose=0)).numpy().mean())
+    return val_losses, checkpoint_loss
+
+
+def test_weight_averaging_validates_and_checkpoints_the_averaged_weights():
+    # A momentum this close to 1 keeps the average at the first step's weights:
+    # validation barely moves although the raw weights train at a high rate.
+    averaged, averaged_checkpoint = _tiny_training_run(ema_momentum=0.999999)
+    raw, raw_checkpoint = _tiny_training_run(ema_momentum=None)
+    assert max(averaged) - min(averaged) < 1e-4
+    assert max(raw) - min(raw) > 1e-3
+    # The saved best model is the one that was validated, in both modes.
+    assert averaged_checkpoint == pytest.approx(min(averaged), abs=1e-4)
+    assert raw_checkpoint == pytest.approx(min(raw), abs=1e-4)
+
+
+@pytest.mark.parametrize("momentum", [1.0, -0.1, "high"])
+def test_bad_ema_momentum_is_named(momentum):
+    from nuclei_pipeline.pipelines.training.nodes import train_model
+
+    inputs = {"ids": ["a"], "images": np.zeros((1, 16, 16, 3)), "input_mode": "resize"}
+    with pytest.raises(ValueError, match="training.ema_momentum"):
+        train_model(inputs, inputs, {}, {"ema_momentum": momentum})

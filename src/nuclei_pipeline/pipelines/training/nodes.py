@@ -107,6 +107,18 @@ def _training_batches(inputs: dict[str, Any], training: dict[str, Any]):
             yield np.stack(images), np.stack(targets)
 
 
+def _ema_momentum(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        momentum = float(value)
+    except (TypeError, ValueError):
+        momentum = float("nan")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"training.ema_momentum must be null or a number in [0, 1), got {value!r}")
+    return momentum
+
+
 def train_model(
     train_inputs: dict[str, Any],
     validation_inputs: dict[str, Any],
@@ -124,7 +136,8 @@ def train_model(
         ``filters``, ``dropout``, ``batch_norm`` (see ``build_unet``).
     training : dict
         ``epochs``, ``batch_size``, ``learning_rate`` (``cosine_decay``: decay
-        it to 5 % over all epochs), ``loss``,
+        it to 5 % over all epochs), ``loss``, ``ema_momentum`` (null: off; else
+        validate and checkpoint an exponential moving average of the weights),
         ``early_stopping_patience``, ``seed``, ``precision`` (``auto``,
         ``float32`` or ``mixed_bfloat16``; saved models are float32 either
         way); for native input
@@ -133,6 +146,7 @@ def train_model(
     """
     if not train_inputs["ids"] or not validation_inputs["ids"]:
         raise ValueError("training needs at least one training and one validation image")
+    ema_momentum = _ema_momentum(training.get("ema_momentum"))
     keras.utils.set_random_seed(int(training.get("seed", 42)))
     channels = list(train_inputs["target_channels"])
     mode = train_inputs["input_mode"]
@@ -159,7 +173,11 @@ def train_model(
             learning_rate, decay_steps=steps * int(training["epochs"]), alpha=0.05
         )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=keras.optimizers.Adam(
+            learning_rate=learning_rate,
+            use_ema=ema_momentum is not None,
+            ema_momentum=0.99 if ema_momentum is None else ema_momentum,
+        ),
         loss=build_loss(
             training["loss"],
             dice_weight=float(training.get("dice_weight", 1.0)),
@@ -194,6 +212,9 @@ def train_model(
             validation_data=(val_images.astype(np.float32), val_targets.astype(np.float32)),
             shuffle=False,  # the generator already shuffles
             callbacks=[
+                # Swapping at epoch end puts the averaged weights in the model
+                # for validation and for the checkpoint written after it.
+                *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema_momentum is not None else []),
                 keras.callbacks.EarlyStopping(
                     monitor="val_loss", patience=int(training["early_stopping_patience"])
                 ),
