@@ -1,7 +1,8 @@
+import keras
 import numpy as np
 import pytest
 
-from nuclei_pipeline.pipelines.training.nodes import sampling_weights
+from nuclei_pipeline.pipelines.training.nodes import sampling_weights, train_model
 
 
 def _inputs(mode="native"):
@@ -51,10 +52,6 @@ def test_type_weights_need_types_in_the_model_input():
 
 
 def _tiny_training_run(ema_momentum):
-    import keras
-
-    from nuclei_pipeline.pipelines.training.nodes import train_model
-
     rng = np.random.default_rng(0)
     images = rng.random((8, 16, 16, 3)).astype(np.float32)
     targets = (images[..., :1] > 0.5).astype(np.float32)
@@ -84,8 +81,6 @@ def test_weight_averaging_validates_and_checkpoints_the_averaged_weights():
 
 @pytest.mark.parametrize("momentum", [1.0, -0.1, "high"])
 def test_bad_ema_momentum_is_named(momentum):
-    from nuclei_pipeline.pipelines.training.nodes import train_model
-
     inputs = {"ids": ["a"], "images": np.zeros((1, 16, 16, 3)), "input_mode": "resize"}
     with pytest.raises(ValueError, match="training.ema_momentum"):
         train_model(inputs, inputs, {}, {"ema_momentum": momentum})

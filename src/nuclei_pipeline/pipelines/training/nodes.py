@@ -175,8 +175,7 @@ def train_model(
     model.compile(
         optimizer=keras.optimizers.Adam(
             learning_rate=learning_rate,
-            use_ema=ema_momentum is not None,
-            ema_momentum=0.99 if ema_momentum is None else ema_momentum,
+            **({} if ema_momentum is None else {"use_ema": True, "ema_momentum": ema_momentum}),
         ),
         loss=build_loss(
             training["loss"],
