@@ -25,6 +25,8 @@ from nuclei_pipeline.core.model import (
     resolve_precision,
 )
 
+DEFAULT_BATCH_NORM = [False, False, True, True, True]  # conf/base/parameters_training.yml: model.batch_norm
+
 
 def timed_steps(model, images, targets, steps):
     model.train_on_batch(images, targets)  # trace and warm up outside the timing
@@ -96,7 +98,7 @@ def compare_batch_norm(args):
     precision = resolve_precision("auto")
     layouts = {
         "every level": True,
-        "deep levels (64+ filters)": [False, False, True, True, True],
+        "deep levels (64+ filters)": DEFAULT_BATCH_NORM,
         "none": False,
     }
     _, seconds = interleaved_seconds(
@@ -108,12 +110,11 @@ def compare_batch_norm(args):
         print(f"batch norm at {name:>26}: {value:.3f} s/step, {seconds['every level'] / value:.2f}× the speed of every level")
 
 
-
 def compare_ema(args):
     """Step time with and without a moving average of the weights, default layout and precision."""
     images, targets = random_batch(args)
     precision = resolve_precision("auto")
-    layout = {"batch_norm": [False, False, True, True, True], "precision": precision}
+    layout = {"batch_norm": DEFAULT_BATCH_NORM, "precision": precision}
     _, seconds = interleaved_seconds(
         {"plain Adam": layout, "Adam + EMA 0.99": layout},
         images, targets, args,
