@@ -63,6 +63,10 @@ def model_card(root: Path, preset: str) -> str:
         f"- Architecture: U-Net, {spec['parameters']:,} parameters ({size_mb:.1f} MB of weights); outputs "
         f"{spec['target_channels']} (sigmoid).",
         f"- Input: `{spec['input_mode']}` mode, images scaled to [0, 1]"
+        + (
+            f" between their {spec['normalize_percentiles'][0]:g}th and {spec['normalize_percentiles'][1]:g}th percentiles"
+            if spec.get("normalize_percentiles") else ""
+        )
         + (" and light backgrounds inverted" if spec.get("invert_light_background") else "") + ".",
         f"- Parameters: `model` {parameters.get('model')}",
         f"- `training` {parameters.get('training')}",

@@ -1,10 +1,11 @@
+import keras
 import numpy as np
 import pytest
 
 from nuclei_pipeline.core.augment import augment, pad_to_size, random_crop, tile_origins, tiles
 from nuclei_pipeline.core.model import build_unet
-from nuclei_pipeline.core.predict import predict_probabilities
-from nuclei_pipeline.core.preprocess import pad_to_multiple, scale_image
+from nuclei_pipeline.core.predict import predict_probabilities, predict_with_spec
+from nuclei_pipeline.core.preprocess import normalize_percentiles, pad_to_multiple, scale_image
 
 
 def test_random_crop_keeps_image_and_target_aligned():
@@ -56,6 +57,41 @@ def test_scale_and_invert_light_background():
     assert scale_image(light, invert_light_background=True).max() == pytest.approx(55 / 255)
 
 
+def _blobs_on_noise(peak: int, seed: int = 0) -> np.ndarray:
+    """A uint8 RGB image: bright discs of height ``peak`` on faint noise."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:48, :48]
+    image = rng.normal(0.1 * peak, 0.02 * peak, (48, 48))
+    for row, col in [(12, 12), (30, 20), (20, 36)]:
+        image[(rows - row) ** 2 + (cols - col) ** 2 < 36] = peak
+    return np.repeat(np.clip(image, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def test_percentile_normalization_makes_dim_and_bright_images_alike():
+    bright, dim = _blobs_on_noise(240), _blobs_on_noise(24)
+    assert np.abs(scale_image(bright) - scale_image(dim)).max() > 0.8
+    stretched_bright = scale_image(bright, normalize=(1, 99.8))
+    stretched_dim = scale_image(dim, normalize=(1, 99.8))
+    assert stretched_dim.min() == 0.0 and stretched_dim.max() == 1.0 and stretched_dim.dtype == np.float32
+    # The dim image keeps only a tenth of the grey levels: alike up to its quantisation.
+    assert np.abs(stretched_bright - stretched_dim).mean() < 0.03
+
+
+def test_percentile_normalization_keeps_colour_balance_and_flat_images():
+    image = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    image[..., 0] *= 0.5  # a dimmer red channel stays dimmer: percentiles span all channels
+    stretched = normalize_percentiles(image, (1, 99))
+    assert stretched[..., 0].mean() < 0.7 * stretched[..., 1].mean()
+    flat = np.full((8, 8, 3), 0.3, np.float32)
+    np.testing.assert_array_equal(normalize_percentiles(flat, (1, 99.8)), flat)
+
+
+@pytest.mark.parametrize("percentiles", [(99.8, 1), (1,), (1, 2, 3), (-1, 50), (1, 101), ("low", "high"), 5])
+def test_bad_normalize_percentiles_are_named(percentiles):
+    with pytest.raises(ValueError, match="preprocessing.normalize_percentiles"):
+        scale_image(_blobs_on_noise(100), normalize=percentiles)
+
+
 def test_pad_to_multiple():
     padded, original = pad_to_multiple(np.ones((17, 30, 3)), 16)
     assert padded.shape == (32, 32, 3) and original == (17, 30)
@@ -78,8 +114,6 @@ def test_unknown_input_mode_is_named():
 
 
 def test_predict_with_spec_follows_the_model_spec():
-    from nuclei_pipeline.core.predict import predict_with_spec
-
     model = build_unet((32, 32, 3), filters=(4, 8), dropout=(0, 0))
     image = np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8)
     spec = {"input_mode": "resize", "size": 32, "invert_light_background": True}
@@ -89,3 +123,16 @@ def test_predict_with_spec_follows_the_model_spec():
     )
     with pytest.raises(KeyError):
         predict_with_spec(model, image, {"size": 32})
+
+
+def test_predict_with_spec_normalizes_as_the_model_was_trained():
+    keras.utils.set_random_seed(0)
+    model = build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0))
+    image = _blobs_on_noise(30)
+    spec = {"input_mode": "native", "normalize_percentiles": [1.0, 99.8]}
+    normalized = predict_with_spec(model, image, spec)
+    np.testing.assert_allclose(
+        normalized, predict_probabilities(model, image, "native", normalize_percentiles=(1.0, 99.8))
+    )
+    plain = predict_with_spec(model, image, {"input_mode": "native"})
+    assert np.abs(normalized - plain).max() > 1e-3

@@ -86,3 +86,21 @@ def test_samples_missing_from_the_image_table_are_named(samples):
     table = build_image_table(samples).iloc[1:]
     with pytest.raises(ValueError, match=f"image_table has no type.*{samples[0]['id']}"):
         prepare_model_input(samples, table, split, {"input_mode": "native", "target_channels": ["mask"]})
+
+
+def test_percentile_normalization_is_applied_and_recorded(samples):
+    split = {"train": [s["id"] for s in samples[:6]], "validation": [s["id"] for s in samples[6:]]}
+    settings = {"input_mode": "native", "target_channels": ["mask"], "normalize_percentiles": [1, 99.8]}
+    train, validation = prepare_model_input(samples, build_image_table(samples), split, settings)
+    assert train["normalize_percentiles"] == validation["normalize_percentiles"] == [1.0, 99.8]
+    for image in train["images"]:
+        assert float(image.min()) == 0.0 and float(image.max()) == 1.0
+    plain, _ = prepare_model_input(samples, build_image_table(samples), split, {**settings, "normalize_percentiles": None})
+    assert plain["normalize_percentiles"] is None
+
+
+def test_bad_normalize_percentiles_fail_before_any_image(samples):
+    split = {"train": [s["id"] for s in samples[:6]], "validation": [s["id"] for s in samples[6:]]}
+    settings = {"input_mode": "native", "target_channels": ["mask"], "normalize_percentiles": [99, 1]}
+    with pytest.raises(ValueError, match="preprocessing.normalize_percentiles"):
+        prepare_model_input(samples, build_image_table(samples), split, settings)

@@ -6,6 +6,8 @@ input preparation matches training in exactly one place.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import keras
 import numpy as np
 from skimage.transform import resize
@@ -27,6 +29,7 @@ def predict_probabilities(
     size: int = 256,
     invert_light_background: bool = False,
     test_time_augmentation: bool = False,
+    normalize_percentiles: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Probability maps ``(H, W, C)`` for one uint8 RGB image ``(H, W, 3)``.
 
@@ -44,8 +47,10 @@ def predict_probabilities(
         As in training (see :func:`nuclei_pipeline.core.preprocess.scale_image`).
     test_time_augmentation : bool
         Average the predictions of the four flips of the image.
+    normalize_percentiles : (low, high) or None
+        As in training (see :func:`nuclei_pipeline.core.preprocess.scale_image`).
     """
-    scaled = scale_image(image, invert_light_background)
+    scaled = scale_image(image, invert_light_background, normalize_percentiles)
     height, width = scaled.shape[:2]
     if input_mode == "resize":
         model_input = resize_image(scaled, size)
@@ -72,7 +77,7 @@ def predict_with_spec(
     """:func:`predict_probabilities` with the input settings a model was trained with.
 
     ``model_spec`` is the training pipeline's ``model_spec.json`` (``input_mode``,
-    ``size``, ``invert_light_background``), so every caller prepares images the
+    ``size``, ``invert_light_background``, ``normalize_percentiles``), so every caller prepares images the
     same way the model saw them.
     """
     return predict_probabilities(
@@ -82,4 +87,5 @@ def predict_with_spec(
         size=model_spec.get("size") or 256,
         invert_light_background=bool(model_spec.get("invert_light_background", False)),
         test_time_augmentation=test_time_augmentation,
+        normalize_percentiles=model_spec.get("normalize_percentiles"),
     )

@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 
 from nuclei_pipeline.core.images import image_type
-from nuclei_pipeline.core.preprocess import INPUT_MODES, resize_image, resize_targets, scale_image
+from nuclei_pipeline.core.preprocess import (
+    INPUT_MODES,
+    percentile_range,
+    resize_image,
+    resize_targets,
+    scale_image,
+)
 from nuclei_pipeline.core.targets import make_targets
 
 logger = logging.getLogger(__name__)
@@ -106,10 +112,13 @@ def _model_input(
         raise ValueError(f"preprocessing.input_mode must be one of {INPUT_MODES}, got {mode!r}")
     channels = list(preprocessing.get("target_channels", ["mask"]))
     invert = bool(preprocessing.get("invert_light_background", False))
+    normalize = preprocessing.get("normalize_percentiles")
+    if normalize is not None:
+        normalize = list(percentile_range(normalize))  # a bad setting fails before any image is read
     size = int(preprocessing.get("size", 256))
     images, targets = [], []
     for sample in samples:
-        image = scale_image(sample["image"], invert)
+        image = scale_image(sample["image"], invert, normalize)
         target = make_targets(sample["labels"].astype(np.int32), channels)
         if mode == "resize":
             image, target = resize_image(image, size), resize_targets(target, size)
@@ -126,6 +135,7 @@ def _model_input(
         "input_mode": mode,
         "size": size if mode == "resize" else None,
         "invert_light_background": invert,
+        "normalize_percentiles": normalize,
     }
 
 
@@ -135,7 +145,8 @@ def prepare_model_input(
     split: dict[str, list[str]],
     preprocessing: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Images scaled to [0, 1] and their target channels, for training and validation.
+    """Images scaled to [0, 1] (``preprocessing.normalize_percentiles``: stretched
+    between two percentiles) and their target channels, for training and validation.
 
     In ``resize`` mode (the seed) images and targets are resized to
     ``size × size`` and stacked; in ``native`` mode they keep their

@@ -44,6 +44,7 @@ def prediction_key(
         "input_mode": model_spec.get("input_mode"),
         "size": model_spec.get("size"),
         "invert": model_spec.get("invert_light_background"),
+        "normalize": model_spec.get("normalize_percentiles"),
         "postprocessing": postprocessing,
         "tta": bool(inference.get("test_time_augmentation", False)),
     }

@@ -246,6 +246,7 @@ def train_model(
         "size": int(input_shape[0]) if mode == "resize" else None,
         "target_channels": channels,
         "invert_light_background": bool(train_inputs.get("invert_light_background", False)),
+        "normalize_percentiles": train_inputs.get("normalize_percentiles"),
         "best_epoch": best_epoch + 1,
         "epochs_run": epochs_run,
         "train_seconds": round(seconds, 1),
