@@ -44,10 +44,12 @@ def prediction_key(
         "input_mode": model_spec.get("input_mode"),
         "size": model_spec.get("size"),
         "invert": model_spec.get("invert_light_background"),
-        "normalize": model_spec.get("normalize_percentiles"),
         "postprocessing": postprocessing,
         "tta": bool(inference.get("test_time_augmentation", False)),
     }
+    if model_spec.get("normalize_percentiles") is not None:
+        # Only when set, so masks made before the setting existed keep their keys.
+        settings["normalize"] = model_spec["normalize_percentiles"]
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
