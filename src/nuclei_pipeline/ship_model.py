@@ -64,7 +64,7 @@ def model_card(root: Path, preset: str) -> str:
         f"{spec['target_channels']} (sigmoid).",
         f"- Input: `{spec['input_mode']}` mode, images scaled to [0, 1]"
         + (
-            f" between their {spec['normalize_percentiles'][0]:g}th and {spec['normalize_percentiles'][1]:g}th percentiles"
+            " and stretched so that their {:g} and {:g} percentiles map to 0 and 1".format(*spec["normalize_percentiles"])
             if spec.get("normalize_percentiles") else ""
         )
         + (" and light backgrounds inverted" if spec.get("invert_light_background") else "") + ".",

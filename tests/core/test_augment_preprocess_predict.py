@@ -5,7 +5,7 @@ import pytest
 from nuclei_pipeline.core.augment import augment, pad_to_size, random_crop, tile_origins, tiles
 from nuclei_pipeline.core.model import build_unet
 from nuclei_pipeline.core.predict import predict_probabilities, predict_with_spec
-from nuclei_pipeline.core.preprocess import normalize_percentiles, pad_to_multiple, scale_image
+from nuclei_pipeline.core.preprocess import pad_to_multiple, scale_image, stretch_percentiles
 
 
 def test_random_crop_keeps_image_and_target_aligned():
@@ -70,8 +70,8 @@ def _blobs_on_noise(peak: int, seed: int = 0) -> np.ndarray:
 def test_percentile_normalization_makes_dim_and_bright_images_alike():
     bright, dim = _blobs_on_noise(240), _blobs_on_noise(24)
     assert np.abs(scale_image(bright) - scale_image(dim)).max() > 0.8
-    stretched_bright = scale_image(bright, normalize=(1, 99.8))
-    stretched_dim = scale_image(dim, normalize=(1, 99.8))
+    stretched_bright = scale_image(bright, normalize_percentiles=(1, 99.8))
+    stretched_dim = scale_image(dim, normalize_percentiles=(1, 99.8))
     assert stretched_dim.min() == 0.0 and stretched_dim.max() == 1.0 and stretched_dim.dtype == np.float32
     # The dim image keeps only a tenth of the grey levels: alike up to its quantisation.
     assert np.abs(stretched_bright - stretched_dim).mean() < 0.03
@@ -80,16 +80,16 @@ def test_percentile_normalization_makes_dim_and_bright_images_alike():
 def test_percentile_normalization_keeps_colour_balance_and_flat_images():
     image = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
     image[..., 0] *= 0.5  # a dimmer red channel stays dimmer: percentiles span all channels
-    stretched = normalize_percentiles(image, (1, 99))
+    stretched = stretch_percentiles(image, (1, 99))
     assert stretched[..., 0].mean() < 0.7 * stretched[..., 1].mean()
     flat = np.full((8, 8, 3), 0.3, np.float32)
-    np.testing.assert_array_equal(normalize_percentiles(flat, (1, 99.8)), flat)
+    np.testing.assert_array_equal(stretch_percentiles(flat, (1, 99.8)), flat)
 
 
 @pytest.mark.parametrize("percentiles", [(99.8, 1), (1,), (1, 2, 3), (-1, 50), (1, 101), ("low", "high"), 5])
 def test_bad_normalize_percentiles_are_named(percentiles):
     with pytest.raises(ValueError, match="preprocessing.normalize_percentiles"):
-        scale_image(_blobs_on_noise(100), normalize=percentiles)
+        scale_image(_blobs_on_noise(100), normalize_percentiles=percentiles)
 
 
 def test_pad_to_multiple():

@@ -267,3 +267,12 @@ def test_model_card_reports_the_validation_scores(project, monkeypatch):
     for group in summary["group"]:
         assert f"| {group} |" in card
     assert "Post-processing (tuned on the validation split)" in card
+    assert "percentiles" not in card  # the default divides by 255
+    spec_path = project / "data" / "06_models" / "default" / "model_spec.json"
+    spec = json.loads(spec_path.read_text())
+    spec_path.write_text(json.dumps({**spec, "normalize_percentiles": [1.0, 99.8]}))
+    try:
+        card = model_card(project, "default")
+    finally:
+        spec_path.write_text(json.dumps(spec))
+    assert "scaled to [0, 1] and stretched so that their 1 and 99.8 percentiles map to 0 and 1." in card

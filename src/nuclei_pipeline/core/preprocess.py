@@ -40,7 +40,7 @@ def percentile_range(percentiles: Sequence[float]) -> tuple[float, float]:
     return low, high
 
 
-def normalize_percentiles(image: np.ndarray, percentiles: Sequence[float]) -> np.ndarray:
+def stretch_percentiles(image: np.ndarray, percentiles: Sequence[float]) -> np.ndarray:
     """Stretch intensities so the ``(low, high)`` percentiles map to 0 and 1 (clipped).
 
     Percentiles are taken over all channels together, so colours keep their
@@ -57,21 +57,21 @@ def normalize_percentiles(image: np.ndarray, percentiles: Sequence[float]) -> np
 def scale_image(
     image: np.ndarray,
     invert_light_background: bool = False,
-    normalize: Sequence[float] | None = None,
+    normalize_percentiles: Sequence[float] | None = None,
 ) -> np.ndarray:
     """uint8 RGB → float32 in [0, 1].
 
     With ``invert_light_background``, images whose median is brighter than
     mid-grey (brightfield, H&E) are inverted so nuclei look like
-    fluorescence: bright on dark. With ``normalize`` (two percentiles, e.g.
-    ``(1, 99.8)``) intensities are stretched by :func:`normalize_percentiles`;
+    fluorescence: bright on dark. With ``normalize_percentiles`` (two
+    percentiles, e.g. ``(1, 99.8)``) intensities are stretched by :func:`stretch_percentiles`;
     without it they are divided by 255 (the seed).
     """
     scaled = np.asarray(image, dtype=np.float32) / 255.0
     if invert_light_background and np.median(scaled) > 0.5:
         scaled = 1.0 - scaled
-    if normalize is not None:
-        scaled = normalize_percentiles(scaled, normalize)
+    if normalize_percentiles is not None:
+        scaled = stretch_percentiles(scaled, normalize_percentiles)
     return scaled
 
 
