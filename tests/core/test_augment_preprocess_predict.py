@@ -2,7 +2,15 @@ import keras
 import numpy as np
 import pytest
 
-from nuclei_pipeline.core.augment import augment, pad_to_size, random_crop, tile_origins, tiles
+from nuclei_pipeline.core.augment import (
+    augment,
+    pad_to_size,
+    random_crop,
+    random_zoomed_crop,
+    tile_origins,
+    tiles,
+    zoom_range,
+)
 from nuclei_pipeline.core.model import build_unet
 from nuclei_pipeline.core.predict import predict_probabilities, predict_with_spec
 from nuclei_pipeline.core.preprocess import pad_to_multiple, scale_image, stretch_percentiles
@@ -22,6 +30,51 @@ def test_small_images_are_padded_before_cropping():
     crop, target = random_crop(np.ones((10, 12, 3)), np.ones((10, 12, 1)), 16, rng)
     assert crop.shape == (16, 16, 3) and target.shape == (16, 16, 1)
     assert pad_to_size(np.ones((20, 20)), 16).shape == (20, 20)
+
+
+def _one_disc(radius: int, size: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = np.ogrid[:size, :size]
+    disc = ((rows - size / 2) ** 2 + (cols - size / 2) ** 2 < radius**2).astype(np.float32)
+    return np.repeat(disc[..., None], 3, axis=-1), disc[..., None]
+
+
+def test_zoomed_crops_keep_image_and_target_aligned():
+    image, target = _one_disc(radius=20)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        crop, crop_target = random_zoomed_crop(image, target, 256, rng, scale=0.5)
+        assert crop.shape == (256, 256, 3) and crop_target.shape == (256, 256, 1)
+        assert crop.dtype == np.float32 and crop_target.dtype == np.float32
+        inside, labelled = crop[..., 0] > 0.5, crop_target[..., 0] > 0.5
+        assert labelled.any()
+        assert (inside & labelled).sum() / (inside | labelled).sum() > 0.95
+
+
+def test_zoom_factors_span_the_range_on_both_sides_of_one():
+    # A ramp rising 0.001 per column: in a crop zoomed by z it rises 0.001 / z.
+    ramp = np.tile(np.arange(400, dtype=np.float32) * 0.001, (400, 1))
+    image, target = np.repeat(ramp[..., None], 3, axis=-1), ramp[..., None]
+    rng = np.random.default_rng(1)
+    low, high = zoom_range(0.5)
+    zooms = []
+    for _ in range(40):
+        crop, _ = random_zoomed_crop(image, target, 128, rng, scale=0.5)
+        zooms.append(0.001 / np.median(np.diff(crop[64, :, 0])))
+    assert low == pytest.approx(1 / 1.5) and high == pytest.approx(1.5)
+    assert low * 0.98 < min(zooms) < 0.85 and 1.15 < max(zooms) < high * 1.02
+
+
+def test_zero_scale_is_a_plain_crop():
+    image, target = _one_disc(radius=10, size=64)
+    plain = random_crop(image, target, 32, np.random.default_rng(5))
+    zoomed = random_zoomed_crop(image, target, 32, np.random.default_rng(5), scale=0.0)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, zoomed, strict=True))
+
+
+@pytest.mark.parametrize("scale", [-0.1, 1.5, "big", float("nan")])
+def test_bad_zoom_scale_is_named(scale):
+    with pytest.raises(ValueError, match="training.augmentation.scale"):
+        zoom_range(scale)
 
 
 def test_tiles_cover_the_image():

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from nuclei_pipeline.pipelines.training.nodes import sampling_weights, train_model
+from nuclei_pipeline.pipelines.training.nodes import sampling_weights, train_model, training_batches
 
 
 def _inputs(mode="native"):
@@ -84,3 +84,28 @@ def test_bad_ema_momentum_is_named(momentum):
     inputs = {"ids": ["a"], "images": np.zeros((1, 16, 16, 3)), "input_mode": "resize"}
     with pytest.raises(ValueError, match="training.ema_momentum"):
         train_model(inputs, inputs, {}, {"ema_momentum": momentum})
+
+
+@pytest.mark.parametrize(
+    ("mode", "scale", "message"),
+    [("native", 2.0, r"scale must be a number in \[0, 1\]"), ("resize", 0.25, "needs preprocessing.input_mode: native")],
+)
+def test_bad_zoom_setting_is_named_before_training(mode, scale, message):
+    inputs = {"ids": ["a"], "images": np.zeros((1, 16, 16, 3)), "input_mode": mode}
+    with pytest.raises(ValueError, match=f"training.augmentation.scale.*{message}|{message}"):
+        train_model(inputs, inputs, {}, {"augmentation": {"scale": scale}})
+
+
+def test_zoomedtraining_batches_have_the_crop_size():
+    rng = np.random.default_rng(0)
+    images = [rng.random((shape, shape, 3)).astype(np.float32) for shape in (40, 90)]
+    inputs = {"ids": ["a", "b"], "images": images, "input_mode": "native",
+              "targets": [(image[..., :1] > 0.5).astype(np.float32) for image in images]}
+    training = {"batch_size": 2, "crop_size": 32, "augmentation": {"scale": 0.5, "flip": True}}
+    batches = training_batches(inputs, training)
+    for _ in range(3):
+        batch_images, batch_targets = next(batches)
+        assert batch_images.shape == (2, 32, 32, 3) and batch_targets.shape == (2, 32, 32, 1)
+        # Bilinear zoom leaves soft target edges (a plain crop stays 0/1).
+        assert 0.0 <= batch_targets.min() and batch_targets.max() <= 1.0
+        assert ((batch_targets > 0.01) & (batch_targets < 0.99)).any()

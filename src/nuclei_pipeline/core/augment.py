@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from skimage.transform import resize
 
 
 def pad_to_size(array: np.ndarray, size: int) -> np.ndarray:
@@ -29,6 +30,50 @@ def random_crop(
     left = int(rng.integers(0, image.shape[1] - size + 1))
     window = (slice(top, top + size), slice(left, left + size))
     return image[window], target[window]
+
+
+def zoom_range(scale: float) -> tuple[float, float]:
+    """Smallest and largest zoom factor for the ``augmentation.scale`` setting.
+
+    ``scale`` s gives zooms from 1/(1+s) to 1+s (symmetric in log scale, so
+    shrinking and enlarging are equally likely).
+
+    Raises
+    ------
+    ValueError
+        If ``scale`` is not a number in [0, 1].
+    """
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"training.augmentation.scale must be a number in [0, 1], got {scale!r}")
+    return 1.0 / (1.0 + value), 1.0 + value
+
+
+def random_zoomed_crop(
+    image: np.ndarray, target: np.ndarray, size: int, rng: np.random.Generator, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random window of ``size / zoom`` pixels, resized to ``size × size``.
+
+    The zoom is drawn log-uniformly from ``zoom_range(scale)``, so nuclei
+    appear up to ``1 + scale`` times larger or smaller than in the image.
+    Image and target are interpolated bilinearly (soft target edges); the
+    image is smoothed before shrinking to avoid aliasing.
+    """
+    low, high = zoom_range(scale)
+    if low == high:
+        return random_crop(image, target, size, rng)
+    zoom = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    window = max(1, round(size / zoom))
+    image, target = random_crop(image, target, window, rng)
+    if window == size:
+        return image, target
+    shape = (size, size)
+    zoomed_image = resize(image, shape, order=1, mode="reflect", anti_aliasing=window > size)
+    zoomed_target = resize(target, shape, order=1, mode="reflect", anti_aliasing=False)
+    return zoomed_image.astype(np.float32), zoomed_target.astype(np.float32)
 
 
 def tile_origins(length: int, size: int) -> list[int]:

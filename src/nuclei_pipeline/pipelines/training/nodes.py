@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nuclei_pipeline.core.augment import augment, random_crop, tiles
+from nuclei_pipeline.core.augment import augment, random_crop, random_zoomed_crop, tiles, zoom_range
 from nuclei_pipeline.core.images import IMAGE_TYPES
 from nuclei_pipeline.core.model import (
     SeedIoU,
@@ -82,11 +82,12 @@ def sampling_weights(inputs: dict[str, Any], training: dict[str, Any]) -> np.nda
     return weights / weights.sum()
 
 
-def _training_batches(inputs: dict[str, Any], training: dict[str, Any]):
+def training_batches(inputs: dict[str, Any], training: dict[str, Any]):
     """Endless generator of augmented (images, targets) batches."""
     rng = np.random.default_rng(int(training.get("seed", 42)))
     batch_size = int(training["batch_size"])
-    settings = training.get("augmentation") or {}
+    settings = dict(training.get("augmentation") or {})
+    scale = settings.pop("scale", None) or 0.0
     crop_size = int(training.get("crop_size", 256))
     native = inputs["input_mode"] == "native"
     count = len(inputs["ids"])
@@ -98,7 +99,9 @@ def _training_batches(inputs: dict[str, Any], training: dict[str, Any]):
             for index in order[start : start + batch_size]:
                 image = np.asarray(inputs["images"][index], dtype=np.float32)
                 target = np.asarray(inputs["targets"][index], dtype=np.float32)
-                if native:
+                if native and scale:
+                    image, target = random_zoomed_crop(image, target, crop_size, rng, scale)
+                elif native:
                     image, target = random_crop(image, target, crop_size, rng)
                 if settings:
                     image, target = augment(image, target, rng, settings)
@@ -117,6 +120,17 @@ def _ema_momentum(value: Any) -> float | None:
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"training.ema_momentum must be null or a number in [0, 1), got {value!r}")
     return momentum
+
+
+def _zoom_scale(training: dict[str, Any], mode: str) -> float:
+    """The checked ``augmentation.scale`` (0: no zoom); zoomed crops need native input."""
+    scale = (training.get("augmentation") or {}).get("scale") or 0.0
+    zoom_range(scale)
+    if scale and mode != "native":
+        raise ValueError(
+            "training.augmentation.scale zooms native crops: it needs preprocessing.input_mode: native"
+        )
+    return float(scale)
 
 
 def train_model(
@@ -142,11 +156,14 @@ def train_model(
         ``float32`` or ``mixed_bfloat16``; saved models are float32 either
         way); for native input
         ``crop_size``, ``steps_per_epoch`` and ``validation_tiles_per_image``;
-        optional ``augmentation`` and ``type_weights`` (see ``sampling_weights``).
+        optional ``augmentation`` (see ``core.augment.augment``; ``scale``:
+        zoomed crops, see ``core.augment.random_zoomed_crop``) and
+        ``type_weights`` (see ``sampling_weights``).
     """
     if not train_inputs["ids"] or not validation_inputs["ids"]:
         raise ValueError("training needs at least one training and one validation image")
     ema_momentum = _ema_momentum(training.get("ema_momentum"))
+    _zoom_scale(training, train_inputs["input_mode"])
     keras.utils.set_random_seed(int(training.get("seed", 42)))
     channels = list(train_inputs["target_channels"])
     mode = train_inputs["input_mode"]
@@ -186,7 +203,7 @@ def train_model(
     )
     spec = tf.TensorSpec(shape=(None, None, None, None), dtype=tf.float32)
     train_data = tf.data.Dataset.from_generator(
-        lambda: _training_batches(train_inputs, training), output_signature=(spec, spec)
+        lambda: training_batches(train_inputs, training), output_signature=(spec, spec)
     ).prefetch(2)
     val_images, val_targets = _validation_arrays(
         validation_inputs, crop_size, training.get("validation_tiles_per_image")
