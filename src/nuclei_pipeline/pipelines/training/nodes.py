@@ -82,12 +82,24 @@ def sampling_weights(inputs: dict[str, Any], training: dict[str, Any]) -> np.nda
     return weights / weights.sum()
 
 
+def _zoom_scale(training: dict[str, Any], mode: str) -> float:
+    """The checked ``augmentation.scale`` (0: no zoom); zoomed crops need native input."""
+    scale = (training.get("augmentation") or {}).get("scale") or 0.0
+    zoom_range(scale)
+    if scale and mode != "native":
+        raise ValueError(
+            "training.augmentation.scale zooms native crops: it needs preprocessing.input_mode: native"
+        )
+    return float(scale)
+
+
 def training_batches(inputs: dict[str, Any], training: dict[str, Any]):
     """Endless generator of augmented (images, targets) batches."""
     rng = np.random.default_rng(int(training.get("seed", 42)))
     batch_size = int(training["batch_size"])
-    settings = dict(training.get("augmentation") or {})
-    scale = settings.pop("scale", None) or 0.0
+    scale = _zoom_scale(training, inputs["input_mode"])
+    # The zoom happens while cropping; `augment` gets the per-crop settings.
+    settings = {key: value for key, value in (training.get("augmentation") or {}).items() if key != "scale"}
     crop_size = int(training.get("crop_size", 256))
     native = inputs["input_mode"] == "native"
     count = len(inputs["ids"])
@@ -120,17 +132,6 @@ def _ema_momentum(value: Any) -> float | None:
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"training.ema_momentum must be null or a number in [0, 1), got {value!r}")
     return momentum
-
-
-def _zoom_scale(training: dict[str, Any], mode: str) -> float:
-    """The checked ``augmentation.scale`` (0: no zoom); zoomed crops need native input."""
-    scale = (training.get("augmentation") or {}).get("scale") or 0.0
-    zoom_range(scale)
-    if scale and mode != "native":
-        raise ValueError(
-            "training.augmentation.scale zooms native crops: it needs preprocessing.input_mode: native"
-        )
-    return float(scale)
 
 
 def train_model(
