@@ -96,7 +96,7 @@ def test_bad_zoom_setting_is_named_before_training(mode, scale, message):
         train_model(inputs, inputs, {}, {"augmentation": {"scale": scale}})
 
 
-def test_zoomedtraining_batches_have_the_crop_size():
+def test_zoomed_training_batches_have_the_crop_size():
     rng = np.random.default_rng(0)
     images = [rng.random((shape, shape, 3)).astype(np.float32) for shape in (40, 90)]
     inputs = {"ids": ["a", "b"], "images": images, "input_mode": "native",

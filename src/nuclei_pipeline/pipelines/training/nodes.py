@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nuclei_pipeline.core.augment import augment, random_crop, random_zoomed_crop, tiles, zoom_range
+from nuclei_pipeline.core.augment import augment, random_zoomed_crop, tiles, zoom_range
 from nuclei_pipeline.core.images import IMAGE_TYPES
 from nuclei_pipeline.core.model import (
     SeedIoU,
@@ -111,10 +111,9 @@ def training_batches(inputs: dict[str, Any], training: dict[str, Any]):
             for index in order[start : start + batch_size]:
                 image = np.asarray(inputs["images"][index], dtype=np.float32)
                 target = np.asarray(inputs["targets"][index], dtype=np.float32)
-                if native and scale:
+                if native:
+                    # scale 0 is a plain random crop.
                     image, target = random_zoomed_crop(image, target, crop_size, rng, scale)
-                elif native:
-                    image, target = random_crop(image, target, crop_size, rng)
                 if settings:
                     image, target = augment(image, target, rng, settings)
                 images.append(image)
