@@ -109,3 +109,19 @@ def test_zoomed_training_batches_have_the_crop_size():
         # Bilinear zoom leaves soft target edges (a plain crop stays 0/1).
         assert 0.0 <= batch_targets.min() and batch_targets.max() <= 1.0
         assert ((batch_targets > 0.01) & (batch_targets < 0.99)).any()
+
+
+def test_an_ensemble_of_members_trains_and_is_saved_as_their_mean():
+    rng = np.random.default_rng(0)
+    images = rng.random((8, 16, 16, 3)).astype(np.float32)
+    targets = np.concatenate([images[..., :1] > 0.5, images[..., 1:2] > 0.5], axis=-1).astype(np.float32)
+    inputs = {"ids": list("abcdefgh"), "images": images, "targets": targets, "input_mode": "resize",
+              "target_channels": ["mask", "touching"], "invert_light_background": False}
+    training = {"epochs": 2, "batch_size": 4, "steps_per_epoch": 2, "learning_rate": 0.01,
+                "loss": "bce_dice", "early_stopping_patience": 5, "precision": "float32", "verbose": 0}
+    model_params = {"filters": [4, 8], "dropout": [0.0, 0.0], "members": 2}
+    best, final, _, spec = train_model(inputs, inputs, model_params, training)
+    assert spec["members"] == 2
+    for model in (best, final):
+        assert model.predict(images, verbose=0).shape == (8, 16, 16, 2)
+        assert model.get_layer("member_mean").members == 2

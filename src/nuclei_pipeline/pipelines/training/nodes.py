@@ -17,6 +17,7 @@ from nuclei_pipeline.core.images import IMAGE_TYPES
 from nuclei_pipeline.core.model import (
     SeedIoU,
     as_float32,
+    average_members,
     build_loss,
     build_unet,
     resolve_precision,
@@ -174,6 +175,7 @@ def train_model(
     else:
         input_shape = (None, None, 3)
     precision = resolve_precision(str(training.get("precision", "float32")))
+    members = model_params.get("members", 1)
     model = build_unet(
         input_shape=input_shape,
         filters=model_params["filters"],
@@ -181,6 +183,7 @@ def train_model(
         output_channels=len(channels),
         batch_norm=model_params.get("batch_norm", False),
         precision=precision,
+        members=members,
     )
     batch_size = int(training["batch_size"])
     steps = int(training.get("steps_per_epoch") or max(1, len(train_inputs["ids"]) // batch_size))
@@ -198,6 +201,7 @@ def train_model(
             training["loss"],
             dice_weight=float(training.get("dice_weight", 1.0)),
             channel_weights=training.get("channel_weights"),
+            members=members,
         ),
         metrics=[SeedIoU()],
     )
@@ -241,6 +245,7 @@ def train_model(
         best = keras.models.load_model(checkpoint)
     if precision != "float32":
         best, model = as_float32(best), as_float32(model)
+    best, model = average_members(best, members), average_members(model, members)
     seconds = time.perf_counter() - started
     epochs_run = len(history.history["loss"])
     metrics = {
@@ -268,6 +273,7 @@ def train_model(
         "epochs_run": epochs_run,
         "train_seconds": round(seconds, 1),
         "parameters": int(model.count_params()),
+        "members": int(members),
         "precision": precision,
     }
     return best, model, metrics, model_spec
