@@ -17,6 +17,13 @@ SEED_IOU_THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2).tolist())
 
 
 PRECISIONS = ("float32", "mixed_bfloat16")
+MEMBER_PREFIX = "member"  # layer names of ensemble member m start with f"member{m}_"
+
+
+def _member_count(members) -> int:
+    if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or members < 1:
+        raise ValueError(f"model.members must be a whole number ≥ 1, got {members!r}")
+    return int(members)
 
 
 def _conv_block(x, filters: int, dropout: float, batch_norm: bool, name: str, dtype: str):
@@ -117,15 +124,6 @@ def build_unet(
     ]
     stacked = layers.Concatenate(name="probabilities", dtype="float32")(outputs)
     return keras.Model(inputs, stacked, name=f"unet_{members}_members")
-
-
-MEMBER_PREFIX = "member"
-
-
-def _member_count(members) -> int:
-    if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or members < 1:
-        raise ValueError(f"model.members must be a whole number ≥ 1, got {members!r}")
-    return int(members)
 
 
 def _unet_body(inputs, filters, dropout, batch_norm, output_channels: int, precision: str, prefix: str):

@@ -148,7 +148,8 @@ def train_model(
     train_inputs, validation_inputs : dict
         From ``prepare_model_input``.
     model_params : dict
-        ``filters``, ``dropout``, ``batch_norm`` (see ``build_unet``).
+        ``filters``, ``dropout``, ``batch_norm``, ``members`` (see ``build_unet``;
+        an ensemble is returned as one model that outputs the members' mean).
     training : dict
         ``epochs``, ``batch_size``, ``learning_rate`` (``cosine_decay``: decay
         it to 5 % over all epochs), ``loss``, ``ema_momentum`` (null: off; else
