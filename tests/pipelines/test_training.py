@@ -125,3 +125,23 @@ def test_an_ensemble_of_members_trains_and_is_saved_as_their_mean():
     for model in (best, final):
         assert model.predict(images, verbose=0).shape == (8, 16, 16, 2)
         assert model.get_layer("member_mean").members == 2
+
+
+def test_a_time_budget_shortens_training_and_the_checkpoint_loads():
+    rng = np.random.default_rng(0)
+    images = rng.random((8, 16, 16, 3)).astype(np.float32)
+    inputs = {"ids": list("abcdefgh"), "images": images, "targets": (images[..., :1] > 0.5).astype(np.float32),
+              "input_mode": "resize", "target_channels": ["mask"], "invert_light_background": False}
+    training = {"epochs": 4, "batch_size": 4, "steps_per_epoch": 2, "learning_rate": 0.01, "cosine_decay": True,
+                "loss": "bce_dice", "early_stopping_patience": 5, "precision": "float32", "verbose": 0,
+                "time_budget_minutes": 1e-6}
+    best, _, metrics, spec = train_model(inputs, inputs, {"filters": [4, 8], "dropout": [0.0, 0.0]}, training)
+    assert spec["epochs_run"] == 1 and spec["epochs_planned"] == 4
+    assert len(metrics["val_loss"]) == 1
+    assert best.predict(images, verbose=0).shape == (8, 16, 16, 1)
+
+
+def test_bad_time_budget_is_named_before_training():
+    inputs = {"ids": ["a"], "images": np.zeros((1, 16, 16, 3)), "input_mode": "resize"}
+    with pytest.raises(ValueError, match="training.time_budget_minutes"):
+        train_model(inputs, inputs, {}, {"time_budget_minutes": 0})

@@ -22,6 +22,7 @@ from nuclei_pipeline.core.model import (
     build_unet,
     resolve_precision,
 )
+from nuclei_pipeline.core.time_budget import ShrinkableCosineDecay, TimeBudget, budget_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +153,9 @@ def train_model(
         an ensemble is returned as one model that outputs the members' mean).
     training : dict
         ``epochs``, ``batch_size``, ``learning_rate`` (``cosine_decay``: decay
-        it to 5 % over all epochs), ``loss``, ``ema_momentum`` (null: off; else
+        it to 5 % over all epochs), ``time_budget_minutes`` (null: none; else
+        fewer epochs where the planned ones would not fit, see
+        ``core.time_budget.TimeBudget``), ``loss``, ``ema_momentum`` (null: off; else
         validate and checkpoint an exponential moving average of the weights),
         ``early_stopping_patience``, ``seed``, ``precision`` (``auto``,
         ``float32`` or ``mixed_bfloat16``; saved models are float32 either
@@ -165,6 +168,7 @@ def train_model(
     if not train_inputs["ids"] or not validation_inputs["ids"]:
         raise ValueError("training needs at least one training and one validation image")
     ema_momentum = _ema_momentum(training.get("ema_momentum"))
+    budget = budget_seconds(training.get("time_budget_minutes"))
     _zoom_scale(training, train_inputs["input_mode"])
     keras.utils.set_random_seed(int(training.get("seed", 42)))
     channels = list(train_inputs["target_channels"])
@@ -188,14 +192,17 @@ def train_model(
     )
     batch_size = int(training["batch_size"])
     steps = int(training.get("steps_per_epoch") or max(1, len(train_inputs["ids"]) // batch_size))
+    epochs = int(training["epochs"])
     learning_rate = float(training["learning_rate"])
+    schedule = None
     if training.get("cosine_decay"):
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=steps * int(training["epochs"]), alpha=0.05
-        )
+        # Keras' own schedule unless a time budget may have to shorten it.
+        decay = keras.optimizers.schedules.CosineDecay if budget is None else ShrinkableCosineDecay
+        schedule = decay(learning_rate, decay_steps=steps * epochs, alpha=0.05)
+    time_budget = [] if budget is None else [TimeBudget(budget, epochs, steps, schedule=schedule)]
     model.compile(
         optimizer=keras.optimizers.Adam(
-            learning_rate=learning_rate,
+            learning_rate=learning_rate if schedule is None else schedule,
             **({} if ema_momentum is None else {"use_ema": True, "ema_momentum": ema_momentum}),
         ),
         loss=build_loss(
@@ -229,7 +236,7 @@ def train_model(
         history = model.fit(
             train_data,
             steps_per_epoch=steps,
-            epochs=int(training["epochs"]),
+            epochs=epochs,
             validation_data=(val_images.astype(np.float32), val_targets.astype(np.float32)),
             shuffle=False,  # the generator already shuffles
             callbacks=[
@@ -240,6 +247,7 @@ def train_model(
                     monitor="val_loss", patience=int(training["early_stopping_patience"])
                 ),
                 keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True),
+                *time_budget,
             ],
             verbose=int(training.get("verbose", 2)),
         )
@@ -272,6 +280,8 @@ def train_model(
         "normalize_percentiles": train_inputs.get("normalize_percentiles"),
         "best_epoch": best_epoch + 1,
         "epochs_run": epochs_run,
+        "epochs_planned": epochs,
+        "time_budget_minutes": training.get("time_budget_minutes"),
         "train_seconds": round(seconds, 1),
         "parameters": int(model.count_params()),
         "members": int(members),
