@@ -75,3 +75,12 @@ def test_bad_budget_is_named(minutes):
 def test_no_budget_is_none_and_minutes_become_seconds():
     assert budget_seconds(None) is None
     assert budget_seconds(1.5) == 90.0
+
+
+def test_a_slowing_run_is_re_planned_but_warned_about_once(caplog):
+    # Epoch 3: 60 s left at 15 s each → 7 epochs (warning); epoch 4: 20 s left at 23 s each → stop.
+    with caplog.at_level("INFO", logger="nuclei_pipeline.core.time_budget"):
+        assert _run(100, [10, 10, 20, 40] + [40] * 6) == (4, 4 * 4)
+    levels = [record.levelname for record in caplog.records]
+    assert levels == ["WARNING", "INFO"]
+    assert "training.time_budget_minutes" in caplog.records[0].getMessage()
