@@ -84,3 +84,18 @@ def test_a_slowing_run_is_re_planned_but_warned_about_once(caplog):
     levels = [record.levelname for record in caplog.records]
     assert levels == ["WARNING", "INFO"]
     assert "training.time_budget_minutes" in caplog.records[0].getMessage()
+
+
+def test_shortening_takes_effect_in_the_compiled_training_step():
+    # alpha 0: once the decay is over the learning rate is 0 and SGD leaves the weights alone.
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 3)).astype(np.float32), rng.random((8, 1)).astype(np.float32)
+    schedule = ShrinkableCosineDecay(0.1, decay_steps=100, alpha=0.0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(schedule), loss="mse")
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)  # 2 steps, traces the step
+    schedule.shorten(2)
+    before = [w.copy() for w in model.get_weights()]
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    for old, new in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)

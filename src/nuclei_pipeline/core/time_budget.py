@@ -11,13 +11,11 @@ schedule is shortened with it.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 import keras
-from keras import ops
 
 logger = logging.getLogger(__name__)
 
@@ -32,41 +30,23 @@ def budget_seconds(minutes: Any) -> float | None:
 
 
 @keras.saving.register_keras_serializable(package="nuclei_pipeline")
-class ShrinkableCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Keras' cosine decay, with a length that can be shortened while training.
+class ShrinkableCosineDecay(keras.optimizers.schedules.CosineDecay):
+    """Keras' ``CosineDecay`` whose length can be shortened while training.
 
-    Parameters
-    ----------
-    initial_learning_rate : float
-        Learning rate at step 0.
-    decay_steps : int
-        Steps over which it decays to ``alpha × initial_learning_rate``;
-        held in a variable so that ``shorten`` takes effect in a compiled
-        training step.
-    alpha : float
-        Final fraction of the initial learning rate.
+    Same arguments and formula; ``decay_steps`` is held in a variable so that
+    ``shorten`` takes effect inside a compiled training step.
     """
 
-    def __init__(self, initial_learning_rate: float, decay_steps: int, alpha: float = 0.0):
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.alpha = float(alpha)
+    def __init__(self, initial_learning_rate: float, decay_steps: int, **kwargs):
+        super().__init__(initial_learning_rate, decay_steps, **kwargs)
         self.decay_steps = keras.Variable(float(decay_steps), dtype="float32", trainable=False, name="decay_steps")
-
-    def __call__(self, step):
-        progress = ops.minimum(ops.cast(step, "float32") / self.decay_steps, 1.0)
-        cosine = 0.5 * (1.0 + ops.cos(math.pi * progress))
-        return self.initial_learning_rate * ((1.0 - self.alpha) * cosine + self.alpha)
 
     def shorten(self, decay_steps: int) -> None:
         """Decay over ``decay_steps`` from now on (never lengthens)."""
         self.decay_steps.assign(min(float(decay_steps), float(self.decay_steps.numpy())))
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": float(self.decay_steps.numpy()),
-            "alpha": self.alpha,
-        }
+        return {**super().get_config(), "decay_steps": float(self.decay_steps.numpy())}
 
 
 class TimeBudget(keras.callbacks.Callback):

@@ -196,9 +196,7 @@ def train_model(
     learning_rate = float(training["learning_rate"])
     schedule = None
     if training.get("cosine_decay"):
-        # Keras' own schedule unless a time budget may have to shorten it.
-        decay = keras.optimizers.schedules.CosineDecay if budget is None else ShrinkableCosineDecay
-        schedule = decay(learning_rate, decay_steps=steps * epochs, alpha=0.05)
+        schedule = ShrinkableCosineDecay(learning_rate, decay_steps=steps * epochs, alpha=0.05)
     time_budget = [] if budget is None else [TimeBudget(budget, epochs, steps, schedule=schedule)]
     model.compile(
         optimizer=keras.optimizers.Adam(
