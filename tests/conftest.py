@@ -84,6 +84,17 @@ def write_dsb_folder(root: Path, count: int = 8, shape=(64, 64), with_masks=True
     return root
 
 
+def write_label_folder(root: Path, count: int = 3, shape=(64, 64), seed=0, light_background=True) -> Path:
+    """An annotated folder as QuPath/Fiji/Cellpose export it: ``images/<id>.png`` + 16-bit ``labels/<id>.png``."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        image, labels = make_nuclei(shape, count=5, seed=seed + index, light_background=light_background)
+        skimage.io.imsave(root / "images" / f"tile{index:02d}.png", image, check_contrast=False)
+        skimage.io.imsave(root / "labels" / f"tile{index:02d}.png", labels.astype(np.uint16), check_contrast=False)
+    return root
+
+
 @pytest.fixture
 def nuclei():
     return make_nuclei()

@@ -19,6 +19,9 @@ import zipfile
 from pathlib import Path
 
 SUBSETS = ("stage1_train", "stage1_test")
+# Annotated sets beside the DSB data (``../shared/data/<name>``): ``ood`` holds the
+# out-of-distribution evaluation sets, ``extra`` optional training data.
+ANNOTATED_COLLECTIONS = ("ood", "extra")
 BBBC038_URL = "https://data.broadinstitute.org/bbbc/BBBC038/{name}.zip"
 
 
@@ -85,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{target} is in place")
         else:
             download_subset(name, target)
+    shared = (args.project_root / ".." / "shared" / "data").resolve()
+    for name in ANNOTATED_COLLECTIONS:
+        if (shared / name).is_dir():
+            link_subset(shared / name, raw / name)
+        elif not (raw / name).exists():
+            print(f"no {name}/ annotated sets beside the project ({shared / name}); runs skip them with a warning")
     return 0
 
 

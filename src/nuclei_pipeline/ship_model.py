@@ -24,13 +24,33 @@ FILES = ("unet.keras", "model_spec.json", "postprocessing.json")
 
 
 def _table(summary: pd.DataFrame) -> str:
-    lines = ["| group | images | mAP (competition metric) | pixel IoU | missed | extra | split | merged |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| data | group | images | mAP (competition metric) | pixel IoU | missed | extra | split | merged |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for _, row in summary.iterrows():
         lines.append(
-            f"| {row['group']} | {row['images']} | {row['mean_average_precision']:.4f} | "
+            f"| {row.get('dataset', 'validation')} | {row['group']} | {row['images']} | "
+            f"{row['mean_average_precision']:.4f} | "
             f"{row['pixel_iou']:.4f} | {row['missed']} | {row['extra']} | {row['split']} | {row['merged']} |"
         )
+    return "\n".join(lines)
+
+
+# What each training source is and the terms its annotations come under.
+SOURCE_TERMS = {
+    "dsb2018": "DSB2018 / BBBC038 stage-1 training images (CC0)",
+    "monuseg_train": "MoNuSeg 2018 training set: 30 H&E tiles, 40×, 7 organs, 17,379 nuclei "
+                     "(Kumar et al., IEEE TMI 2017/2020; CC BY-NC-SA 4.0)",
+}
+NON_COMMERCIAL = {"monuseg_train"}
+
+
+def _sources(shares: dict[str, float]) -> str:
+    lines = ["Training crops by source (`training.extra_datasets`):", ""]
+    lines += [f"- {share:.0%}: {SOURCE_TERMS.get(name, name)}" for name, share in shares.items()]
+    if NON_COMMERCIAL & set(shares):
+        lines += ["", "**Licence of these weights: CC BY-NC-SA 4.0 (non-commercial use, attribution, "
+                  "share alike)**, inherited from the MoNuSeg annotations. For a model free of that "
+                  "condition, train with `--params training.extra_datasets={}` (DSB2018 alone, CC0)."]
     return "\n".join(lines)
 
 
@@ -59,6 +79,8 @@ def model_card(root: Path, preset: str) -> str:
         f"Split: {len(split['train'])} training / {len(split['validation'])} validation images, seeded "
         f"and stratified by image type (`split` parameters: {parameters.get('split')}).",
         "",
+        _sources(spec.get("training_sources") or {"dsb2018": 1.0}),
+        "",
         "## Model and training",
         f"- Architecture: U-Net, {spec['parameters']:,} parameters ({size_mb:.1f} MB of weights); outputs "
         f"{spec['target_channels']} (sigmoid).",
@@ -75,10 +97,12 @@ def model_card(root: Path, preset: str) -> str:
         f"best epoch {spec['best_epoch']} (lowest val_loss) is the shipped checkpoint.",
         f"- Post-processing (tuned on the validation split): `{post}`",
         "",
-        "## Validation metrics",
+        "## Validation and out-of-distribution metrics",
         "mAP is the DSB2018 competition metric (mean over IoU thresholds 0.50…0.95 of "
-        "TP/(TP+FP+FN), averaged over images). Post-processing was tuned on this same split, "
-        "so expect lower scores on unseen images.",
+        "TP/(TP+FP+FN), averaged over images). Post-processing was tuned on the validation split, "
+        "so expect lower scores on unseen images. The other rows are annotated sets from other "
+        "labs, stains and magnifications (`ood_raw` in the catalog), never trained, tuned or "
+        "selected on: they measure how the model generalizes.",
         "",
         _table(summary),
         "",

@@ -5,6 +5,7 @@ import pytest
 from nuclei_pipeline.core.augment import (
     augment,
     pad_to_size,
+    perturb_stains,
     random_crop,
     random_zoomed_crop,
     tile_origins,
@@ -189,3 +190,36 @@ def test_predict_with_spec_normalizes_as_the_model_was_trained():
     )
     plain = predict_with_spec(model, image, {"input_mode": "native"})
     assert np.abs(normalized - plain).max() > 1e-3
+
+
+def _stained_tissue():
+    """H&E-like crop: pink eosin background, purple haematoxylin nuclei."""
+    from skimage.color import hed2rgb
+
+    stains = np.zeros((32, 32, 3))
+    stains[..., 1] = 0.03
+    stains[8:16, 8:16, 0] = 0.12
+    return hed2rgb(stains).astype(np.float32)
+
+
+def test_stain_perturbation_varies_colour_but_keeps_nuclei_darkest():
+    tissue = _stained_tissue()
+    assert np.allclose(perturb_stains(tissue, 0.0, np.random.default_rng(0)), tissue, atol=1e-5)
+    rng = np.random.default_rng(1)
+    variants = [perturb_stains(tissue, 0.3, rng) for _ in range(5)]
+    for variant in variants:
+        assert variant.min() >= 0 and variant.max() <= 1 and variant.dtype == np.float32
+        assert not np.allclose(variant, tissue, atol=0.01)
+        # haematoxylin stays where it was: nuclei remain darker than the background
+        assert variant[8:16, 8:16].mean() < variant[20:, 20:].mean() - 0.1
+    assert not np.allclose(variants[0], variants[1])
+
+
+def test_stain_augmentation_spares_dark_fluorescence():
+    rng = np.random.default_rng(0)
+    dark = np.random.default_rng(1).random((8, 8, 3)).astype(np.float32) * 0.3
+    target = np.ones((8, 8, 1), np.float32)
+    same, _ = augment(dark, target, rng, {"stain": 0.5})
+    assert np.array_equal(same, dark)
+    changed, _ = augment(_stained_tissue(), np.ones((32, 32, 1), np.float32), rng, {"stain": 0.5})
+    assert not np.allclose(changed, _stained_tissue(), atol=0.01)

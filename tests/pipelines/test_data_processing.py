@@ -5,8 +5,10 @@ import pytest
 from nuclei_pipeline.datasets import DSBSampleDataset
 from nuclei_pipeline.pipelines.data_processing.nodes import (
     build_image_table,
+    extra_dataset_shares,
     fingerprint_samples,
     prepare_model_input,
+    read_extra_samples,
     read_samples,
     split_train_validation,
 )
@@ -104,3 +106,55 @@ def test_bad_normalize_percentiles_fail_before_any_image(samples):
     settings = {"input_mode": "native", "target_channels": ["mask"], "normalize_percentiles": [99, 1]}
     with pytest.raises(ValueError, match="preprocessing.normalize_percentiles"):
         prepare_model_input(samples, build_image_table(samples), split, settings)
+
+
+@pytest.fixture
+def extra_raw(tmp_path):
+    from nuclei_pipeline.datasets import LabelFolderSetsDataset
+    from tests.conftest import write_label_folder
+
+    folder = write_label_folder(tmp_path / "he", count=2, shape=(96, 96), seed=30)
+    return LabelFolderSetsDataset({"he_tiles": str(folder)}).load()
+
+
+def test_extra_sets_join_training_only_with_their_share(samples, extra_raw):
+    extra = read_extra_samples(extra_raw, {"he_tiles": 0.3})
+    assert [s["id"] for s in extra] == ["he_tiles/tile00", "he_tiles/tile01"]
+    assert {s["source"] for s in extra} == {"he_tiles"} and extra[0]["labels"].dtype == np.uint16
+    table = build_image_table(samples)
+    split = split_train_validation(table, {"val_fraction": 0.25, "seed": 0})
+    preprocessing = {"input_mode": "native", "target_channels": ["mask"]}
+    train, validation = prepare_model_input(samples, table, split, preprocessing, extra, {"he_tiles": 0.3})
+    assert train["ids"][-2:] == ["he_tiles/tile00", "he_tiles/tile01"]
+    assert train["sources"].count("he_tiles") == 2 and train["types"][-1] == "histology"
+    assert train["source_shares"] == {"he_tiles": 0.3}
+    assert not any(i.startswith("he_tiles") for i in validation["ids"])
+    assert set(validation["sources"]) == {"dsb2018"}
+
+
+def test_no_extra_sets_train_on_dsb_alone(samples, extra_raw):
+    assert read_extra_samples(extra_raw, {}) == [] and read_extra_samples(extra_raw, None) == []
+    table = build_image_table(samples)
+    split = split_train_validation(table, {"val_fraction": 0.25, "seed": 0})
+    train, _ = prepare_model_input(samples, table, split, {"input_mode": "native"}, [], {})
+    assert train["source_shares"] == {} and set(train["sources"]) == {"dsb2018"}
+
+
+def test_an_unavailable_extra_set_is_warned_about(extra_raw, caplog):
+    with caplog.at_level("WARNING"):
+        assert read_extra_samples(extra_raw, {"elsewhere": 0.2}) == []
+    assert "elsewhere" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (["monuseg_train"], "must map"),
+        ({"monuseg_train": 1.5}, r"extra_datasets\.monuseg_train"),
+        ({"monuseg_train": True}, r"extra_datasets\.monuseg_train"),
+        ({"a": 0.6, "b": 0.5}, "less than 1"),
+    ],
+)
+def test_bad_extra_datasets_are_named(value, message):
+    with pytest.raises(ValueError, match=f"training.{message}" if message.startswith("extra") else message):
+        extra_dataset_shares(value)

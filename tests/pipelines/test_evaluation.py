@@ -6,6 +6,7 @@ from nuclei_pipeline.core.targets import make_targets
 from nuclei_pipeline.pipelines.evaluation.nodes import (
     postprocess_predictions,
     score_images,
+    score_ood_images,
     summarise_scores,
     tune_postprocessing,
 )
@@ -106,3 +107,37 @@ def test_scores_and_summary_by_type(validation):
     assert list(summary["group"]) == ["all", "fluorescence", "histology"]
     assert metrics["val_map"]["value"] == pytest.approx(scores["average_precision"].mean())
     assert metrics["val_map_histology"]["value"] == 1.0
+
+
+def test_out_of_distribution_sets_are_scored_and_summarised_per_set(validation):
+    samples, probabilities, split, table = validation
+    scores = score_images(samples, split, postprocess_predictions(probabilities, POSTPROCESSING), table)
+    images = {s["id"]: s for s in samples}
+    ood_raw = {
+        "perfect": {"s1": lambda: images["s1"], "s2": lambda: images["s2"]},
+        "blind": {"s0": lambda: images["s0"], "broken": lambda: None},
+    }
+    predictions = {
+        "perfect": {"s1": images["s1"]["labels"], "s2": images["s2"]["labels"]},
+        "blind": {"s0": np.zeros_like(images["s0"]["labels"])},
+    }
+    ood_scores = score_ood_images(ood_raw, predictions)
+    assert sorted(zip(ood_scores["set"], ood_scores["id"], strict=True)) == [
+        ("blind", "s0"), ("perfect", "s1"), ("perfect", "s2")]
+    summary, metrics = summarise_scores(scores, ood_scores)
+    assert metrics["ood_map_perfect"]["value"] == 1.0 and metrics["ood_map_blind"]["value"] == 0.0
+    assert metrics["ood_map"]["value"] == pytest.approx(0.5)
+    assert metrics["ood_missed_blind"]["value"] == images["s0"]["labels"].max()
+    assert metrics["val_map"]["value"] == pytest.approx(scores["average_precision"].mean())
+    ood_rows = summary[summary["dataset"] != "validation"]
+    assert list(ood_rows["dataset"]) == ["blind", "perfect"] and set(ood_rows["group"]) == {"all"}
+    assert list(summary.loc[summary["dataset"] == "validation", "group"]) == ["all", "fluorescence", "histology"]
+
+
+def test_no_out_of_distribution_set_adds_no_metric(validation):
+    samples, probabilities, split, table = validation
+    scores = score_images(samples, split, postprocess_predictions(probabilities, POSTPROCESSING), table)
+    empty = score_ood_images({}, {})
+    summary, metrics = summarise_scores(scores, empty)
+    assert not any(name.startswith("ood") for name in metrics)
+    assert set(summary["dataset"]) == {"validation"}

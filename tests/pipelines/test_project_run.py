@@ -15,7 +15,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from nuclei_pipeline.core.rle import rle_decode
-from tests.conftest import PROJECT_ROOT, make_nuclei, write_dsb_folder
+from tests.conftest import PROJECT_ROOT, make_nuclei, write_dsb_folder, write_label_folder
 
 TINY_PARAMETERS = {
     "split": {"val_fraction": 0.25, "seed": 0},
@@ -43,6 +43,10 @@ def project(tmp_path_factory):
     skimage.io.imsave(test_dir / "extra" / "grey16.tif", image[..., 0].astype(np.uint16) * 200,
                       check_contrast=False)
     (test_dir / "broken.png").write_bytes(b"\x89PNG but not really")
+    # One of the two configured out-of-distribution sets (the other is skipped with a
+    # warning) and the extra training set, in the images/ + labels/ layout.
+    write_label_folder(root / "data" / "01_raw" / "ood" / "cpm15", count=2, shape=(48, 56), seed=70)
+    write_label_folder(root / "data" / "01_raw" / "extra" / "monuseg_train", count=2, shape=(80, 80), seed=80)
     for env in ("tiny", "tinyseed"):
         (root / "conf" / env).mkdir(exist_ok=True)
         (root / "conf" / env / "parameters.yml").write_text(yaml.safe_dump(TINY_PARAMETERS))
@@ -131,7 +135,18 @@ def test_default_run_trains_evaluates_predicts_and_tracks(project, monkeypatch):
     # Trained in mixed precision where the CPU allows it, always saved as float32.
     assert {layer.compute_dtype for layer in restored.layers if layer.weights} == {"float32"}
     evaluation = {a.path for a in client.list_artifacts(tracked.info.run_id, "evaluation")}
-    assert "evaluation/validation_gallery.png" in evaluation
+    assert {"evaluation/validation_gallery.png", "evaluation/ood_gallery.png", "evaluation/ood_scores.csv"} <= evaluation
+
+    # The extra set trained with its share; the out-of-distribution set was only scored.
+    spec = json.loads((model_dir / "model_spec.json").read_text())
+    assert spec["training_sources"] == pytest.approx({"dsb2018": 0.8, "monuseg_train": 0.2})
+    ood_scores = pd.read_csv(project / "data" / "08_reporting" / "default" / "ood_scores.csv")
+    assert sorted(ood_scores["id"]) == ["tile00", "tile01"] and set(ood_scores["set"]) == {"cpm15"}
+    assert not any("tile" in i for i in split["train"] + split["validation"])
+    ood_row = summary[summary["dataset"] == "cpm15"].iloc[0]
+    assert ood_row["mean_average_precision"] == pytest.approx(ood_scores["average_precision"].mean())
+    assert tracked.data.metrics["ood_map_cpm15"] == pytest.approx(ood_row["mean_average_precision"])
+    assert tracked.data.metrics["ood_map"] == pytest.approx(ood_row["mean_average_precision"])
 
 
 @pytest.mark.slow
@@ -263,9 +278,12 @@ def test_model_card_reports_the_validation_scores(project, monkeypatch):
         run(project, monkeypatch, "tiny")
     card = model_card(project, "default")
     summary = pd.read_csv(project / "data" / "08_reporting" / "default" / "evaluation_summary.csv")
-    assert f"| all | {summary.loc[0, 'images']} | {summary.loc[0, 'mean_average_precision']:.4f} |" in card
-    for group in summary["group"]:
-        assert f"| {group} |" in card
+    assert (f"| validation | all | {summary.loc[0, 'images']} | "
+            f"{summary.loc[0, 'mean_average_precision']:.4f} |") in card
+    for dataset, group in zip(summary["dataset"], summary["group"], strict=True):
+        assert f"| {dataset} | {group} |" in card
+    assert "| cpm15 | all |" in card
+    assert "20%: MoNuSeg 2018" in card and "CC BY-NC-SA 4.0 (non-commercial" in card
     assert "Post-processing (tuned on the validation split)" in card
     assert "percentiles" not in card  # the default divides by 255
     spec_path = project / "data" / "06_models" / "default" / "model_spec.json"

@@ -2,7 +2,12 @@ import keras
 import numpy as np
 import pytest
 
-from nuclei_pipeline.pipelines.training.nodes import sampling_weights, train_model, training_batches
+from nuclei_pipeline.pipelines.training.nodes import (
+    sampling_weights,
+    train_model,
+    training_batches,
+    training_sources,
+)
 
 
 def _inputs(mode="native"):
@@ -145,3 +150,19 @@ def test_bad_time_budget_is_named_before_training():
     inputs = {"ids": ["a"], "images": np.zeros((1, 16, 16, 3)), "input_mode": "resize"}
     with pytest.raises(ValueError, match="training.time_budget_minutes"):
         train_model(inputs, inputs, {}, {"time_budget_minutes": 0})
+
+
+def test_extra_sets_get_exactly_their_share_of_the_draws():
+    inputs = {**_inputs(), "sources": ["dsb2018", "dsb2018", "monuseg", "dsb2018"],
+              "source_shares": {"monuseg": 0.25}}
+    weights = sampling_weights(inputs, {"type_weights": {"histology": 3.0}})
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[2] == pytest.approx(0.25)
+    # within DSB2018 the area and type weights still hold
+    assert weights[1] / weights[0] == pytest.approx(3.0)
+
+
+def test_training_sources_record_the_shares():
+    inputs = {"sources": ["dsb2018", "monuseg"], "source_shares": {"monuseg": 0.2}}
+    assert training_sources(inputs) == pytest.approx({"dsb2018": 0.8, "monuseg": 0.2})
+    assert training_sources({"sources": ["dsb2018"]}) == {"dsb2018": 1.0}

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from skimage.color import hed_from_rgb, rgb_from_hed
 from skimage.transform import resize
 
 
@@ -94,6 +95,25 @@ def tiles(array: np.ndarray, size: int) -> list[np.ndarray]:
     ]
 
 
+def perturb_stains(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Random stain variation of a light-background (H&E-like) RGB image in [0, 1].
+
+    The image is unmixed into haematoxylin, eosin and DAB optical densities
+    (scikit-image's ``hed_from_rgb`` colour-deconvolution matrix, as in its
+    ``rgb2hed``); each stain's density is scaled by a factor from
+    ``1 ± strength`` and shifted by up to ``± strength / 2``, then mixed back
+    (Tellez et al. 2018, "H&E stain augmentation"). The unmixing is done
+    here without ``rgb2hed``'s clipping of negative densities, so
+    ``strength`` 0 returns the image unchanged.
+    """
+    density = -np.log(np.clip(image, 1.0 / 255.0, 1.0))
+    stains = density @ hed_from_rgb
+    factors = rng.uniform(1.0 - strength, 1.0 + strength, size=3)
+    shifts = rng.uniform(-strength / 2.0, strength / 2.0, size=3)
+    mixed = (stains * factors + shifts) @ rgb_from_hed
+    return np.clip(np.exp(-mixed), 0.0, 1.0).astype(np.float32)
+
+
 def augment(
     image: np.ndarray,
     target: np.ndarray,
@@ -103,7 +123,9 @@ def augment(
     """Random geometric and colour augmentation.
 
     Settings (all optional, off when absent):
-    ``flip`` and ``rotate90`` (bool), ``brightness`` and ``contrast``
+    ``flip`` and ``rotate90`` (bool), ``stain`` (strength of
+    :func:`perturb_stains`, applied to light-background crops only: dark
+    fluorescence has no stains to vary), ``brightness`` and ``contrast``
     (maximum relative change), ``hue`` (probability of permuting the colour
     channels), ``grey`` (probability of turning the image grey), ``invert``
     (probability of inverting intensities).
@@ -117,6 +139,9 @@ def augment(
         turns = int(rng.integers(0, 4))
         image, target = np.rot90(image, turns), np.rot90(target, turns)
     image = np.asarray(image, dtype=np.float32)
+    stain = float(settings.get("stain", 0.0))
+    if stain and np.median(image) > 0.5:
+        image = perturb_stains(image, stain, rng)
     if rng.random() < float(settings.get("hue", 0.0)):
         image = image[..., rng.permutation(3)]
     if rng.random() < float(settings.get("grey", 0.0)):

@@ -103,6 +103,39 @@ def read_mask(path: str | Path) -> np.ndarray:
     return raw > 0
 
 
+def read_labels(path: str | Path) -> np.ndarray:
+    """Read an instance label image (0 background, 1…N nuclei) as int32.
+
+    The layout QuPath, Fiji and Cellpose export: one 8/16/32-bit grey image
+    per picture, each nucleus one integer value.
+
+    Raises
+    ------
+    ImageReadError
+        Naming the file, when it is missing or unreadable, has colour
+        channels, non-integer or negative values.
+    """
+    path = Path(path)
+    try:
+        raw = skimage.io.imread(path)
+    except Exception as error:
+        raise ImageReadError(f"cannot read label image {path}: {error}") from error
+    if raw.ndim == 3 and raw.shape[2] == 1:
+        raw = raw[..., 0]
+    if raw.ndim != 2:
+        raise ImageReadError(f"label image {path} must be 2-D grey (one value per nucleus), got shape {raw.shape}")
+    if raw.dtype.kind == "f":
+        if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)):
+            raise ImageReadError(f"label image {path} holds non-integer values: not an instance label image")
+    elif raw.dtype.kind not in "iub":
+        raise ImageReadError(f"label image {path} has unusable type {raw.dtype}")
+    if raw.size and raw.min() < 0:
+        raise ImageReadError(f"label image {path} holds negative values")
+    if raw.size and raw.max() > np.iinfo(np.int32).max:
+        raise ImageReadError(f"label image {path} holds values beyond int32")
+    return raw.astype(np.int32)
+
+
 def labels_from_masks(
     masks: Sequence[np.ndarray], shape: tuple[int, int]
 ) -> tuple[np.ndarray, int]:

@@ -7,6 +7,7 @@ from nuclei_pipeline.datasets.fallback import (
     TensorFlowModelWithFallbackDataset,
 )
 from nuclei_pipeline.datasets.image_folder import ImageFolderDataset
+from nuclei_pipeline.datasets.label_folder import LabelFolderDataset, LabelFolderSetsDataset
 from nuclei_pipeline.datasets.mlflow_tags import MlflowTagsDataset
 from nuclei_pipeline.datasets.png_folder import PngFolderDataset
 
@@ -15,6 +16,8 @@ __all__ = [
     "DSBSampleDataset",
     "ImageFolderDataset",
     "JSONWithFallbackDataset",
+    "LabelFolderDataset",
+    "LabelFolderSetsDataset",
     "MlflowTagsDataset",
     "PngFolderDataset",
     "TensorFlowModelWithFallbackDataset",

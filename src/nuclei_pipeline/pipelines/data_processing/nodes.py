@@ -22,6 +22,8 @@ from nuclei_pipeline.core.targets import make_targets
 
 logger = logging.getLogger(__name__)
 
+DSB_SOURCE = "dsb2018"
+
 
 def read_samples(raw_samples: dict[str, Callable[[], dict | None]]) -> list[dict[str, Any]]:
     """Read every lazily loaded sample once; skipped samples (``None``) are dropped.
@@ -40,6 +42,63 @@ def read_samples(raw_samples: dict[str, Callable[[], dict | None]]) -> list[dict
     logger.info("read %d samples (%d skipped)", len(samples), skipped)
     if not samples:
         raise ValueError("no readable samples: every sample was skipped")
+    return samples
+
+
+def extra_dataset_shares(extra_datasets: Any) -> dict[str, float]:
+    """Check ``training.extra_datasets`` and return it as ``{set name: share}``.
+
+    Each share is the fraction of training crops drawn from that set; DSB2018
+    gets the rest. ``{}`` or ``null``: the CC0 DSB2018 data alone.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter, unless it maps names to shares in (0, 1) that
+        add up to less than 1.
+    """
+    if extra_datasets is None:
+        return {}
+    if not isinstance(extra_datasets, dict):
+        raise ValueError(
+            "training.extra_datasets must map annotated set names to the share of training crops "
+            f"drawn from them, e.g. {{monuseg_train: 0.25}} ({{}}: DSB2018 alone), got {extra_datasets!r}"
+        )
+    shares = {}
+    for name, share in extra_datasets.items():
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 < float(share) < 1.0:
+            raise ValueError(f"training.extra_datasets.{name} must be a share in (0, 1), got {share!r}")
+        shares[str(name)] = float(share)
+    if sum(shares.values()) >= 1.0:
+        raise ValueError(f"training.extra_datasets shares must add up to less than 1, got {shares}")
+    return shares
+
+
+def read_extra_samples(
+    extra_raw: dict[str, dict[str, Callable[[], dict | None]]], extra_datasets: Any
+) -> list[dict[str, Any]]:
+    """Read the annotated sets that ``training.extra_datasets`` names, each sample tagged with its ``source``.
+
+    A named set that the catalog entry ``extra_train_raw`` does not configure is an
+    error; one whose folder is missing was left out by the dataset with a
+    warning, and training goes on without it (``model_spec.json`` records the
+    sets actually used).
+    """
+    shares = extra_dataset_shares(extra_datasets)
+    samples = []
+    for name in shares:
+        if name not in extra_raw:
+            logger.warning("training.extra_datasets names %r, which is not available: training without it", name)
+            continue
+        for sample_id in sorted(extra_raw[name]):
+            record = extra_raw[name][sample_id]()
+            if record is None:
+                continue
+            record["id"] = f"{name}/{sample_id}"
+            record["labels"] = record["labels"].astype(np.uint16)
+            record["source"] = name
+            samples.append(record)
+        logger.info("extra training set %s: %d images", name, sum(s["source"] == name for s in samples))
     return samples
 
 
@@ -107,6 +166,8 @@ def _select(samples: Iterable[dict[str, Any]], ids: list[str]) -> list[dict[str,
 def _model_input(
     samples: list[dict[str, Any]], types: dict[str, str], preprocessing: dict[str, Any]
 ) -> dict[str, Any]:
+    # Extra annotated sets are not in the DSB image table: type them the same way.
+    types = {**{s["id"]: image_type(s["image"]) for s in samples if s["id"] not in types}, **types}
     mode = preprocessing.get("input_mode", "resize")
     if mode not in INPUT_MODES:
         raise ValueError(f"preprocessing.input_mode must be one of {INPUT_MODES}, got {mode!r}")
@@ -129,6 +190,7 @@ def _model_input(
     return {
         "ids": [sample["id"] for sample in samples],
         "types": [types[sample["id"]] for sample in samples],
+        "sources": [sample.get("source", DSB_SOURCE) for sample in samples],
         "images": images,
         "targets": targets,
         "target_channels": channels,
@@ -144,6 +206,8 @@ def prepare_model_input(
     image_table: pd.DataFrame,
     split: dict[str, list[str]],
     preprocessing: dict[str, Any],
+    extra_samples: list[dict[str, Any]] | None = None,
+    extra_datasets: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Images scaled to [0, 1] (``preprocessing.normalize_percentiles``: stretched
     between two percentiles) and their target channels, for training and validation.
@@ -153,13 +217,22 @@ def prepare_model_input(
     resolution as lists (training crops them). Arrays are float16 to halve
     memory; ``target_channels`` records which channel is which and ``types``
     the image type of each sample from ``image_table`` (training can weight
-    its sampling by it).
+    its sampling by it). ``extra_samples`` (from :func:`read_extra_samples`)
+    join the training side only; ``sources`` records where each sample came
+    from, so validation stays DSB2018 and comparable across runs, and
+    ``source_shares`` the share of training crops of each extra set present
+    (``training.extra_datasets``).
     """
     types = dict(zip(image_table["id"], image_table["type"], strict=True))
     missing = [sample["id"] for sample in samples if sample["id"] not in types]
     if missing:
         raise ValueError(f"image_table has no type for {len(missing)} sample(s), e.g. {missing[0]}: re-run build_image_table")
-    return (
-        _model_input(_select(samples, split["train"]), types, preprocessing),
-        _model_input(_select(samples, split["validation"]), types, preprocessing),
-    )
+    extra_samples = list(extra_samples or [])
+    shares = extra_dataset_shares(extra_datasets)
+    present = {sample["source"] for sample in extra_samples}
+    unrequested = present - set(shares)
+    if unrequested:
+        raise ValueError(f"extra samples of {sorted(unrequested)} have no share in training.extra_datasets")
+    train = _model_input(_select(samples, split["train"]) + extra_samples, types, preprocessing)
+    train["source_shares"] = {name: share for name, share in shares.items() if name in present}
+    return train, _model_input(_select(samples, split["validation"]), types, preprocessing)

@@ -4,6 +4,7 @@ from nuclei_pipeline.pipelines.data_processing.nodes import (
     build_image_table,
     fingerprint_samples,
     prepare_model_input,
+    read_extra_samples,
     read_samples,
     split_train_validation,
 )
@@ -13,6 +14,12 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(read_samples, "dsb_train_raw", "train_samples", name="read_samples"),
+            Node(
+                read_extra_samples,
+                ["extra_train_raw", "params:training.extra_datasets"],
+                "extra_train_samples",
+                name="read_extra_samples",
+            ),
             Node(build_image_table, "train_samples", "image_table", name="build_image_table"),
             Node(fingerprint_samples, "train_samples", "training_data_tags", name="fingerprint_samples"),
             Node(
@@ -23,7 +30,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 prepare_model_input,
-                ["train_samples", "image_table", "train_validation_split", "params:preprocessing"],
+                ["train_samples", "image_table", "train_validation_split", "params:preprocessing",
+                 "extra_train_samples", "params:training.extra_datasets"],
                 ["model_input_train", "model_input_validation"],
                 name="prepare_model_input",
             ),

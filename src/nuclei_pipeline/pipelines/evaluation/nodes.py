@@ -153,6 +153,22 @@ def postprocess_predictions(
     }
 
 
+def _score_row(truth: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+    """Counts, competition score per IoU threshold and their mean, pixel IoU and error counts."""
+    truth, predicted = truth.astype(np.int32), predicted.astype(np.int32)
+    result = precision_at_thresholds(truth, predicted)
+    row = {
+        "true_count": int(len(np.unique(truth)) - 1),
+        "predicted_count": int(len(np.unique(predicted)) - 1),
+        "average_precision": float(result["score"].mean()),
+        "pixel_iou": pixel_iou(truth, predicted),
+        **error_counts(truth, predicted),
+    }
+    for name in ("score", "precision", "recall", "f1"):
+        row.update({f"{name}_{t:.2f}": float(v) for t, v in zip(IOU_THRESHOLDS, result[name], strict=True)})
+    return row
+
+
 def score_images(
     samples: list[dict[str, Any]],
     split: dict[str, list[str]],
@@ -161,53 +177,99 @@ def score_images(
 ) -> pd.DataFrame:
     """Per-image table: type, counts, score per IoU threshold, mean score, pixel IoU, errors."""
     types = dict(zip(image_table["id"], image_table["type"], strict=True))
-    rows = []
-    for sample in _validation_samples(samples, split):
-        truth = sample["labels"].astype(np.int32)
-        predicted = predictions[sample["id"]].astype(np.int32)
-        result = precision_at_thresholds(truth, predicted)
-        row = {
-            "id": sample["id"],
-            "type": types.get(sample["id"], "unknown"),
-            "true_count": int(len(np.unique(truth)) - 1),
-            "predicted_count": int(len(np.unique(predicted)) - 1),
-            "average_precision": float(result["score"].mean()),
-            "pixel_iou": pixel_iou(truth, predicted),
-            **error_counts(truth, predicted),
-        }
-        for name, key in (("score", "score"), ("precision", "precision"), ("recall", "recall"), ("f1", "f1")):
-            row.update({f"{name}_{t:.2f}": float(v) for t, v in zip(IOU_THRESHOLDS, result[key], strict=True)})
-        rows.append(row)
+    rows = [
+        {"id": sample["id"], "type": types.get(sample["id"], "unknown"),
+         **_score_row(sample["labels"], predictions[sample["id"]])}
+        for sample in _validation_samples(samples, split)
+    ]
     return pd.DataFrame(rows).sort_values("average_precision").reset_index(drop=True)
 
 
-def summarise_scores(scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Overall and per-type summary table, and the same figures as MLflow metrics.
+def _loaded_sets(ood_raw: dict[str, dict[str, Any]]):
+    """``(set, sample)`` for every readable sample of every out-of-distribution set."""
+    for set_name in sorted(ood_raw):
+        for sample_id in sorted(ood_raw[set_name]):
+            sample = ood_raw[set_name][sample_id]()
+            if sample is not None:
+                yield set_name, sample
+
+
+def predict_ood_sets(
+    model: keras.Model,
+    ood_raw: dict[str, dict[str, Any]],
+    model_spec: dict[str, Any],
+    postprocessing: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> dict[str, dict[str, np.ndarray]]:
+    """Instance labels for every image of every out-of-distribution set.
+
+    The same prediction and post-processing (tuned on validation) as the
+    validation split: these sets only measure, nothing is chosen with them.
+    Returns ``{set: {image id: uint16 labels}}``; ``{}`` when no set is there.
+    """
+    predictions: dict[str, dict[str, np.ndarray]] = {}
+    for set_name, sample in _loaded_sets(ood_raw):
+        stack = predict_with_spec(
+            model, sample["image"], model_spec,
+            test_time_augmentation=bool(evaluation.get("test_time_augmentation", False)),
+        )
+        labels = probabilities_to_labels(stack, **postprocessing).astype(np.uint16)
+        predictions.setdefault(set_name, {})[sample["id"]] = labels
+    for set_name, labels in predictions.items():
+        logger.info("out-of-distribution set %s: %d images predicted", set_name, len(labels))
+    return predictions
+
+
+def score_ood_images(
+    ood_raw: dict[str, dict[str, Any]], predictions: dict[str, dict[str, np.ndarray]]
+) -> pd.DataFrame:
+    """Per-image table of every out-of-distribution set (column ``set``), as :func:`score_images`."""
+    rows = [
+        {"set": set_name, "id": sample["id"], **_score_row(sample["labels"], predictions[set_name][sample["id"]])}
+        for set_name, sample in _loaded_sets(ood_raw)
+        if sample["id"] in predictions.get(set_name, {})
+    ]
+    columns = ["set", "id", "average_precision"]
+    return pd.DataFrame(rows, columns=None if rows else columns)
+
+
+def _summary_row(dataset: str, group: str, scores: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "dataset": dataset,
+        "group": group,
+        "images": len(scores),
+        "mean_average_precision": scores["average_precision"].mean(),
+        "pixel_iou": scores["pixel_iou"].mean(),
+        "true_nuclei": int(scores["true_count"].sum()),
+        "predicted_nuclei": int(scores["predicted_count"].sum()),
+        **{kind: int(scores[kind].sum()) for kind in ("missed", "extra", "split", "merged")},
+        **{column: scores[column].mean() for column in SCORE_COLUMNS},
+    }
+
+
+def summarise_scores(
+    scores: pd.DataFrame, ood_scores: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Overall, per-type and per out-of-distribution set summary, and the same figures as MLflow metrics.
 
     Returns
     -------
     summary : DataFrame
-        One row per group (``all`` and each image type): images, mean
-        average precision (the competition score), pixel IoU, score at each
+        One row per group: the validation split (``dataset`` ``validation``;
+        ``group`` ``all`` and each image type) and each out-of-distribution
+        set (``dataset`` its name, ``group`` ``all``): images, mean average
+        precision (the competition score), pixel IoU, score at each
         threshold, total missed / extra / split / merged nuclei.
     metrics : dict
-        ``val_map``, ``val_map_<type>``, ``val_score_at_<t>`` … for MLflow.
+        ``val_map``, ``val_map_<type>``, ``val_score_at_<t>`` …;
+        ``ood_map_<set>``, ``ood_<error>_<set>`` and ``ood_map`` (the mean over sets) for MLflow.
     """
-    groups = [("all", scores)] + list(scores.groupby("type", sort=True))
-    rows = []
-    for name, group in groups:
-        row = {
-            "group": name,
-            "images": len(group),
-            "mean_average_precision": group["average_precision"].mean(),
-            "pixel_iou": group["pixel_iou"].mean(),
-            "true_nuclei": int(group["true_count"].sum()),
-            "predicted_nuclei": int(group["predicted_count"].sum()),
-            **{kind: int(group[kind].sum()) for kind in ("missed", "extra", "split", "merged")},
-            **{column: group[column].mean() for column in SCORE_COLUMNS},
-        }
-        rows.append(row)
-    summary = pd.DataFrame(rows)
+    rows = [_summary_row("validation", "all", scores)]
+    rows += [_summary_row("validation", name, group) for name, group in scores.groupby("type", sort=True)]
+    ood_rows = []
+    if ood_scores is not None and len(ood_scores):
+        ood_rows = [_summary_row(name, "all", group) for name, group in ood_scores.groupby("set", sort=True)]
+    summary = pd.DataFrame(rows + ood_rows)
     metrics: dict[str, Any] = {}
     for row in rows:
         suffix = "" if row["group"] == "all" else f"_{row['group']}"
@@ -218,10 +280,19 @@ def summarise_scores(scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]
         metrics[f"val_{kind}"] = {"value": float(overall[kind]), "step": 0}
     for threshold, column in zip(IOU_THRESHOLDS, SCORE_COLUMNS, strict=True):
         metrics[f"val_score_at_{threshold:.2f}"] = {"value": float(overall[column]), "step": 0}
+    for row in ood_rows:
+        name = row["dataset"]
+        metrics[f"ood_map_{name}"] = {"value": float(row["mean_average_precision"]), "step": 0}
+        metrics[f"ood_score_at_0.50_{name}"] = {"value": float(row["score_0.50"]), "step": 0}
+        for kind in ("missed", "extra", "split", "merged"):
+            metrics[f"ood_{kind}_{name}"] = {"value": float(row[kind]), "step": 0}
+    if ood_rows:
+        metrics["ood_map"] = {"value": float(np.mean([r["mean_average_precision"] for r in ood_rows])), "step": 0}
     logger.info(
-        "validation mAP %.4f (%s)",
+        "validation mAP %.4f (%s)%s",
         overall["mean_average_precision"],
         ", ".join(f"{r['group']} {r['mean_average_precision']:.4f}" for r in rows[1:]),
+        "".join(f"; {r['dataset']} mAP {r['mean_average_precision']:.4f}" for r in ood_rows),
     )
     return summary, metrics
 
@@ -286,5 +357,36 @@ def plot_gallery(
             fontsize=9,
         )
     figure.suptitle("Worst and best validation images (green: truth, magenta: prediction)")
+    figure.tight_layout()
+    return figure
+
+
+def plot_ood_gallery(
+    ood_raw: dict[str, dict[str, Any]],
+    predictions: dict[str, dict[str, np.ndarray]],
+    ood_scores: pd.DataFrame,
+) -> Figure:
+    """Worst and best image of each out-of-distribution set: truth green, prediction magenta."""
+    chosen = []
+    for _, group in ood_scores.groupby("set", sort=True):
+        ordered = group.sort_values("average_precision")
+        chosen.extend(pd.concat([ordered.head(1), ordered.tail(1)]).drop_duplicates("id").itertuples())
+    figure = Figure(figsize=(6 * max(1, min(4, len(chosen))), 6 * max(1, int(np.ceil(len(chosen) / 4)))))
+    if not chosen:
+        figure.text(0.5, 0.5, "no out-of-distribution set was available", ha="center")
+        return figure
+    wanted = {(row.set, row.id) for row in chosen}
+    samples = {(name, s["id"]): s for name, s in _loaded_sets(ood_raw) if (name, s["id"]) in wanted}
+    axes = figure.subplots(int(np.ceil(len(chosen) / 4)), min(4, len(chosen)), squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    for axis, row in zip(axes.ravel(), chosen, strict=False):
+        sample = samples[(row.set, row.id)]
+        overlay = draw_outlines(sample["image"], sample["labels"].astype(np.int32), TRUE_COLOUR)
+        overlay = draw_outlines(overlay, predictions[row.set][row.id].astype(np.int32), PREDICTED_COLOUR)
+        axis.imshow(overlay)
+        axis.set_title(f"{row.set} / {row.id}: score {row.average_precision:.3f}\n"
+                       f"{row.true_count} true / {row.predicted_count} predicted", fontsize=10)
+    figure.suptitle("Out-of-distribution sets, worst and best image (green: truth, magenta: prediction)")
     figure.tight_layout()
     return figure

@@ -2,11 +2,14 @@ from kedro.pipeline import Node, Pipeline
 
 from nuclei_pipeline.pipelines.evaluation.nodes import (
     plot_gallery,
+    plot_ood_gallery,
     plot_score_by_threshold,
     plot_score_histogram,
     postprocess_predictions,
+    predict_ood_sets,
     predict_validation,
     score_images,
+    score_ood_images,
     summarise_scores,
     tune_postprocessing,
 )
@@ -41,9 +44,19 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "validation_scores",
                 name="score_validation_images",
             ),
+            # Out-of-distribution sets: scored with the settings tuned above, never tuned on.
+            Node(
+                predict_ood_sets,
+                ["trained_model", "ood_raw", "model_spec", "postprocessing_settings", "params:evaluation"],
+                "ood_predictions",
+                name="predict_ood_sets",
+            ),
+            Node(score_ood_images, ["ood_raw", "ood_predictions"], "ood_scores", name="score_ood_images"),
+            Node(plot_ood_gallery, ["ood_raw", "ood_predictions", "ood_scores"], "ood_gallery_plot",
+                 name="plot_ood_gallery"),
             Node(
                 summarise_scores,
-                "validation_scores",
+                ["validation_scores", "ood_scores"],
                 ["evaluation_summary", "evaluation_metrics"],
                 name="summarise_validation_scores",
             ),

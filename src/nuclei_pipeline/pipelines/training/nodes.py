@@ -53,15 +53,7 @@ def _validation_arrays(
     return np.stack(images), np.stack(targets)
 
 
-def sampling_weights(inputs: dict[str, Any], training: dict[str, Any]) -> np.ndarray | None:
-    """Probability of drawing each training image, or ``None`` for plain epochs.
-
-    Native crops draw larger images more often (in proportion to the square
-    root of their area: they hold more nuclei, but a crop sees only part of
-    them). ``training.type_weights`` (e.g. ``{histology: 2.0}``) multiplies
-    the chance of every image of a type, so rarer, harder kinds are seen
-    more often than their share of the data.
-    """
+def _type_weights(training: dict[str, Any]) -> dict[str, float]:
     type_weights = training.get("type_weights") or {}
     unknown = set(type_weights) - set(IMAGE_TYPES)
     if unknown:
@@ -70,8 +62,25 @@ def sampling_weights(inputs: dict[str, Any], training: dict[str, Any]) -> np.nda
         )
     if any(float(weight) <= 0 for weight in type_weights.values()):
         raise ValueError(f"training.type_weights must be positive, got {dict(type_weights)}")
+    return {kind: float(weight) for kind, weight in type_weights.items()}
+
+
+def sampling_weights(inputs: dict[str, Any], training: dict[str, Any]) -> np.ndarray | None:
+    """Probability of drawing each training image, or ``None`` for plain epochs.
+
+    Native crops draw larger images more often (in proportion to the square
+    root of their area: they hold more nuclei, but a crop sees only part of
+    them). ``training.type_weights`` (e.g. ``{histology: 2.0}``) multiplies
+    the chance of every image of a type, so rarer, harder kinds are seen
+    more often than their share of the data. Extra annotated sets
+    (``inputs["source_shares"]``, from ``training.extra_datasets``) get
+    exactly their share of all draws, DSB2018 the rest, so a few large
+    H&E tiles neither vanish among 600 DSB images nor swamp them.
+    """
+    type_weights = _type_weights(training)
+    shares = dict(inputs.get("source_shares") or {})
     native = inputs["input_mode"] == "native"
-    if not native and not type_weights:
+    if not native and not type_weights and not shares:
         return None
     if native:
         weights = np.sqrt([image.shape[0] * image.shape[1] for image in inputs["images"]])
@@ -80,8 +89,24 @@ def sampling_weights(inputs: dict[str, Any], training: dict[str, Any]) -> np.nda
     if type_weights:
         if "types" not in inputs:
             raise ValueError("training.type_weights needs image types in the model input: re-run data_processing")
-        weights = weights * np.array([float(type_weights.get(kind, 1.0)) for kind in inputs["types"]])
-    return weights / weights.sum()
+        weights = weights * np.array([type_weights.get(kind, 1.0) for kind in inputs["types"]])
+    if not shares:
+        return weights / weights.sum()
+    sources = np.asarray(inputs["sources"])
+    rest = 1.0 - sum(shares.values())
+    result = np.zeros(len(weights))
+    for source in np.unique(sources):
+        chosen = sources == source
+        result[chosen] = weights[chosen] / weights[chosen].sum() * shares.get(str(source), rest)
+    return result / result.sum()
+
+
+def training_sources(inputs: dict[str, Any]) -> dict[str, float]:
+    """``{source: share of training crops}``: the extra sets' shares, DSB2018 the rest."""
+    shares = {str(name): float(share) for name, share in (inputs.get("source_shares") or {}).items()}
+    others = sorted(set(inputs.get("sources") or ["dsb2018"]) - set(shares))
+    rest = 1.0 - sum(shares.values())
+    return {**{name: rest / len(others) for name in others}, **shares} if others else shares
 
 
 def _zoom_scale(training: dict[str, Any], mode: str) -> float:
@@ -284,5 +309,8 @@ def train_model(
         "parameters": int(model.count_params()),
         "members": int(members),
         "precision": precision,
+        # Share of training crops per source: a model trained on a non-commercial
+        # set (e.g. MoNuSeg, CC BY-NC-SA 4.0) carries its licence.
+        "training_sources": training_sources(train_inputs),
     }
     return best, model, metrics, model_spec

@@ -1,0 +1,173 @@
+"""Annotated images as QuPath, Fiji and Cellpose export them.
+
+``<root>/images/<id>.<ext>`` and ``<root>/labels/<id>.<ext>``: one RGB (or
+grey) image and one instance label image (0 background, 1…N nuclei) per id,
+PNG or TIFF, matched by file stem.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+from nuclei_pipeline.core.images import ImageReadError, list_images, read_image, read_labels
+
+logger = logging.getLogger(__name__)
+
+ON_ERROR = ("raise", "skip")
+
+
+def _stems(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in list_images(folder):
+        if path.parent != folder:
+            continue  # only the folder itself: sub-folders are not part of the layout
+        if path.stem in found:
+            raise DatasetError(f"two files share the id {path.stem!r}: {found[path.stem]} and {path}")
+        found[path.stem] = path
+    return found
+
+
+def _read_annotated(sample_id: str, image_path: Path, labels_path: Path, on_error: str) -> dict | None:
+    try:
+        image = read_image(image_path)
+        labels = read_labels(labels_path)
+        if labels.shape != image.shape[:2]:
+            raise ImageReadError(
+                f"label image {labels_path} has size {labels.shape}, its image {image_path} has {image.shape[:2]}"
+            )
+        if not labels.any():
+            raise ImageReadError(f"label image {labels_path} holds no nucleus")
+    except ImageReadError as error:
+        if on_error == "skip":
+            logger.warning("skipping sample %s: %s", sample_id, error)
+            return None
+        raise
+    return {"id": sample_id, "image": image, "labels": labels}
+
+
+def annotated_samples(
+    path: str | Path, images: str = "images", labels: str = "labels", on_error: str = "raise"
+) -> dict[str, Callable[[], dict | None]]:
+    """``{id: loader}`` for one annotated folder; ``loader()`` gives ``{"id", "image", "labels"}``.
+
+    Raises
+    ------
+    DatasetError
+        Naming the folder or file: a missing folder, no images, an image without
+        label image or a label image without image (both listed in one message).
+    """
+    root = Path(path)
+    image_dir, label_dir = root / images, root / labels
+    for folder in (image_dir, label_dir):
+        if not folder.is_dir():
+            raise DatasetError(f"annotated folder {root} lacks {folder.name}/ (expected {image_dir} and {label_dir})")
+    image_paths, label_paths = _stems(image_dir), _stems(label_dir)
+    unmatched = sorted(set(image_paths) ^ set(label_paths))
+    if unmatched and on_error == "raise":
+        raise DatasetError(
+            f"in {root}, {len(unmatched)} file(s) have no partner in {images}/ or {labels}/: "
+            + ", ".join(unmatched[:10])
+        )
+    if unmatched:
+        logger.warning("skipping %d unpaired file(s) in %s: %s", len(unmatched), root, ", ".join(unmatched[:10]))
+    paired = sorted(set(image_paths) & set(label_paths))
+    if not paired:
+        raise DatasetError(f"no image with a label image found in {root}")
+    return {
+        stem: partial(_read_annotated, stem, image_paths[stem], label_paths[stem], on_error)
+        for stem in paired
+    }
+
+
+class LabelFolderDataset(AbstractDataset[None, dict[str, Callable[[], dict | None]]]):
+    """Lazily loaded images with instance label images (``images/`` + ``labels/``).
+
+    ``load()`` returns ``{id: loader}``; ``loader()`` reads one sample as
+    ``{"id", "image", "labels"}`` — the same record as
+    :class:`~nuclei_pipeline.datasets.DSBSampleDataset` — with ``image``
+    ``(H, W, 3)`` uint8 RGB and ``labels`` ``(H, W)`` int32.
+
+    Parameters
+    ----------
+    path : str
+        Folder holding ``images/`` and ``labels/``.
+    images, labels : str
+        Names of the two sub-folders.
+    on_error : {"raise", "skip"}
+        A broken or unpaired file raises an error naming it, or is skipped
+        with a warning (the loader then returns ``None``).
+
+    Example catalog entry::
+
+        my_annotations:
+          type: nuclei_pipeline.datasets.LabelFolderDataset
+          path: /data/qupath_export
+    """
+
+    def __init__(self, path: str, images: str = "images", labels: str = "labels",
+                 on_error: str = "raise", metadata=None):
+        if on_error not in ON_ERROR:
+            raise DatasetError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        self._path = Path(path)
+        self._images, self._labels, self._on_error = images, labels, on_error
+        self.metadata = metadata
+
+    def load(self) -> dict[str, Callable[[], dict | None]]:
+        return annotated_samples(self._path, self._images, self._labels, self._on_error)
+
+    def save(self, data) -> None:
+        raise DatasetError("LabelFolderDataset is read-only")
+
+    def _exists(self) -> bool:
+        return (self._path / self._images).is_dir() and (self._path / self._labels).is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "on_error": self._on_error}
+
+
+class LabelFolderSetsDataset(AbstractDataset[None, dict[str, dict[str, Callable[[], dict | None]]]]):
+    """Several named annotated folders (each as :class:`LabelFolderDataset`).
+
+    ``load()`` returns ``{set_name: {id: loader}}``. A set whose folder is
+    missing is left out with a warning naming it, so a project that lacks
+    one evaluation set still runs; a folder that exists but is broken is an
+    error (or skipped per file with ``on_error: skip``).
+
+    Parameters
+    ----------
+    sets : mapping
+        ``{name: path}``, e.g. ``{cpm15: data/01_raw/ood/cpm15}``.
+    on_error : {"raise", "skip"}
+        As for :class:`LabelFolderDataset`.
+    """
+
+    def __init__(self, sets: Mapping[str, str], on_error: str = "raise", metadata=None):
+        if on_error not in ON_ERROR:
+            raise DatasetError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        self._sets = {str(name): Path(path) for name, path in (sets or {}).items()}
+        self._on_error = on_error
+        self.metadata = metadata
+
+    def load(self) -> dict[str, dict[str, Callable[[], dict | None]]]:
+        loaded = {}
+        for name, path in self._sets.items():
+            if not path.is_dir():
+                logger.warning("annotated set %r skipped: folder %s does not exist", name, path)
+                continue
+            loaded[name] = annotated_samples(path, on_error=self._on_error)
+        return loaded
+
+    def save(self, data) -> None:
+        raise DatasetError("LabelFolderSetsDataset is read-only")
+
+    def _exists(self) -> bool:
+        return any(path.is_dir() for path in self._sets.values())
+
+    def _describe(self) -> dict[str, Any]:
+        return {"sets": {name: str(path) for name, path in self._sets.items()}, "on_error": self._on_error}
