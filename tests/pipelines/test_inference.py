@@ -1,7 +1,17 @@
 import keras
+import numpy as np
+import pytest
+from skimage.draw import polygon2mask
 
 from nuclei_pipeline.core.model import build_unet
-from nuclei_pipeline.pipelines.inference.nodes import prediction_key
+from nuclei_pipeline.pipelines.inference.nodes import (
+    check_measurement_settings,
+    export_masks,
+    measure_masks,
+    prediction_key,
+    summarise_masks,
+)
+from tests.conftest import make_nuclei
 
 
 def test_prediction_key_tracks_the_input_normalization():
@@ -14,3 +24,73 @@ def test_prediction_key_tracks_the_input_normalization():
     stretched = prediction_key(model, {"input_mode": "native", "normalize_percentiles": [1.0, 99.8]}, post, inference)
     assert stretched != plain
     assert prediction_key(model, {"input_mode": "native", "normalize_percentiles": [2.0, 99.0]}, post, inference) != stretched
+
+
+# ------------------------------------------------------------ measuring and exports
+
+
+@pytest.fixture
+def predicted():
+    """Two images with masks (one 16-bit grey with a pixel size in its metadata), one unreadable."""
+    image_a, labels_a = make_nuclei((48, 64), count=5, seed=1)
+    image_b, labels_b = make_nuclei((40, 40), count=3, seed=2)
+    grey16 = image_b[..., 0].astype(np.uint16) * 250
+    originals = {"a": lambda: {"image": image_a, "pixel_size_um": None},
+                 "b": lambda: {"image": grey16, "pixel_size_um": 0.65},
+                 "broken": lambda: {"image": None, "pixel_size_um": None}}
+    images = {"a": lambda: image_a, "b": lambda: image_b, "broken": lambda: None}
+    masks = {"a": lambda: labels_a, "b": lambda: labels_b}
+    return images, originals, masks, {"a": labels_a, "b": labels_b, "grey16": grey16}
+
+
+def test_measurements_cover_every_nucleus_and_feed_the_report(predicted):
+    images, originals, masks, truth = predicted
+    measurements = measure_masks(originals, masks, {})
+    assert sorted(measurements) == ["a", "b"]
+    table_b = measurements["b"]()
+    assert len(table_b) == truth["b"].max() and set(table_b["image_id"]) == {"b"}
+    assert table_b["pixel_size_um"].eq(0.65).all()  # from the file's metadata
+    object_one = truth["grey16"][truth["b"] == 1]
+    assert table_b.set_index("label").loc[1, "intensity_mean_ch0"] == pytest.approx(object_one.mean())
+    _, report = summarise_masks(images, masks, measurements)
+    report = report.set_index("id")
+    assert report.loc["a", "nucleus_count"] == truth["a"].max()
+    assert report.loc["a", "area_median"] == pytest.approx(np.median(np.bincount(truth["a"].ravel())[1:]))
+    assert report.loc["b", "pixel_size_um"] == 0.65 and np.isnan(report.loc["a", "pixel_size_um"])
+    assert report.loc["broken", "status"] == "unreadable"
+    configured = measure_masks(originals, masks, {"pixel_size_um": 0.2})["b"]()
+    assert configured["pixel_size_um"].eq(0.2).all()  # the parameter wins over metadata
+
+
+def test_exports_are_made_only_when_asked(predicted):
+    _, originals, masks, truth = predicted
+    tiffs, rois, geojson = export_masks(originals, masks, {})
+    assert tiffs == {} and rois == {} and geojson == {}
+    tiffs, rois, geojson = export_masks(originals, masks, {"exports": ["label_tiff", "imagej_rois", "geojson"]})
+    assert sorted(tiffs) == sorted(rois) == sorted(geojson) == ["a", "b"]
+    assert np.array_equal(tiffs["a"](), truth["a"])
+    assert sorted(rois["a"]()) == [f"{k:04d}" for k in range(1, truth["a"].max() + 1)]
+    collection = geojson["b"]()
+    assert collection["type"] == "FeatureCollection" and len(collection["features"]) == truth["b"].max()
+    feature = collection["features"][0]
+    assert feature["properties"]["measurements"]["area"] == (truth["b"] == 1).sum()
+    assert feature["properties"]["measurements"]["area_um2"] == pytest.approx((truth["b"] == 1).sum() * 0.65**2)
+    ring = np.array(feature["geometry"]["coordinates"][0])
+    assert np.array_equal(ring[0], ring[-1])  # a closed GeoJSON ring of (x, y)
+    drawn = polygon2mask(truth["b"].shape, ring[:, ::-1])
+    overlap = (drawn & (truth["b"] == 1)).sum() / (drawn | (truth["b"] == 1)).sum()
+    assert overlap > 0.8
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"pixel_size_um": 0}, "inference.pixel_size_um"),
+        ({"pixel_size_um": "0.5"}, "inference.pixel_size_um"),
+        ({"exports": ["zip"]}, "inference.exports"),
+        ({"exports": "geojson"}, "inference.exports"),
+    ],
+)
+def test_bad_measurement_settings_are_named(settings, message):
+    with pytest.raises(ValueError, match=message):
+        check_measurement_settings(settings)

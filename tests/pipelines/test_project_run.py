@@ -172,6 +172,31 @@ def test_inference_resumes_and_takes_any_folder(project, monkeypatch):
 
 
 @pytest.mark.slow
+def test_inference_measures_every_nucleus_and_exports_for_fiji_and_qupath(project, monkeypatch):
+    import roifile
+
+    run(project, monkeypatch, "tiny", pipeline="inference",
+        runtime_params={"inference": {"exports": ["label_tiff", "imagej_rois", "geojson"]}})
+    output = project / "data" / "07_model_output" / "default"
+    report = pd.read_csv(project / "data" / "08_reporting" / "default" / "inference_report.csv").set_index("id")
+    table = pd.read_parquet(project / "data" / "08_reporting" / "default" / "nuclei")
+    ok = sorted(report.index[report["status"] == "ok"])
+    assert ok == ["grey16", "sample00", "sample01"]  # the broken file is reported, not measured
+    counts = table.groupby("image_id").size().reindex(ok, fill_value=0)
+    assert counts.tolist() == report.loc[ok, "nucleus_count"].tolist()
+    for image_id in ok:
+        labels = skimage.io.imread(output / "masks" / f"{image_id}.png")
+        assert np.array_equal(skimage.io.imread(output / "label_tiff" / f"{image_id}.tif"), labels)
+        assert len(roifile.roiread(output / "imagej_rois" / f"{image_id}.zip") or []) == labels.max()
+        features = json.loads((output / "geojson" / f"{image_id}.geojson").read_text())["features"]
+        assert len(features) == labels.max()
+    # The 16-bit TIFF input is measured on its own values, not on the 8-bit copy the model saw.
+    grey = table[table["image_id"] == "grey16"]
+    if len(grey):
+        assert grey["intensity_max_ch0"].max() > 255
+
+
+@pytest.mark.slow
 def test_seed_preset_runs_with_its_own_outputs(project, monkeypatch):
     run(project, monkeypatch, "tinyseed", pipeline=None)
     spec = yaml.safe_load((project / "data" / "06_models" / "seed" / "model_spec.json").read_text())

@@ -7,11 +7,13 @@ rules for 8/16-bit, grey/RGB/RGBA live in one place.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import skimage.io
+import tifffile
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,63 @@ def read_image(path: str | Path) -> np.ndarray:
         return to_rgb(raw)
     except ValueError as error:
         raise ImageReadError(f"unusable image {path}: {error}") from error
+
+
+def read_original_image(path: str | Path) -> np.ndarray:
+    """Read an image with its original values and type, channels last (for measuring).
+
+    Unlike :func:`read_image` nothing is scaled or converted: 16-bit stays
+    16-bit, float stays float, every channel is kept.
+
+    Raises
+    ------
+    ImageReadError
+        Naming the file, when it is missing, unreadable or not 2-D / channels-last 3-D.
+    """
+    path = Path(path)
+    try:
+        raw = skimage.io.imread(path)
+    except Exception as error:
+        raise ImageReadError(f"cannot read image {path}: {error}") from error
+    if raw.ndim == 3 and raw.shape[0] in (3, 4) and raw.shape[2] > 4:
+        raw = np.moveaxis(raw, 0, -1)  # channel-first TIFF
+    if raw.ndim not in (2, 3):
+        raise ImageReadError(f"unusable image {path}: expected 2-D or channels-last 3-D, got shape {raw.shape}")
+    return raw
+
+
+_MICRONS = {"um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+            "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4}
+
+
+def read_pixel_size_um(path: str | Path) -> float | None:
+    """Pixel side in µm from a TIFF's OME or ImageJ metadata (``tifffile``), or ``None``.
+
+    OME-TIFF: ``PhysicalSizeX`` and its unit (µm when not given). ImageJ
+    TIFF: the ``unit`` entry with the ``XResolution`` tag (pixels per unit).
+    Other files, or TIFFs without a physical unit, give ``None``.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            if tiff.is_ome and tiff.ome_metadata:
+                match = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tiff.ome_metadata)
+                unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', tiff.ome_metadata)
+                if match:
+                    factor = _MICRONS.get(unit.group(1) if unit else "µm")
+                    return float(match.group(1)) * factor if factor else None
+            metadata = tiff.imagej_metadata or {}
+            factor = _MICRONS.get(str(metadata.get("unit", "")).strip().lower())
+            resolution = tiff.pages[0].tags.get("XResolution")
+            if factor and resolution:
+                numerator, denominator = resolution.value
+                if numerator:
+                    return denominator / numerator * factor
+    except (tifffile.TiffFileError, OSError, ValueError):
+        return None
+    return None
 
 
 def read_mask(path: str | Path) -> np.ndarray:

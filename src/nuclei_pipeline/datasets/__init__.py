@@ -2,6 +2,12 @@
 
 from nuclei_pipeline.datasets.atomic_csv import AtomicCSVDataset
 from nuclei_pipeline.datasets.dsb_samples import DSBSampleDataset
+from nuclei_pipeline.datasets.exports import (
+    AtomicJSONDataset,
+    AtomicParquetDataset,
+    ImageJRoiSetDataset,
+    LabelTiffDataset,
+)
 from nuclei_pipeline.datasets.fallback import (
     JSONWithFallbackDataset,
     TensorFlowModelWithFallbackDataset,
@@ -13,9 +19,13 @@ from nuclei_pipeline.datasets.png_folder import PngFolderDataset
 
 __all__ = [
     "AtomicCSVDataset",
+    "AtomicJSONDataset",
+    "AtomicParquetDataset",
     "DSBSampleDataset",
     "ImageFolderDataset",
+    "ImageJRoiSetDataset",
     "JSONWithFallbackDataset",
+    "LabelTiffDataset",
     "LabelFolderDataset",
     "LabelFolderSetsDataset",
     "MlflowTagsDataset",

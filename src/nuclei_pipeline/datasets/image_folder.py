@@ -10,7 +10,16 @@ from typing import Any
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
-from nuclei_pipeline.core.images import list_images, read_image
+from nuclei_pipeline.core.images import (
+    list_images,
+    read_image,
+    read_original_image,
+    read_pixel_size_um,
+)
+
+
+def _read_original(path: Path) -> dict[str, Any]:
+    return {"image": read_original_image(path), "pixel_size_um": read_pixel_size_um(path)}
 
 
 class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray]]]):
@@ -22,14 +31,22 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
     Sub-folders are searched; the DSB layout (``<id>/images/<id>.png``)
     therefore works too. Two files with the same name are an error.
 
+    With ``original: true`` a loader returns ``{"image", "pixel_size_um"}``
+    instead: the values as stored (16-bit stays 16-bit, every channel kept)
+    for measuring, and the pixel size from TIFF metadata (``None`` when
+    absent).
+
     Parameters
     ----------
     path : str
         The folder.
+    original : bool
+        Load original values and pixel size instead of uint8 RGB.
     """
 
-    def __init__(self, path: str, metadata=None):
+    def __init__(self, path: str, original: bool = False, metadata=None):
         self._path = Path(path)
+        self._original = bool(original)
         self.metadata = metadata
 
     def load(self) -> dict[str, Callable[[], np.ndarray]]:
@@ -47,7 +64,7 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
                     f"two images share the ImageId {image_id!r}: {sources[image_id]} and {path}"
                 )
             sources[image_id] = path
-            images[image_id] = partial(read_image, path)
+            images[image_id] = partial(_read_original if self._original else read_image, path)
         if not images:
             raise DatasetError(f"no PNG, TIF or JPG images found in {self._path}")
         return images
@@ -59,4 +76,4 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         return self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}
+        return {"path": str(self._path), "original": self._original}

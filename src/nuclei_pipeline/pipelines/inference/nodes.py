@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from nuclei_pipeline.core.images import ImageReadError
+from nuclei_pipeline.core.measure import measure_nuclei, outline_polygons
 from nuclei_pipeline.core.overlays import colour_labels, draw_outlines
 from nuclei_pipeline.core.postprocess import probabilities_to_labels
 from nuclei_pipeline.core.predict import predict_with_spec
@@ -26,8 +27,37 @@ logger = logging.getLogger(__name__)
 
 REPORT_COLUMNS = [
     "id", "status", "height", "width", "nucleus_count",
-    "area_mean", "area_median", "area_min", "area_max",
+    "area_mean", "area_median", "area_min", "area_max", "intensity_mean", "pixel_size_um",
 ]
+EXPORTS = ("label_tiff", "imagej_rois", "geojson")
+
+
+def _pixel_size(inference: dict[str, Any], from_file: float | None, image_id: str) -> float | None:
+    """``inference.pixel_size_um`` when set, else the file's own metadata, else ``None``."""
+    configured = inference.get("pixel_size_um")
+    if configured is None:
+        if from_file is not None:
+            logger.info("image %s: pixel size %.4g µm from its TIFF metadata", image_id, from_file)
+        return from_file
+    return float(configured)
+
+
+def check_measurement_settings(inference: dict[str, Any]) -> tuple[float | None, list[str]]:
+    """Checked ``inference.pixel_size_um`` and ``inference.exports``.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter: a pixel size that is not a positive number, or an
+        unknown export.
+    """
+    size = inference.get("pixel_size_um")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int | float) or not size > 0):
+        raise ValueError(f"inference.pixel_size_um must be null or a positive number of µm, got {size!r}")
+    exports = inference.get("exports") or []
+    if isinstance(exports, str) or not all(isinstance(e, str) for e in exports) or set(exports) - set(EXPORTS):
+        raise ValueError(f"inference.exports must be a list of {list(EXPORTS)}, got {exports!r}")
+    return size, list(exports)
 
 
 def prediction_key(
@@ -99,16 +129,101 @@ def predict_masks(
     return {image_id: (lambda i=image_id, f=loader: compute(i, f)) for image_id, loader in todo.items()}
 
 
+def measure_masks(
+    originals: dict[str, Callable[[], dict[str, Any]]],
+    masks: dict[str, Callable[[], np.ndarray]],
+    inference: dict[str, Any],
+) -> dict[str, Callable[[], pd.DataFrame]]:
+    """Lazily measured nuclei, ``{image_id: table}`` (see :func:`nuclei_pipeline.core.measure.measure_nuclei`).
+
+    Measured on the original image values (``originals``: the input folder
+    read with ``original: true``) for every image of the current input that
+    has a mask; each table starts with an ``image_id`` column, so the
+    partitions read together (``pandas.read_parquet`` on the folder) form one
+    table. ``inference.pixel_size_um`` (else the TIFF's own metadata) adds µm
+    columns.
+    """
+    check_measurement_settings(inference)
+
+    def measure(image_id: str) -> pd.DataFrame:
+        original = originals[image_id]()
+        labels = masks[image_id]()
+        size = _pixel_size(inference, original.get("pixel_size_um"), image_id)
+        table = measure_nuclei(labels, original["image"], size)
+        table.insert(0, "image_id", image_id)
+        return table
+
+    return {image_id: (lambda i=image_id: measure(i)) for image_id in sorted(originals) if image_id in masks}
+
+
+def _geojson(image_id: str, polygons: dict[int, np.ndarray], table: pd.DataFrame) -> dict[str, Any]:
+    rows = table.set_index("label")
+    features = []
+    for label, polygon in polygons.items():
+        ring = [[float(x), float(y)] for y, x in polygon]
+        if ring[0] != ring[-1]:
+            ring.append(ring[0])
+        measurements = {key: (None if pd.isna(value) else float(value))
+                        for key, value in rows.loc[label].items() if key not in ("image_id", "touches_border")}
+        features.append({
+            "type": "Feature",
+            "id": f"{image_id}-{label}",
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+            # QuPath reads objectType, classification and measurements.
+            "properties": {"objectType": "detection", "name": str(label),
+                           "classification": {"name": "Nucleus"},
+                           "measurements": measurements,
+                           "touches_border": bool(rows.loc[label, "touches_border"])},
+        })
+    return {"type": "FeatureCollection", "features": features}
+
+
+def export_masks(
+    originals: dict[str, Callable[[], dict[str, Any]]],
+    masks: dict[str, Callable[[], np.ndarray]],
+    inference: dict[str, Any],
+) -> tuple[dict[str, Callable], dict[str, Callable], dict[str, Callable]]:
+    """Lazily made exports named in ``inference.exports`` (others empty).
+
+    Returns
+    -------
+    label_tiffs : ``{image_id: labels}`` for 16/32-bit TIFF (``label_tiff``)
+    imagej_rois : ``{image_id: {"0001": polygon, …}}`` for Fiji ROI sets (``imagej_rois``)
+    geojson : ``{image_id: FeatureCollection}`` of outlines with their
+        measurements as properties, in pixel coordinates, for QuPath (``geojson``)
+    """
+    _, exports = check_measurement_settings(inference)
+    wanted = [i for i in sorted(originals) if i in masks]
+
+    def rois(image_id: str) -> dict[str, np.ndarray]:
+        return {f"{label:04d}": polygon for label, polygon in outline_polygons(masks[image_id]()).items()}
+
+    def geojson(image_id: str) -> dict[str, Any]:
+        labels = masks[image_id]()
+        original = originals[image_id]()
+        table = measure_nuclei(labels, original["image"],
+                               _pixel_size(inference, original.get("pixel_size_um"), image_id))
+        return _geojson(image_id, outline_polygons(labels), table)
+
+    def lazily(make, name):
+        return {i: (lambda i=i: make(i)) for i in wanted} if name in exports else {}
+
+    return lazily(lambda i: masks[i](), "label_tiff"), lazily(rois, "imagej_rois"), lazily(geojson, "geojson")
+
+
 def summarise_masks(
     images: dict[str, Callable[[], np.ndarray]],
     masks: dict[str, Callable[[], np.ndarray]],
+    measurements: dict[str, Callable[[], pd.DataFrame]],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Kaggle submission (``ImageId, EncodedPixels``) and a per-image report.
 
     Only the images of the current input are included; an image without a
     mask (unreadable input) is listed in the report with status
     ``unreadable`` and left out of the submission. An image without any
-    nucleus gets one submission row with empty ``EncodedPixels``.
+    nucleus gets one submission row with empty ``EncodedPixels``. Counts,
+    areas and mean intensity come from the per-nucleus ``measurements``, so
+    report and table never disagree.
     """
     submission_rows, report_rows = [], []
     for image_id in sorted(images):
@@ -116,8 +231,9 @@ def summarise_masks(
             report_rows.append({"id": image_id, "status": "unreadable"})
             continue
         labels = masks[image_id]()
-        areas = np.bincount(labels.ravel())[1:]
-        areas = areas[areas > 0]
+        table = measurements[image_id]()
+        areas = table["area"].to_numpy()
+        intensity = table.filter(like="intensity_mean_ch").to_numpy()
         encoded = labels_to_rles(labels)
         submission_rows.extend({"ImageId": image_id, "EncodedPixels": rle} for rle in encoded)
         if not encoded:
@@ -132,6 +248,8 @@ def summarise_masks(
             "area_median": float(np.median(areas)) if areas.size else 0.0,
             "area_min": int(areas.min()) if areas.size else 0,
             "area_max": int(areas.max()) if areas.size else 0,
+            "intensity_mean": float(intensity.mean()) if intensity.size else float("nan"),
+            "pixel_size_um": float(table["pixel_size_um"].iloc[0]) if len(table) else float("nan"),
         })
     report = pd.DataFrame(report_rows, columns=REPORT_COLUMNS)
     unreadable = report.loc[report["status"] == "unreadable", "id"].tolist()

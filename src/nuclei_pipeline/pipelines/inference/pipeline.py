@@ -2,6 +2,8 @@ from kedro.pipeline import Node, Pipeline
 
 from nuclei_pipeline.pipelines.inference.nodes import (
     draw_overlays,
+    export_masks,
+    measure_masks,
     plot_sample_predictions,
     predict_masks,
     summarise_masks,
@@ -19,8 +21,20 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="predict_masks",
             ),
             Node(
+                measure_masks,
+                ["inference_originals", "predicted_masks", "params:inference"],
+                "nucleus_measurements",
+                name="measure_masks",
+            ),
+            Node(
+                export_masks,
+                ["inference_originals", "predicted_masks", "params:inference"],
+                ["label_tiffs", "imagej_roi_sets", "geojson_outlines"],
+                name="export_masks",
+            ),
+            Node(
                 summarise_masks,
-                ["inference_images", "predicted_masks"],
+                ["inference_images", "predicted_masks", "nucleus_measurements"],
                 ["submission", "inference_report"],
                 name="summarise_masks",
             ),

@@ -1,0 +1,64 @@
+"""The export dataset types write files that their readers open again."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import roifile
+import tifffile
+from kedro.io import DatasetError
+from kedro_datasets.partitions import PartitionedDataset
+from skimage.draw import polygon2mask
+
+from nuclei_pipeline.core.measure import outline_polygons
+from nuclei_pipeline.datasets import (
+    AtomicJSONDataset,
+    AtomicParquetDataset,
+    ImageJRoiSetDataset,
+    LabelTiffDataset,
+)
+from tests.conftest import make_nuclei
+
+
+@pytest.mark.parametrize(("top", "dtype"), [(300, np.uint16), (70000, np.uint32)])
+def test_label_tiffs_keep_labels_in_16_or_32_bits(tmp_path, top, dtype):
+    labels = np.zeros((20, 30), np.int64)
+    labels[2:5, 3:9] = top
+    labels[10:12, 10:20] = 1
+    dataset = LabelTiffDataset(str(tmp_path / "a.tif"))
+    dataset.save(labels)
+    back = tifffile.imread(tmp_path / "a.tif")
+    assert back.dtype == dtype and np.array_equal(back, labels)
+    with pytest.raises(DatasetError, match="a.tif"):
+        dataset.save(np.full((4, 4), -1))
+
+
+def test_imagej_roi_set_reopens_with_its_polygons(tmp_path):
+    _, labels = make_nuclei((64, 64), count=5, seed=1)
+    polygons = {f"{k:04d}": v for k, v in outline_polygons(labels).items()}
+    ImageJRoiSetDataset(str(tmp_path / "rois.zip")).save(polygons)
+    rois = roifile.roiread(tmp_path / "rois.zip")
+    assert [roi.name for roi in rois] == list(polygons)
+    for roi in rois:
+        drawn = polygon2mask(labels.shape, roi.coordinates()[:, ::-1])
+        truth = labels == int(roi.name)
+        assert abs(int(drawn.sum()) - int(truth.sum())) <= 0.2 * truth.sum()
+        assert (drawn & truth).sum() >= 0.8 * truth.sum()
+    ImageJRoiSetDataset(str(tmp_path / "none.zip")).save({})
+    assert ImageJRoiSetDataset(str(tmp_path / "none.zip"))._exists()
+
+
+def test_parquet_partitions_read_as_one_table(tmp_path):
+    folder = PartitionedDataset(path=str(tmp_path / "nuclei"), dataset=AtomicParquetDataset,
+                                filename_suffix=".parquet")
+    folder.save({"a": lambda: pd.DataFrame({"image_id": ["a"] * 2, "area": [3, 4]}),
+                 "b": lambda: pd.DataFrame({"image_id": ["b"], "area": [5]})})
+    table = pd.read_parquet(tmp_path / "nuclei")
+    assert sorted(table["area"]) == [3, 4, 5] and set(table["image_id"]) == {"a", "b"}
+
+
+def test_json_is_written_whole(tmp_path):
+    AtomicJSONDataset(str(tmp_path / "x.geojson")).save({"type": "FeatureCollection", "features": []})
+    assert json.loads((tmp_path / "x.geojson").read_text())["type"] == "FeatureCollection"
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
