@@ -166,3 +166,39 @@ def test_training_sources_record_the_shares():
     inputs = {"sources": ["dsb2018", "monuseg"], "source_shares": {"monuseg": 0.2}}
     assert training_sources(inputs) == pytest.approx({"dsb2018": 0.8, "monuseg": 0.2})
     assert training_sources({"sources": ["dsb2018"]}) == {"dsb2018": 1.0}
+
+
+def _tiny_run_inputs():
+    rng = np.random.default_rng(0)
+    images = rng.random((8, 16, 16, 3)).astype(np.float32)
+    inputs = {"ids": list("abcdefgh"), "images": images, "targets": (images[..., :1] > 0.5).astype(np.float32),
+              "input_mode": "resize", "target_channels": ["mask"], "invert_light_background": False}
+    training = {"epochs": 1, "batch_size": 4, "steps_per_epoch": 1, "learning_rate": 0.0,
+                "loss": "bce_dice", "early_stopping_patience": 5, "precision": "float32", "verbose": 0}
+    return images, inputs, training
+
+
+def test_fine_tuning_starts_from_the_given_weights(tmp_path):
+    images, inputs, training = _tiny_run_inputs()
+    model_params = {"filters": [4, 8], "dropout": [0.0, 0.0]}
+    first, _, _, spec = train_model(inputs, inputs, model_params, training)
+    assert spec["initial_model"] is None
+    first.save(tmp_path / "first.keras")
+    # learning rate 0: the fine-tuned model is exactly its starting point
+    tuned, _, _, spec = train_model(inputs, inputs, model_params,
+                                    {**training, "seed": 7, "initial_model": str(tmp_path / "first.keras")})
+    assert spec["initial_model"] == str(tmp_path / "first.keras")
+    assert np.allclose(tuned.predict(images, verbose=0), first.predict(images, verbose=0), atol=1e-6)
+    fresh, _, _, _ = train_model(inputs, inputs, model_params, {**training, "seed": 7})
+    assert not np.allclose(fresh.predict(images, verbose=0), first.predict(images, verbose=0), atol=1e-3)
+
+
+def test_initial_model_of_another_architecture_or_missing_is_named(tmp_path):
+    _, inputs, training = _tiny_run_inputs()
+    first, _, _, _ = train_model(inputs, inputs, {"filters": [4, 8], "dropout": [0.0, 0.0]}, training)
+    first.save(tmp_path / "small.keras")
+    wider = {"filters": [8, 16], "dropout": [0.0, 0.0]}
+    with pytest.raises(ValueError, match="training.initial_model.*another architecture"):
+        train_model(inputs, inputs, wider, {**training, "initial_model": str(tmp_path / "small.keras")})
+    with pytest.raises(ValueError, match="training.initial_model.*no model file"):
+        train_model(inputs, inputs, wider, {**training, "initial_model": str(tmp_path / "none.keras")})

@@ -109,6 +109,40 @@ def training_sources(inputs: dict[str, Any]) -> dict[str, float]:
     return {**{name: rest / len(others) for name in others}, **shares} if others else shares
 
 
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "shipped_model" / "unet.keras"
+
+
+def start_from(model: keras.Model, initial_model: str | None) -> str | None:
+    """Copy the weights of a saved model of the same architecture into ``model`` (fine-tuning).
+
+    ``training.initial_model``: ``null`` trains from scratch; ``shipped`` starts
+    from the model shipped with the package; else the path of a ``.keras``
+    model (e.g. ``data/06_models/default/unet.keras``). Returns the path used.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter when the file is missing or its architecture differs.
+    """
+    if initial_model is None:
+        return None
+    path = SHIPPED_MODEL if initial_model == "shipped" else Path(str(initial_model))
+    if not path.is_file():
+        raise ValueError(f"training.initial_model: no model file {path} (null, shipped or a .keras path)")
+    import nuclei_pipeline.core.model  # noqa: F401  (registers the custom layers)
+
+    source = keras.models.load_model(path, compile=False)
+    shapes = [w.shape for w in source.get_weights()]
+    if shapes != [w.shape for w in model.get_weights()]:
+        raise ValueError(
+            f"training.initial_model: {path} has another architecture than model.* builds "
+            f"({source.count_params()} against {model.count_params()} parameters)"
+        )
+    model.set_weights(source.get_weights())
+    logger.info("training starts from the weights of %s", path)
+    return str(path)
+
+
 def _zoom_scale(training: dict[str, Any], mode: str) -> float:
     """The checked ``augmentation.scale`` (0: no zoom); zoomed crops need native input."""
     scale = (training.get("augmentation") or {}).get("scale") or 0.0
@@ -215,6 +249,7 @@ def train_model(
         precision=precision,
         members=members,
     )
+    initial_model = start_from(model, training.get("initial_model"))
     batch_size = int(training["batch_size"])
     steps = int(training.get("steps_per_epoch") or max(1, len(train_inputs["ids"]) // batch_size))
     epochs = int(training["epochs"])
@@ -312,5 +347,6 @@ def train_model(
         # Share of training crops per source: a model trained on a non-commercial
         # set (e.g. MoNuSeg, CC BY-NC-SA 4.0) carries its licence.
         "training_sources": training_sources(train_inputs),
+        "initial_model": initial_model,
     }
     return best, model, metrics, model_spec
