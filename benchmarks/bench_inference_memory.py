@@ -16,7 +16,7 @@ import skimage.io
 
 from nuclei_pipeline.core.model import build_unet
 from nuclei_pipeline.datasets import ImageFolderDataset, PngFolderDataset
-from nuclei_pipeline.pipelines.inference.nodes import predict_masks, summarise_masks
+from nuclei_pipeline.pipelines.inference.nodes import measure_masks, predict_masks, summarise_masks
 
 POST = {"method": "components", "threshold": 0.5, "min_size": 0}
 
@@ -38,7 +38,8 @@ def run(count: int, model) -> tuple[float, float]:
         seconds = time.perf_counter() - start
         predict_peak = tracemalloc.get_traced_memory()[1] / 1e6
         tracemalloc.reset_peak()
-        submission, _ = summarise_masks(images, masks.load())
+        originals = ImageFolderDataset(str(images_dir), original=True).load()
+        submission, _ = summarise_masks(images, masks.load(), measure_masks(originals, masks.load(), {}))
         summary_peak = tracemalloc.get_traced_memory()[1] / 1e6
         tracemalloc.stop()
     print(f"{count} images: predict+write peak {predict_peak:.1f} MB, {count / seconds:.1f} images/s; "

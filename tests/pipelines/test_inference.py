@@ -64,9 +64,10 @@ def test_measurements_cover_every_nucleus_and_feed_the_report(predicted):
 
 def test_exports_are_made_only_when_asked(predicted):
     _, originals, masks, truth = predicted
-    tiffs, rois, geojson = export_masks(originals, masks, {})
+    measurements = measure_masks(originals, masks, {})
+    tiffs, rois, geojson = export_masks(masks, measurements, {})
     assert tiffs == {} and rois == {} and geojson == {}
-    tiffs, rois, geojson = export_masks(originals, masks, {"exports": ["label_tiff", "imagej_rois", "geojson"]})
+    tiffs, rois, geojson = export_masks(masks, measurements, {"exports": ["label_tiff", "imagej_rois", "geojson"]})
     assert sorted(tiffs) == sorted(rois) == sorted(geojson) == ["a", "b"]
     assert np.array_equal(tiffs["a"](), truth["a"])
     assert sorted(rois["a"]()) == [f"{k:04d}" for k in range(1, truth["a"].max() + 1)]

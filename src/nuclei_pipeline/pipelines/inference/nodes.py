@@ -179,31 +179,27 @@ def _geojson(image_id: str, polygons: dict[int, np.ndarray], table: pd.DataFrame
 
 
 def export_masks(
-    originals: dict[str, Callable[[], dict[str, Any]]],
     masks: dict[str, Callable[[], np.ndarray]],
+    measurements: dict[str, Callable[[], pd.DataFrame]],
     inference: dict[str, Any],
 ) -> tuple[dict[str, Callable], dict[str, Callable], dict[str, Callable]]:
-    """Lazily made exports named in ``inference.exports`` (others empty).
+    """Lazily made exports named in ``inference.exports`` (others empty), for every measured image.
 
     Returns
     -------
     label_tiffs : ``{image_id: labels}`` for 16/32-bit TIFF (``label_tiff``)
     imagej_rois : ``{image_id: {"0001": polygon, …}}`` for Fiji ROI sets (``imagej_rois``)
-    geojson : ``{image_id: FeatureCollection}`` of outlines with their
-        measurements as properties, in pixel coordinates, for QuPath (``geojson``)
+    geojson : ``{image_id: FeatureCollection}`` of outlines with their rows of
+        ``measurements`` as properties, in pixel coordinates, for QuPath (``geojson``)
     """
     _, exports = check_measurement_settings(inference)
-    wanted = [i for i in sorted(originals) if i in masks]
+    wanted = sorted(i for i in measurements if i in masks)
 
     def rois(image_id: str) -> dict[str, np.ndarray]:
         return {f"{label:04d}": polygon for label, polygon in outline_polygons(masks[image_id]()).items()}
 
     def geojson(image_id: str) -> dict[str, Any]:
-        labels = masks[image_id]()
-        original = originals[image_id]()
-        table = measure_nuclei(labels, original["image"],
-                               _pixel_size(inference, original.get("pixel_size_um"), image_id))
-        return _geojson(image_id, outline_polygons(labels), table)
+        return _geojson(image_id, outline_polygons(masks[image_id]()), measurements[image_id]())
 
     def lazily(make, name):
         return {i: (lambda i=i: make(i)) for i in wanted} if name in exports else {}

@@ -28,7 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 export_masks,
-                ["inference_originals", "predicted_masks", "params:inference"],
+                ["predicted_masks", "nucleus_measurements", "params:inference"],
                 ["label_tiffs", "imagej_roi_sets", "geojson_outlines"],
                 name="export_masks",
             ),
