@@ -17,6 +17,7 @@ from nuclei_pipeline.datasets import (
     AtomicParquetDataset,
     ImageJRoiSetDataset,
     LabelTiffDataset,
+    StreamedCSVDataset,
 )
 from tests.conftest import make_nuclei
 
@@ -62,3 +63,13 @@ def test_json_is_written_whole(tmp_path):
     AtomicJSONDataset(str(tmp_path / "x.geojson")).save({"type": "FeatureCollection", "features": []})
     assert json.loads((tmp_path / "x.geojson").read_text())["type"] == "FeatureCollection"
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_streamed_csv_is_one_table_and_no_table_removes_a_stale_one(tmp_path):
+    dataset = StreamedCSVDataset(str(tmp_path / "nuclei.csv"))
+    dataset.save(iter([lambda: pd.DataFrame({"image_id": ["a"], "area": [3]}),
+                       pd.DataFrame({"image_id": ["b", "b"], "area": [4, 5]})]))
+    table = pd.read_csv(tmp_path / "nuclei.csv")
+    assert table["area"].tolist() == [3, 4, 5] and list(table.columns) == ["image_id", "area"]
+    dataset.save([])
+    assert not (tmp_path / "nuclei.csv").exists()

@@ -7,6 +7,7 @@ from nuclei_pipeline.datasets.exports import (
     AtomicParquetDataset,
     ImageJRoiSetDataset,
     LabelTiffDataset,
+    StreamedCSVDataset,
 )
 from nuclei_pipeline.datasets.fallback import (
     JSONWithFallbackDataset,
@@ -30,5 +31,6 @@ __all__ = [
     "LabelFolderSetsDataset",
     "MlflowTagsDataset",
     "PngFolderDataset",
+    "StreamedCSVDataset",
     "TensorFlowModelWithFallbackDataset",
 ]

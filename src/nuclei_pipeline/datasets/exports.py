@@ -6,12 +6,17 @@ per image, saved lazily image by image):
 - :class:`AtomicParquetDataset`: the per-nucleus measurement table;
 - :class:`LabelTiffDataset`: label images as 16/32-bit TIFF (``tifffile``);
 - :class:`ImageJRoiSetDataset`: ImageJ/Fiji ROI sets (``.zip``, ``roifile``);
-- :class:`AtomicJSONDataset`: JSON such as QuPath GeoJSON FeatureCollections.
+- :class:`AtomicJSONDataset`: JSON such as QuPath GeoJSON FeatureCollections;
+
+and, on its own, :class:`StreamedCSVDataset`: one CSV from many tables, appended one by one.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,8 @@ from kedro.io import AbstractDataset, DatasetError
 from kedro_datasets.pandas import ParquetDataset
 
 from nuclei_pipeline.datasets.atomic import write_atomically
+
+logger = logging.getLogger(__name__)
 
 
 class AtomicParquetDataset(ParquetDataset):
@@ -92,3 +99,34 @@ class AtomicJSONDataset(_LocalFileDataset):
 
     def save(self, data: Any) -> None:
         write_atomically(self._filepath, lambda temporary: Path(temporary).write_text(json.dumps(data)))
+
+
+class StreamedCSVDataset(_LocalFileDataset):
+    """Many tables → one CSV, appended table by table (memory holds one at a time), renamed into place.
+
+    ``save`` takes an iterable of DataFrames or of callables returning one
+    (e.g. the loaders of a ``PartitionedDataset``), all with the same columns.
+    An iterable that yields nothing (the export was not asked for, or no image
+    was measured) writes no file and removes one left by an earlier run, so no
+    stale table looks current.
+    """
+
+    def load(self) -> pd.DataFrame:
+        return pd.read_csv(self._filepath)
+
+    def save(self, data: Iterable[pd.DataFrame | Callable[[], pd.DataFrame]]) -> None:
+        tables = iter(data)
+        first = next(tables, None)
+        if first is None:
+            if self._filepath.is_file():
+                self._filepath.unlink()
+                logger.info("removed %s: no table in this run", self._filepath)
+            return
+
+        def write(temporary: str) -> None:
+            with open(temporary, "w", newline="") as handle:
+                for index, table in enumerate(itertools.chain([first], tables)):
+                    table = table() if callable(table) else table
+                    table.to_csv(handle, header=index == 0, index=False)
+
+        write_atomically(self._filepath, write)

@@ -29,7 +29,7 @@ REPORT_COLUMNS = [
     "id", "status", "height", "width", "nucleus_count",
     "area_mean", "area_median", "area_min", "area_max", "intensity_mean", "pixel_size_um",
 ]
-EXPORTS = ("label_tiff", "imagej_rois", "geojson")
+EXPORTS = ("table_csv", "label_tiff", "imagej_rois", "geojson")
 
 
 def _pixel_size(inference: dict[str, Any], from_file: float | None, image_id: str) -> float | None:
@@ -182,11 +182,13 @@ def export_masks(
     masks: dict[str, Callable[[], np.ndarray]],
     measurements: dict[str, Callable[[], pd.DataFrame]],
     inference: dict[str, Any],
-) -> tuple[dict[str, Callable], dict[str, Callable], dict[str, Callable]]:
+) -> tuple[Any, dict[str, Callable], dict[str, Callable], dict[str, Callable]]:
     """Lazily made exports named in ``inference.exports`` (others empty), for every measured image.
 
     Returns
     -------
+    table_csv : the per-image table loaders in order, for one CSV of the whole run
+        (``table_csv``; empty when not asked, which removes an earlier run's file)
     label_tiffs : ``{image_id: labels}`` for 16/32-bit TIFF (``label_tiff``)
     imagej_rois : ``{image_id: {"0001": polygon, …}}`` for Fiji ROI sets (``imagej_rois``)
     geojson : ``{image_id: FeatureCollection}`` of outlines with their rows of
@@ -204,7 +206,9 @@ def export_masks(
     def lazily(make, name):
         return {i: (lambda i=i: make(i)) for i in wanted} if name in exports else {}
 
-    return lazily(lambda i: masks[i](), "label_tiff"), lazily(rois, "imagej_rois"), lazily(geojson, "geojson")
+    table_csv = [measurements[i] for i in wanted] if "table_csv" in exports else []
+    return (table_csv, lazily(lambda i: masks[i](), "label_tiff"), lazily(rois, "imagej_rois"),
+            lazily(geojson, "geojson"))
 
 
 def summarise_masks(

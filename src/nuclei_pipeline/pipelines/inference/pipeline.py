@@ -29,7 +29,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 export_masks,
                 ["predicted_masks", "nucleus_measurements", "params:inference"],
-                ["label_tiffs", "imagej_roi_sets", "geojson_outlines"],
+                ["nucleus_measurements_csv", "label_tiffs", "imagej_roi_sets", "geojson_outlines"],
                 name="export_masks",
             ),
             Node(
