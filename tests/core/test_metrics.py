@@ -135,3 +135,20 @@ def test_label_values_with_gaps_any_dtype_and_no_background_give_the_same_matrix
     full = truth + 1  # every pixel is an object: n objects, none of them background
     assert iou_matrix(full, full).shape == (5, 5)
     assert average_precision(full, full) == 1.0
+
+
+def test_matched_area_ratio_tells_masks_too_small_from_too_large():
+    from skimage.draw import disk
+
+    from nuclei_pipeline.core.metrics import matched_area_ratio
+
+    truth, smaller = np.zeros((60, 60), np.int32), np.zeros((60, 60), np.int32)
+    truth[disk((20, 20), 10)] = 1
+    truth[disk((45, 45), 8)] = 2
+    smaller[disk((20, 20), 8)] = 5
+    smaller[disk((45, 45), 7)] = 9
+    expected = np.median([(smaller == 5).sum() / (truth == 1).sum(), (smaller == 9).sum() / (truth == 2).sum()])
+    assert matched_area_ratio(truth, smaller) == pytest.approx(expected) and expected < 1
+    assert matched_area_ratio(smaller, truth) > 1
+    assert matched_area_ratio(truth, truth) == 1.0
+    assert np.isnan(matched_area_ratio(truth, np.zeros_like(truth)))

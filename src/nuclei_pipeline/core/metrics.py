@@ -63,6 +63,20 @@ def iou_matrix(true_labels: np.ndarray, predicted_labels: np.ndarray) -> np.ndar
     return intersection / np.maximum(union, 1)
 
 
+def matched_area_ratio(true_labels: np.ndarray, predicted_labels: np.ndarray, iou_threshold: float = 0.5) -> float:
+    """Median predicted / true area over the nuclei matched at ``iou_threshold`` (NaN without a match).
+
+    Below 1: predicted outlines sit inside the true ones (masks too small);
+    above 1: outside. At IoU > 0.5 a match is one-to-one.
+    """
+    intersection, true_area, predicted_area = overlap_matrices(true_labels, predicted_labels)
+    iou = intersection / np.maximum(true_area[:, None] + predicted_area[None, :] - intersection, 1)
+    true_index, predicted_index = np.nonzero(iou > iou_threshold)
+    if not true_index.size:
+        return float("nan")
+    return float(np.median(predicted_area[predicted_index] / true_area[true_index]))
+
+
 def precision_at_thresholds(
     true_labels: np.ndarray,
     predicted_labels: np.ndarray,

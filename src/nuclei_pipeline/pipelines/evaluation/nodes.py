@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from nuclei_pipeline.core.metrics import (
     IOU_THRESHOLDS,
     error_counts,
+    matched_area_ratio,
     pixel_iou,
     precision_at_thresholds,
 )
@@ -162,6 +163,7 @@ def _score_row(truth: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
         "predicted_count": int(len(np.unique(predicted)) - 1),
         "average_precision": float(result["score"].mean()),
         "pixel_iou": pixel_iou(truth, predicted),
+        "area_ratio": matched_area_ratio(truth, predicted),
         **error_counts(truth, predicted),
     }
     for name in ("score", "precision", "recall", "f1"):
@@ -240,6 +242,7 @@ def _summary_row(dataset: str, group: str, scores: pd.DataFrame) -> dict[str, An
         "images": len(scores),
         "mean_average_precision": scores["average_precision"].mean(),
         "pixel_iou": scores["pixel_iou"].mean(),
+        "area_ratio": scores["area_ratio"].median() if "area_ratio" in scores else float("nan"),
         "true_nuclei": int(scores["true_count"].sum()),
         "predicted_nuclei": int(scores["predicted_count"].sum()),
         **{kind: int(scores[kind].sum()) for kind in ("missed", "extra", "split", "merged")},
@@ -258,8 +261,9 @@ def summarise_scores(
         One row per group: the validation split (``dataset`` ``validation``;
         ``group`` ``all`` and each image type) and each out-of-distribution
         set (``dataset`` its name, ``group`` ``all``): images, mean average
-        precision (the competition score), pixel IoU, score at each
-        threshold, total missed / extra / split / merged nuclei.
+        precision (the competition score), pixel IoU, median over images of
+        the matched predicted / true area (``area_ratio``: below 1, masks too
+        small), score at each threshold, total missed / extra / split / merged nuclei.
     metrics : dict
         ``val_map``, ``val_map_<type>``, ``val_score_at_<t>`` …;
         ``ood_map_<set>``, ``ood_<error>_<set>`` and ``ood_map`` (the mean over sets) for MLflow.
@@ -276,6 +280,8 @@ def summarise_scores(
         metrics[f"val_map{suffix}"] = {"value": float(row["mean_average_precision"]), "step": 0}
     overall = rows[0]
     metrics["val_pixel_iou"] = {"value": float(overall["pixel_iou"]), "step": 0}
+    if not np.isnan(overall["area_ratio"]):
+        metrics["val_area_ratio"] = {"value": float(overall["area_ratio"]), "step": 0}
     for kind in ("missed", "extra", "split", "merged"):
         metrics[f"val_{kind}"] = {"value": float(overall[kind]), "step": 0}
     for threshold, column in zip(IOU_THRESHOLDS, SCORE_COLUMNS, strict=True):
@@ -284,6 +290,8 @@ def summarise_scores(
         name = row["dataset"]
         metrics[f"ood_map_{name}"] = {"value": float(row["mean_average_precision"]), "step": 0}
         metrics[f"ood_score_at_0.50_{name}"] = {"value": float(row["score_0.50"]), "step": 0}
+        if not np.isnan(row["area_ratio"]):
+            metrics[f"ood_area_ratio_{name}"] = {"value": float(row["area_ratio"]), "step": 0}
         for kind in ("missed", "extra", "split", "merged"):
             metrics[f"ood_{kind}_{name}"] = {"value": float(row[kind]), "step": 0}
     if ood_rows:
