@@ -54,6 +54,13 @@ def _sources(shares: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def model_card(root: Path, preset: str) -> str:
     """Markdown model card for ``data/06_models/<preset>``."""
     models = root / "data" / "06_models" / preset
@@ -95,6 +102,9 @@ def model_card(root: Path, preset: str) -> str:
         f"- Trained {spec['epochs_run']} epochs in {spec['train_seconds'] / 60:.1f} min on 2 CPU cores "
         f"({spec.get('precision', 'float32')} arithmetic; weights stored as float32); "
         f"best epoch {spec['best_epoch']} (lowest val_loss) is the shipped checkpoint.",
+        *([f"- Fine-tuned: training started from the weights of `{_relative(spec['initial_model'], root)}` "
+           "(`training.initial_model`; the packaged model is the one shipped before this card's commit, "
+           "see the git history of `src/nuclei_pipeline/shipped_model/`)."] if spec.get("initial_model") else []),
         f"- Post-processing (tuned on the validation split): `{post}`",
         "",
         "## Validation and out-of-distribution metrics",

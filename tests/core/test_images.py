@@ -104,3 +104,15 @@ def test_real_samples_read(real_train_dir):
     labels, _ = labels_from_masks(masks, image.shape[:2])
     assert image.dtype == np.uint8 and image.shape[2] == 3
     assert labels.max() == len(masks) > 0
+
+
+def test_a_float_image_with_nan_is_refused_naming_the_file(tmp_path):
+    import tifffile
+
+    from nuclei_pipeline.core.images import ImageReadError, read_image
+
+    values = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    values[3, 3] = np.nan
+    tifffile.imwrite(tmp_path / "float_nan.tif", values)
+    with pytest.raises(ImageReadError, match="float_nan.tif.*NaN"):
+        read_image(tmp_path / "float_nan.tif")

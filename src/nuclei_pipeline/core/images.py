@@ -45,6 +45,9 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype == bool:
         return image.astype(np.uint8) * 255
     values = image.astype(np.float64)
+    if not np.isfinite(values).all():
+        # min/max would be NaN and the whole image silently black
+        raise ValueError(f"{np.count_nonzero(~np.isfinite(values))} pixel(s) are NaN or infinite")
     low, high = float(values.min()), float(values.max())
     if high <= low:
         return np.zeros(image.shape, dtype=np.uint8)
@@ -57,7 +60,8 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     Raises
     ------
     ValueError
-        If the array is not 2-D or 3-D with 1 to 4 channels.
+        If the array is not 2-D or 3-D with 1 to 4 channels, or holds NaN or
+        infinite values.
     """
     image = to_uint8(np.asarray(image))
     if image.ndim == 2:
