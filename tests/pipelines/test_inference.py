@@ -98,3 +98,15 @@ def test_exports_are_made_only_when_asked(predicted):
 def test_bad_measurement_settings_are_named(settings, message):
     with pytest.raises(ValueError, match=message):
         check_measurement_settings(settings)
+
+
+def test_the_figure_never_fails_for_lack_of_masks_and_checks_its_count(predicted):
+    from nuclei_pipeline.pipelines.inference.nodes import plot_sample_predictions
+
+    images, _, masks, _ = predicted
+    empty = plot_sample_predictions(images, {}, {})
+    assert "unreadable" in empty.texts[0].get_text()
+    assert len(plot_sample_predictions(images, masks, {"figure_images": 2}).axes) == 4
+    for bad in (0, -1, "2", True):
+        with pytest.raises(ValueError, match="inference.figure_images"):
+            plot_sample_predictions(images, masks, {"figure_images": bad})

@@ -276,12 +276,21 @@ def plot_sample_predictions(
     masks: dict[str, Callable[[], np.ndarray]],
     inference: dict[str, Any],
 ) -> Figure:
-    """The seed's figure: random test images beside their predicted masks."""
+    """The seed's figure: random test images beside their predicted masks.
+
+    A figure never stops the data outputs: with no mask to show (every input
+    unreadable) it says so in the figure instead of failing.
+    """
+    wanted = inference.get("figure_images", 4)
+    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
+        raise ValueError(f"inference.figure_images must be a positive integer, got {wanted!r}")
     available = sorted(i for i in images if i in masks)
     if not available:
-        raise ValueError("no predicted mask to plot: every input image was unreadable")
+        figure = Figure(figsize=(6, 2))
+        figure.text(0.5, 0.5, "no predicted mask: every input image was unreadable", ha="center", va="center")
+        return figure
     rng = np.random.default_rng(int(inference.get("seed", 42)))
-    count = min(int(inference.get("figure_images", 4)), len(available))
+    count = min(wanted, len(available))
     chosen = rng.choice(available, size=count, replace=False)
     figure = Figure(figsize=(8, 4 * count))
     axes = figure.subplots(count, 2, squeeze=False)
