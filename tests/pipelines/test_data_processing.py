@@ -158,3 +158,11 @@ def test_an_unavailable_extra_set_is_warned_about(extra_raw, caplog):
 def test_bad_extra_datasets_are_named(value, message):
     with pytest.raises(ValueError, match=f"training.{message}" if message.startswith("extra") else message):
         extra_dataset_shares(value)
+
+
+def test_fingerprint_covers_the_extra_samples(samples, extra_raw):
+    extra = read_extra_samples(extra_raw, {"he_tiles": 0.3})
+    alone = fingerprint_samples(samples)["training_data_fingerprint"]
+    joined = fingerprint_samples(samples, extra)
+    assert joined["training_data_fingerprint"] != alone
+    assert joined["training_images"] == str(len(samples) + len(extra))

@@ -119,9 +119,12 @@ def build_image_table(samples: list[dict[str, Any]]) -> pd.DataFrame:
     return table
 
 
-def fingerprint_samples(samples: list[dict[str, Any]]) -> dict[str, str]:
-    """SHA-256 over ids, pixels and labels: the same data gives the same tag."""
+def fingerprint_samples(
+    samples: list[dict[str, Any]], extra_samples: list[dict[str, Any]] | None = None
+) -> dict[str, str]:
+    """SHA-256 over ids, pixels and labels of the DSB and extra samples: the same data gives the same tag."""
     digest = hashlib.sha256()
+    samples = list(samples) + list(extra_samples or [])
     for sample in samples:
         digest.update(sample["id"].encode())
         digest.update(np.ascontiguousarray(sample["image"]).tobytes())

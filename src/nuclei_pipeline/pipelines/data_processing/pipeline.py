@@ -21,7 +21,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="read_extra_samples",
             ),
             Node(build_image_table, "train_samples", "image_table", name="build_image_table"),
-            Node(fingerprint_samples, "train_samples", "training_data_tags", name="fingerprint_samples"),
+            Node(fingerprint_samples, ["train_samples", "extra_train_samples"], "training_data_tags",
+                 name="fingerprint_samples"),
             Node(
                 split_train_validation,
                 ["image_table", "params:split"],
