@@ -110,3 +110,26 @@ def test_the_figure_never_fails_for_lack_of_masks_and_checks_its_count(predicted
     for bad in (0, -1, "2", True):
         with pytest.raises(ValueError, match="inference.figure_images"):
             plot_sample_predictions(images, masks, {"figure_images": bad})
+
+
+def test_a_mask_is_reused_only_for_the_same_picture(tmp_path):
+    from nuclei_pipeline.datasets import PngFolderDataset
+    from nuclei_pipeline.pipelines.inference.nodes import predict_masks
+
+    keras.utils.set_random_seed(0)
+    model = build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0))
+    post, spec = {"method": "components", "threshold": 0.5}, {"input_mode": "native"}
+    first, other = make_nuclei((32, 32), seed=1)[0], make_nuclei((32, 32), seed=2)[0]
+    masks = PngFolderDataset(str(tmp_path / "masks"))
+    keys = PngFolderDataset(str(tmp_path / "masks"), load_keys=True)
+    masks.save(predict_masks({"cells": lambda: first}, model, spec, post, {}, keys.load()))
+    written = (tmp_path / "masks" / "cells.png").stat().st_mtime_ns
+    again = predict_masks({"cells": lambda: first}, model, spec, post, {}, keys.load())
+    assert again["cells"]() == {"unchanged": True}  # same picture, same model: kept
+    masks.save(again)
+    assert (tmp_path / "masks" / "cells.png").stat().st_mtime_ns == written
+    # another folder's picture with the same name is predicted, not served the first one's mask
+    replaced = predict_masks({"cells": lambda: other}, model, spec, post, {}, keys.load())["cells"]()
+    assert "image" in replaced and replaced["key"] != keys.load()["cells"]
+    assert "image" in predict_masks({"cells": lambda: first}, model, spec, post, {"resume": False},
+                                    keys.load())["cells"]()

@@ -47,7 +47,8 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
 
     Saving accepts, per name, an array, ``{"image": array, "key": str}``
     (the key is stored in the PNG and tells a later run what produced the
-    file), ``None`` (nothing written, a warning), or a callable returning one
+    file), ``{"unchanged": True}`` (the file in place is current: left as it
+    is), ``None`` (nothing written, a warning), or a callable returning one
     of these, called only when that file is written: so a node can hand over
     thousands of lazily computed images and memory stays flat. Each file is
     written to a temporary name, then renamed: an interrupted run never
@@ -90,6 +91,10 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
                 logger.warning("nothing to write for %s", name)
                 continue
             key = None
+            if isinstance(value, dict) and value.get("unchanged"):
+                if not (self._path / f"{name}.png").is_file():
+                    raise DatasetError(f"{self._path / name}.png was to be kept but does not exist")
+                continue
             if isinstance(value, dict):
                 key, value = value.get("key"), value["image"]
             try:

@@ -84,6 +84,11 @@ def prediction_key(
     return digest.hexdigest()[:16]
 
 
+def image_key(model_key: str, image: np.ndarray) -> str:
+    """The model key joined with a digest of the image's pixels: a mask is reused only for the same picture."""
+    return f"{model_key}-{hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:16]}"
+
+
 def predict_masks(
     images: dict[str, Callable[[], np.ndarray]],
     model: keras.Model,
@@ -96,18 +101,18 @@ def predict_masks(
 
     ``compute()`` reads the image, predicts it at its own resolution and
     returns ``{"image": labels, "key": key}`` (``None`` for an unreadable
-    file, with a warning). Images whose stored mask already carries the same
-    key (same model, settings and post-processing) are left out unless
-    ``inference.resume`` is false, so a re-run after an interruption only
-    does what is missing.
+    file, with a warning). The key joins the model and settings
+    (:func:`prediction_key`) with a digest of the image's pixels: an image
+    whose stored mask carries the same key is not predicted again
+    (``{"unchanged": True}``) unless ``inference.resume`` is false, so a
+    re-run after an interruption only does what is missing, and another
+    picture of the same name (another input folder) is never served the
+    first one's mask.
     """
-    key = prediction_key(model, model_spec, postprocessing, inference)
+    model_key = prediction_key(model, model_spec, postprocessing, inference)
     resume = bool(inference.get("resume", True))
-    todo = {i: loader for i, loader in images.items() if not (resume and existing_keys.get(i) == key)}
-    if len(todo) < len(images):
-        logger.info("%d of %d images already predicted with this model; skipping them",
-                    len(images) - len(todo), len(images))
-    progress = tqdm(total=len(todo), desc="predicting", unit="image", smoothing=0.1)
+    progress = tqdm(total=len(images), desc="predicting", unit="image", smoothing=0.1)
+    reused = []
 
     def compute(image_id: str, loader: Callable[[], np.ndarray]) -> dict[str, Any] | None:
         try:
@@ -116,6 +121,10 @@ def predict_masks(
             logger.warning("skipping unreadable image %s: %s", image_id, error)
             return None
         else:
+            key = image_key(model_key, image)
+            if resume and existing_keys.get(image_id) == key:
+                reused.append(image_id)
+                return {"unchanged": True}
             probabilities = predict_with_spec(
                 model, image, model_spec,
                 test_time_augmentation=bool(inference.get("test_time_augmentation", False)),
@@ -125,8 +134,11 @@ def predict_masks(
             progress.update(1)
             if progress.n >= progress.total:
                 progress.close()
+                if reused:
+                    logger.info("%d of %d images already predicted with this model and settings: kept",
+                                len(reused), len(images))
 
-    return {image_id: (lambda i=image_id, f=loader: compute(i, f)) for image_id, loader in todo.items()}
+    return {image_id: (lambda i=image_id, f=loader: compute(i, f)) for image_id, loader in images.items()}
 
 
 def measure_masks(
