@@ -166,3 +166,34 @@ def test_fingerprint_covers_the_extra_samples(samples, extra_raw):
     joined = fingerprint_samples(samples, extra)
     assert joined["training_data_fingerprint"] != alone
     assert joined["training_images"] == str(len(samples) + len(extra))
+
+
+def test_every_broken_sample_is_reported_in_one_error(dsb_folder, caplog):
+    import skimage.io
+
+    from tests.conftest import make_nuclei, write_dsb_sample
+
+    image, _ = make_nuclei(seed=11)
+    write_dsb_sample(dsb_folder, "emptymasks", image, None)
+    (dsb_folder / "emptymasks" / "masks").mkdir()
+    skimage.io.imsave(dsb_folder / "sample02" / "masks" / "mask001.png", np.zeros((9, 9), np.uint8),
+                      check_contrast=False)
+    with pytest.raises(ValueError, match=r"2 sample\(s\)") as raised:
+        read_samples(DSBSampleDataset(str(dsb_folder)).load())
+    assert "emptymasks" in str(raised.value) and "empty masks folder" in str(raised.value)
+    assert "sample02" in str(raised.value) and "mask001.png" in str(raised.value)
+    with caplog.at_level("WARNING"):
+        kept = read_samples(DSBSampleDataset(str(dsb_folder), on_error="skip").load())
+    assert len(kept) == 8 - 1 and "emptymasks" in caplog.text
+
+
+def test_every_structural_problem_is_listed_at_once(dsb_folder):
+    from kedro.io import DatasetError
+
+    from tests.conftest import make_nuclei, write_dsb_sample
+
+    image, _ = make_nuclei(seed=12)
+    write_dsb_sample(dsb_folder, "nomasks_a", image, None)
+    write_dsb_sample(dsb_folder, "nomasks_b", image, None)
+    with pytest.raises(DatasetError, match=r"2 broken sample\(s\)(.|\n)*nomasks_a(.|\n)*nomasks_b"):
+        DSBSampleDataset(str(dsb_folder)).load()

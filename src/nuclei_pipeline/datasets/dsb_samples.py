@@ -24,6 +24,9 @@ def _read_sample(sample_dir: Path, with_masks: bool, on_error: str) -> dict[str,
         record: dict[str, Any] = {"id": sample_id, "image": image}
         if with_masks:
             mask_paths = sorted((sample_dir / "masks").glob("*.png"))
+            if not mask_paths:
+                # an empty masks/ folder would train "no nucleus here" on an image full of them
+                raise ImageReadError(f"training sample {sample_dir} has an empty masks folder")
             masks = []
             for path in mask_paths:
                 mask = read_mask(path)
@@ -83,10 +86,6 @@ class DSBSampleDataset(AbstractDataset[None, dict[str, Callable[[], dict | None]
         self._on_error = on_error
         self.metadata = metadata
 
-    def _problem(self, message: str) -> None:
-        if self._on_error == "raise":
-            raise DatasetError(message)
-        logger.warning("skipping: %s", message)
 
     def load(self) -> dict[str, Callable[[], dict | None]]:
         if not self._path.is_dir():
@@ -94,18 +93,24 @@ class DSBSampleDataset(AbstractDataset[None, dict[str, Callable[[], dict | None]
                 f"DSB2018 folder {self._path} does not exist; run `make data` (see README) "
                 "or set DSB2018_DIR to a folder holding stage1_train/ and stage1_test/"
             )
-        samples = {}
+        samples, problems = {}, []
         for sample_dir in sorted(p for p in self._path.iterdir() if p.is_dir()):
             image_path = sample_dir / "images" / f"{sample_dir.name}.png"
             if not image_path.is_file():
-                self._problem(f"sample {sample_dir} has no image file {image_path}")
+                problems.append(f"sample {sample_dir} has no image file {image_path}")
                 continue
             if self._with_masks and not (sample_dir / "masks").is_dir():
-                self._problem(f"training sample {sample_dir} has no masks folder")
+                problems.append(f"training sample {sample_dir} has no masks folder")
                 continue
             samples[sample_dir.name] = partial(
                 _read_sample, sample_dir, self._with_masks, self._on_error
             )
+        if problems and self._on_error == "raise":
+            # every problem at once, so a user fixes them in one go
+            raise DatasetError(f"{len(problems)} broken sample(s) in {self._path} "
+                               "(or set on_error: skip):\n" + "\n".join(problems))
+        for problem in problems:
+            logger.warning("skipping: %s", problem)
         if not samples:
             raise DatasetError(f"no DSB2018 samples found in {self._path}")
         return samples

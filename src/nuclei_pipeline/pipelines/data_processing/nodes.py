@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nuclei_pipeline.core.images import image_type
+from nuclei_pipeline.core.images import ImageReadError, image_type
 from nuclei_pipeline.core.preprocess import (
     INPUT_MODES,
     percentile_range,
@@ -25,19 +25,33 @@ logger = logging.getLogger(__name__)
 DSB_SOURCE = "dsb2018"
 
 
-def read_samples(raw_samples: dict[str, Callable[[], dict | None]]) -> list[dict[str, Any]]:
-    """Read every lazily loaded sample once; skipped samples (``None``) are dropped.
+def _read_all(raw_samples: dict[str, Callable[[], dict | None]]) -> list[dict[str, Any]]:
+    """Call every loader; skipped samples (``None``) are dropped, labels kept as uint16 (half the memory).
 
-    Labels are kept as uint16 to halve memory.
+    Every sample is read before a problem is reported, and all problems are
+    reported in one error, so a user fixes them in one go.
     """
-    samples = []
+    samples, problems = [], []
     for sample_id in sorted(raw_samples):
-        record = raw_samples[sample_id]()
+        try:
+            record = raw_samples[sample_id]()
+        except ImageReadError as error:
+            problems.append(str(error))
+            continue
         if record is None:
             continue
         if "labels" in record:
             record["labels"] = record["labels"].astype(np.uint16)
         samples.append(record)
+    if problems:
+        raise ValueError(f"{len(problems)} sample(s) cannot be used (fix them, or set on_error: skip "
+                         "for the dataset in conf/base/catalog.yml):\n" + "\n".join(problems))
+    return samples
+
+
+def read_samples(raw_samples: dict[str, Callable[[], dict | None]]) -> list[dict[str, Any]]:
+    """Read every lazily loaded sample once (see :func:`_read_all`)."""
+    samples = _read_all(raw_samples)
     skipped = len(raw_samples) - len(samples)
     logger.info("read %d samples (%d skipped)", len(samples), skipped)
     if not samples:
@@ -90,14 +104,8 @@ def read_extra_samples(
         if name not in extra_raw:
             logger.warning("training.extra_datasets names %r, which is not available: training without it", name)
             continue
-        for sample_id in sorted(extra_raw[name]):
-            record = extra_raw[name][sample_id]()
-            if record is None:
-                continue
-            record["id"] = f"{name}/{sample_id}"
-            record["labels"] = record["labels"].astype(np.uint16)
-            record["source"] = name
-            samples.append(record)
+        for record in _read_all(extra_raw[name]):
+            samples.append({**record, "id": f"{name}/{record['id']}", "source": name})
         logger.info("extra training set %s: %d images", name, sum(s["source"] == name for s in samples))
     return samples
 
