@@ -223,3 +223,34 @@ def test_stain_augmentation_spares_dark_fluorescence():
     assert np.array_equal(same, dark)
     changed, _ = augment(_stained_tissue(), np.ones((32, 32, 1), np.float32), rng, {"stain": 0.5})
     assert not np.allclose(changed, _stained_tissue(), atol=0.01)
+
+
+def test_tiles_cover_every_pixel_once_from_its_most_central_tile():
+    from nuclei_pipeline.core.predict import tile_spans
+
+    for length in (100, 256, 257, 300, 777, 1024, 1391):
+        spans = tile_spans(length, 256, 64, 16)
+        kept = np.zeros(length, int)
+        for start, stop, keep_from, keep_to in spans:
+            assert start % 16 == 0 or stop == length
+            assert start <= keep_from < keep_to <= stop and stop - start == min(256, length)
+            kept[keep_from:keep_to] += 1
+            # at least half the overlap of context on each inner side
+            assert keep_from == 0 or keep_from - start >= 32
+            assert keep_to == length or stop - keep_to >= 32
+        assert (kept == 1).all()
+
+
+def test_tiled_prediction_equals_whole_image_prediction_with_enough_overlap():
+    keras.utils.set_random_seed(0)
+    model = build_unet((None, None, 3), filters=(4, 8, 16), dropout=(0, 0, 0), output_channels=2)
+    image = (np.random.default_rng(0).random((150, 230, 3)) * 255).astype(np.uint8)
+    whole = predict_probabilities(model, image, "native", test_time_augmentation=True)
+    tiled = predict_probabilities(model, image, "native", test_time_augmentation=True,
+                                  tile_size=96, tile_overlap=80)
+    assert tiled.shape == whole.shape == (150, 230, 2)
+    assert np.abs(tiled - whole).max() < 1e-4
+    rough = predict_probabilities(model, image, "native", tile_size=64, tile_overlap=0)
+    assert np.abs(rough - predict_probabilities(model, image, "native")).max() > 1e-3  # seams without overlap
+    with pytest.raises(ValueError, match="prediction.tile_size"):
+        predict_probabilities(model, image, "native", tile_size=98)

@@ -6,6 +6,7 @@ input preparation matches training in exactly one place.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import keras
@@ -15,11 +16,67 @@ from skimage.transform import resize
 from nuclei_pipeline.core.model import network_stride
 from nuclei_pipeline.core.preprocess import pad_to_multiple, resize_image, scale_image
 
+logger = logging.getLogger(__name__)
+
 _FLIPS = ((), (0,), (1,), (0, 1))
 
 
 def _forward(model: keras.Model, batch: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict_on_batch(batch), dtype=np.float32)
+
+
+def _predict_flips(model: keras.Model, image: np.ndarray, flips) -> np.ndarray:
+    """Mean of the model's maps over the given flips of one padded image."""
+    batch = np.stack([np.flip(image, axis=axes) if axes else image for axes in flips])
+    outputs = _forward(model, batch)
+    return np.mean([np.flip(out, axis=axes) if axes else out for out, axes in zip(outputs, flips, strict=True)],
+                   axis=0)
+
+
+def tile_spans(length: int, tile: int, overlap: int, multiple: int = 1) -> list[tuple[int, int, int, int]]:
+    """Tiles along one axis: ``(start, stop, keep_from, keep_to)`` in image coordinates.
+
+    Tiles of ``tile`` pixels overlap by at least ``overlap``; each pixel is
+    kept from exactly one tile, the one whose inner edge is farthest (the
+    overlap is split at its middle), so away from the image edge a pixel's
+    value comes from at least ``overlap / 2`` pixels of context on each side.
+    Starts are multiples of ``multiple`` (the network stride) where possible;
+    the last tile ends flush with the image.
+    """
+    if length <= tile:
+        return [(0, length, 0, length)]
+    step = max(multiple, (tile - overlap) // multiple * multiple)
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    spans = []
+    for index, start in enumerate(starts):
+        stop = start + tile
+        keep_from = 0 if index == 0 else (spans[-1][1] + start) // 2
+        keep_to = length if index == len(starts) - 1 else (stop + starts[index + 1]) // 2
+        spans.append((start, stop, keep_from, keep_to))
+    return spans
+
+
+def predict_tiled(
+    model: keras.Model, image: np.ndarray, tile: int, overlap: int, flips=((),), multiple: int = 1
+) -> np.ndarray:
+    """:func:`_predict_flips` over overlapping ``tile × tile`` windows, each pixel kept from one tile.
+
+    Memory grows with the tile, not with the image (apart from the output
+    maps). With ``overlap`` at least twice the distance over which the
+    network's padding reaches in, the result equals whole-image prediction.
+    """
+    height, width = image.shape[:2]
+    rows, columns = tile_spans(height, tile, overlap, multiple), tile_spans(width, tile, overlap, multiple)
+    logger.info("predicting a %d × %d image in %d tiles of %d²", height, width, len(rows) * len(columns), tile)
+    output = None
+    for top, bottom, keep_top, keep_bottom in rows:
+        for left, right, keep_left, keep_right in columns:
+            maps = _predict_flips(model, image[top:bottom, left:right], flips)
+            if output is None:
+                output = np.zeros((height, width, maps.shape[-1]), np.float32)
+            output[keep_top:keep_bottom, keep_left:keep_right] = maps[
+                keep_top - top : keep_bottom - top, keep_left - left : keep_right - left]
+    return output
 
 
 def predict_probabilities(
@@ -30,6 +87,8 @@ def predict_probabilities(
     invert_light_background: bool = False,
     test_time_augmentation: bool = False,
     normalize_percentiles: Sequence[float] | None = None,
+    tile_size: int | None = None,
+    tile_overlap: int = 64,
 ) -> np.ndarray:
     """Probability maps ``(H, W, C)`` for one uint8 RGB image ``(H, W, 3)``.
 
@@ -49,6 +108,10 @@ def predict_probabilities(
         Average the predictions of the four flips of the image.
     normalize_percentiles : (low, high) or None
         As in training (see :func:`nuclei_pipeline.core.preprocess.scale_image`).
+    tile_size, tile_overlap : int
+        ``native`` mode: an image larger than ``tile_size`` is predicted in
+        overlapping tiles (:func:`predict_tiled`), so memory is bounded by the
+        tile; ``None``: always whole.
     """
     scaled = scale_image(image, invert_light_background, normalize_percentiles)
     height, width = scaled.shape[:2]
@@ -59,10 +122,14 @@ def predict_probabilities(
     else:
         raise ValueError(f"preprocessing.input_mode must be 'resize' or 'native', got {input_mode!r}")
     flips = _FLIPS if test_time_augmentation else ((),)
-    batch = np.stack([np.flip(model_input, axis=axes) if axes else model_input for axes in flips])
-    outputs = _forward(model, batch)
-    restored = [np.flip(out, axis=axes) if axes else out for out, axes in zip(outputs, flips, strict=True)]
-    probabilities = np.mean(restored, axis=0)
+    if input_mode == "native" and tile_size and max(model_input.shape[:2]) > tile_size:
+        stride = network_stride(model)
+        if tile_size % stride or not 0 <= tile_overlap < tile_size:
+            raise ValueError(f"prediction.tile_size must be a multiple of {stride} and exceed "
+                             f"prediction.tile_overlap, got {tile_size} and {tile_overlap}")
+        probabilities = predict_tiled(model, model_input, tile_size, tile_overlap, flips, stride)
+    else:
+        probabilities = _predict_flips(model, model_input, flips)
     if input_mode == "resize":
         return resize(probabilities, (height, width), order=1, mode="edge", preserve_range=True).astype(np.float32)
     return probabilities[:height, :width]
@@ -73,13 +140,16 @@ def predict_with_spec(
     image: np.ndarray,
     model_spec: dict,
     test_time_augmentation: bool = False,
+    tiling: dict | None = None,
 ) -> np.ndarray:
     """:func:`predict_probabilities` with the input settings a model was trained with.
 
     ``model_spec`` is the training pipeline's ``model_spec.json`` (``input_mode``,
     ``size``, ``invert_light_background``, ``normalize_percentiles``), so every caller prepares images the
-    same way the model saw them.
+    same way the model saw them. ``tiling`` is the ``prediction`` parameter
+    group (``tile_size``, ``tile_overlap``; absent: whole images).
     """
+    tiling = tiling or {}
     return predict_probabilities(
         model,
         image,
@@ -88,4 +158,6 @@ def predict_with_spec(
         invert_light_background=bool(model_spec.get("invert_light_background", False)),
         test_time_augmentation=test_time_augmentation,
         normalize_percentiles=model_spec.get("normalize_percentiles"),
+        tile_size=tiling.get("tile_size"),
+        tile_overlap=int(tiling.get("tile_overlap", 64)),
     )

@@ -46,13 +46,16 @@ def predict_validation(
     split: dict[str, list[str]],
     model_spec: dict[str, Any],
     evaluation: dict[str, Any],
+    prediction: dict[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Probability maps ``(H, W, C)`` (float16) for each validation image at its resolution."""
+    """Probability maps ``(H, W, C)`` (float16) for each validation image at its resolution
+    (``prediction``: tiling, as in inference)."""
     probabilities = {}
     for sample in _validation_samples(samples, split):
         probabilities[sample["id"]] = predict_with_spec(
             model, sample["image"], model_spec,
             test_time_augmentation=bool(evaluation.get("test_time_augmentation", False)),
+            tiling=prediction,
         ).astype(np.float16)
     return probabilities
 
@@ -202,6 +205,7 @@ def predict_ood_sets(
     model_spec: dict[str, Any],
     postprocessing: dict[str, Any],
     evaluation: dict[str, Any],
+    prediction: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Instance labels for every image of every out-of-distribution set.
 
@@ -214,6 +218,7 @@ def predict_ood_sets(
         stack = predict_with_spec(
             model, sample["image"], model_spec,
             test_time_augmentation=bool(evaluation.get("test_time_augmentation", False)),
+            tiling=prediction,
         )
         labels = probabilities_to_labels(stack, **postprocessing).astype(np.uint16)
         predictions.setdefault(set_name, {})[sample["id"]] = labels

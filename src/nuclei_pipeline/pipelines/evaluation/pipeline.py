@@ -21,7 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 predict_validation,
                 ["trained_model", "train_samples", "train_validation_split", "model_spec",
-                 "params:evaluation"],
+                 "params:evaluation", "params:prediction"],
                 "validation_probabilities",
                 name="predict_validation",
             ),
@@ -47,7 +47,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             # Out-of-distribution sets: scored with the settings tuned above, never tuned on.
             Node(
                 predict_ood_sets,
-                ["trained_model", "ood_raw", "model_spec", "postprocessing_settings", "params:evaluation"],
+                ["trained_model", "ood_raw", "model_spec", "postprocessing_settings", "params:evaluation",
+                 "params:prediction"],
                 "ood_predictions",
                 name="predict_ood_sets",
             ),

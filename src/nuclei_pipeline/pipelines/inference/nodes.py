@@ -65,8 +65,9 @@ def prediction_key(
     model_spec: dict[str, Any],
     postprocessing: dict[str, Any],
     inference: dict[str, Any],
+    prediction: dict[str, Any] | None = None,
 ) -> str:
-    """Short hash of everything that decides a mask: weights, input spec, post-processing, TTA."""
+    """Short hash of everything that decides a mask: weights, input spec, post-processing, TTA, tiling."""
     digest = hashlib.sha256()
     for weights in model.get_weights():
         digest.update(np.ascontiguousarray(weights).tobytes())
@@ -76,6 +77,7 @@ def prediction_key(
         "invert": model_spec.get("invert_light_background"),
         "postprocessing": postprocessing,
         "tta": bool(inference.get("test_time_augmentation", False)),
+        "tiling": {key: (prediction or {}).get(key) for key in ("tile_size", "tile_overlap")},
     }
     if model_spec.get("normalize_percentiles") is not None:
         # Only when set, so masks made before the setting existed keep their keys.
@@ -96,6 +98,7 @@ def predict_masks(
     postprocessing: dict[str, Any],
     inference: dict[str, Any],
     existing_keys: dict[str, str | None],
+    prediction: dict[str, Any] | None = None,
 ) -> dict[str, Callable[[], dict[str, Any] | None]]:
     """Lazily predicted label images, ``{image_id: compute}``.
 
@@ -107,9 +110,9 @@ def predict_masks(
     (``{"unchanged": True}``) unless ``inference.resume`` is false, so a
     re-run after an interruption only does what is missing, and another
     picture of the same name (another input folder) is never served the
-    first one's mask.
+    first one's mask. ``prediction`` sets the tiling of large images.
     """
-    model_key = prediction_key(model, model_spec, postprocessing, inference)
+    model_key = prediction_key(model, model_spec, postprocessing, inference, prediction)
     resume = bool(inference.get("resume", True))
     progress = tqdm(total=len(images), desc="predicting", unit="image", smoothing=0.1)
     reused = []
@@ -128,6 +131,7 @@ def predict_masks(
             probabilities = predict_with_spec(
                 model, image, model_spec,
                 test_time_augmentation=bool(inference.get("test_time_augmentation", False)),
+                tiling=prediction,
             )
             return {"image": probabilities_to_labels(probabilities, **postprocessing), "key": key}
         finally:

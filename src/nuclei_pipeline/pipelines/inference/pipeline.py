@@ -16,7 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 predict_masks,
                 ["inference_images", "trained_model", "model_spec", "postprocessing_settings",
-                 "params:inference", "existing_mask_keys"],
+                 "params:inference", "existing_mask_keys", "params:prediction"],
                 "predicted_masks",
                 name="predict_masks",
             ),
