@@ -112,13 +112,17 @@ def test_png_folder_absent_loads_empty(tmp_path):
     assert PngFolderDataset(str(tmp_path / "nothing")).load() == {}
 
 
-def test_json_fallback(tmp_path):
+def test_json_fallback(tmp_path, caplog):
     shipped = tmp_path / "shipped.json"
     shipped.write_text('{"input_mode": "native"}')
     dataset = JSONWithFallbackDataset(filepath=str(tmp_path / "own.json"), fallback_filepath=str(shipped))
-    assert dataset.load() == {"input_mode": "native"}
+    with caplog.at_level(logging.WARNING):
+        assert dataset.load() == {"input_mode": "native"}
+    assert "using the shipped" in caplog.text and "shipped.json" in caplog.text  # said, not silent
     dataset.save({"input_mode": "resize"})
+    caplog.clear()
     assert dataset.load() == {"input_mode": "resize"}
+    assert "shipped" not in caplog.text
     assert shipped.read_text() == '{"input_mode": "native"}'
     missing = JSONWithFallbackDataset(filepath=str(tmp_path / "x.json"), fallback_filepath=str(tmp_path / "y.json"))
     with pytest.raises(DatasetError, match="kedro run"):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from kedro.io import AbstractDataset
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.tensorflow import TensorFlowModelDataset
+
+logger = logging.getLogger(__name__)
 
 
 def with_fallback(base: type[AbstractDataset]) -> type[AbstractDataset]:
@@ -29,6 +32,8 @@ def with_fallback(base: type[AbstractDataset]) -> type[AbstractDataset]:
                         "exists: run `kedro run` (or the training pipeline) first"
                     )
                 kwargs = {k: v for k, v in self._fallback_kwargs.items() if k != "version"}
+                # A user must know the shipped file, not a model of theirs, is in use.
+                logger.warning("%s does not exist: using the shipped %s", self._filepath, self._fallback_filepath)
                 return base(**kwargs).load()
             return super().load()
 
