@@ -44,4 +44,7 @@ class ProjectHooks:
         run = mlflow.active_run()
         if run is not None and run.info.run_id != self._tagged_run_id:
             mlflow.set_tags({"git_commit": git_commit(), "kedro_env": self._env})
+            # MLflow 3 opens an experiment in its GenAI (traces) view unless told it holds model runs.
+            mlflow.MlflowClient().set_experiment_tag(
+                run.info.experiment_id, "mlflow.experimentKind", "custom_model_development")
             self._tagged_run_id = run.info.run_id

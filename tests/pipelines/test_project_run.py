@@ -122,6 +122,8 @@ def test_default_run_trains_evaluates_predicts_and_tracks(project, monkeypatch):
     assert "val_map" in tracked.data.metrics and "val_iou" in tracked.data.metrics
     assert tracked.data.params["training.epochs"] == "2"
     assert "git_commit" in tracked.data.tags
+    experiment = mlflow.MlflowClient().get_experiment(tracked.info.experiment_id)
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"  # the runs table, not traces
     assert len(tracked.data.tags["training_data_fingerprint"]) == 16
     artifacts = {a.path for a in client.list_artifacts(tracked.info.run_id, "model")}
     assert {"model/unet.keras", "model/unet_final_epoch.keras", "model/model_spec.json"} <= artifacts
