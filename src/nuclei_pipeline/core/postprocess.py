@@ -191,3 +191,58 @@ def probabilities_to_labels(
     else:
         raise ValueError(f"postprocessing.method must be one of {METHODS}, got {method!r}")
     return remove_small_labels(remove_uncertain_labels(labels, body, min_mean_probability), min_size)
+
+
+def blockwise_labels(
+    probabilities: np.ndarray, block_size: int, margin: int, **settings
+) -> np.ndarray:
+    """:func:`probabilities_to_labels` block by block, for maps too large to segment at once.
+
+    Each ``block_size²`` block is segmented with ``margin`` pixels of context
+    on every side; an object belongs to the block that holds its centre and
+    is pasted whole, so no nucleus is cut, duplicated or dropped at a block
+    border as long as nuclei are smaller than ``margin``. Labels are made
+    unique over the image (1…N, numbered block by block). Working memory
+    grows with the block, not with the image.
+    """
+    if block_size < 1 or margin < 0:
+        raise ValueError(f"block_size must be positive and margin non-negative, got {block_size} and {margin}")
+    height, width = probabilities.shape[:2]
+    result = np.zeros((height, width), np.int32)
+    count = 0
+    for top in range(0, height, block_size):
+        for left in range(0, width, block_size):
+            y0, x0 = max(0, top - margin), max(0, left - margin)
+            y1, x1 = min(height, top + block_size + margin), min(width, left + block_size + margin)
+            labels = probabilities_to_labels(probabilities[y0:y1, x0:x1], **settings)
+            if not labels.any():
+                continue
+            objects = np.arange(1, labels.max() + 1)
+            centres = ndi.center_of_mass(labels > 0, labels, objects)
+            target = result[y0:y1, x0:x1]
+            for value, box, (cy, cx) in zip(objects, ndi.find_objects(labels), centres, strict=True):
+                if box is None:
+                    continue
+                cy, cx = int(cy) + y0, int(cx) + x0
+                if not (top <= cy < top + block_size and left <= cx < left + block_size):
+                    continue  # another block owns it
+                free = (labels[box] == value) & (target[box] == 0)
+                count += 1
+                target[box][free] = count
+    return result
+
+
+def segment(
+    probabilities: np.ndarray,
+    postprocessing: dict,
+    block_size: int | None = None,
+    block_margin: int = 128,
+) -> np.ndarray:
+    """Instance labels from probability maps: whole, or :func:`blockwise_labels` when larger than ``block_size``.
+
+    ``postprocessing`` holds the settings of :func:`probabilities_to_labels`;
+    ``block_size`` / ``block_margin`` come from the ``prediction`` parameter group.
+    """
+    if block_size and max(probabilities.shape[:2]) > block_size:
+        return blockwise_labels(probabilities, block_size, block_margin, **postprocessing)
+    return probabilities_to_labels(probabilities, **postprocessing)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from nuclei_pipeline.core.images import ImageReadError
 from nuclei_pipeline.core.measure import measure_nuclei, outline_polygons
 from nuclei_pipeline.core.overlays import colour_labels, draw_outlines
-from nuclei_pipeline.core.postprocess import probabilities_to_labels
+from nuclei_pipeline.core.postprocess import segment
 from nuclei_pipeline.core.predict import predict_with_spec
 from nuclei_pipeline.core.rle import labels_to_rles
 
@@ -77,7 +77,7 @@ def prediction_key(
         "invert": model_spec.get("invert_light_background"),
         "postprocessing": postprocessing,
         "tta": bool(inference.get("test_time_augmentation", False)),
-        "tiling": {key: (prediction or {}).get(key) for key in ("tile_size", "tile_overlap")},
+        "tiling": {key: (prediction or {}).get(key) for key in ("tile_size", "tile_overlap", "block_size", "block_margin")},
     }
     if model_spec.get("normalize_percentiles") is not None:
         # Only when set, so masks made before the setting existed keep their keys.
@@ -133,7 +133,8 @@ def predict_masks(
                 test_time_augmentation=bool(inference.get("test_time_augmentation", False)),
                 tiling=prediction,
             )
-            return {"image": probabilities_to_labels(probabilities, **postprocessing), "key": key}
+            blocking = {key: value for key, value in (prediction or {}).items() if key.startswith("block_")}
+            return {"image": segment(probabilities, postprocessing, **blocking), "key": key}
         finally:
             progress.update(1)
             if progress.n >= progress.total:
