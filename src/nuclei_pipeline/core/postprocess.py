@@ -6,6 +6,8 @@ both call :func:`probabilities_to_labels`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import label
@@ -193,28 +195,32 @@ def probabilities_to_labels(
     return remove_small_labels(remove_uncertain_labels(labels, body, min_mean_probability), min_size)
 
 
-def blockwise_labels(
-    probabilities: np.ndarray, block_size: int, margin: int, **settings
+def assemble_blocks(
+    shape: tuple[int, int],
+    block_size: int,
+    margin: int,
+    segment_region: Callable[[int, int, int, int], np.ndarray],
 ) -> np.ndarray:
-    """:func:`probabilities_to_labels` block by block, for maps too large to segment at once.
+    """Instance labels of a large image, segmented block by block.
 
-    Each ``block_size²`` block is segmented with ``margin`` pixels of context
-    on every side; an object belongs to the block that holds its centre and
-    is pasted whole, so no nucleus is cut, duplicated or dropped at a block
-    border as long as nuclei are smaller than ``margin``. Labels are made
-    unique over the image (1…N, numbered block by block). Working memory
-    grows with the block, not with the image.
+    ``segment_region(y0, y1, x0, x1)`` returns the labels of that region: a
+    ``block_size²`` block with ``margin`` pixels of context on every side.
+    An object belongs to the block that holds its centre and is pasted
+    whole, so no nucleus is cut, duplicated or dropped at a block border as
+    long as nuclei are smaller than ``margin``. Labels are made unique over
+    the image (1…N, numbered block by block). Working memory grows with the
+    block, not with the image, apart from the label image itself.
     """
     if block_size < 1 or margin < 0:
         raise ValueError(f"block_size must be positive and margin non-negative, got {block_size} and {margin}")
-    height, width = probabilities.shape[:2]
+    height, width = shape
     result = np.zeros((height, width), np.int32)
     count = 0
     for top in range(0, height, block_size):
         for left in range(0, width, block_size):
             y0, x0 = max(0, top - margin), max(0, left - margin)
             y1, x1 = min(height, top + block_size + margin), min(width, left + block_size + margin)
-            labels = probabilities_to_labels(probabilities[y0:y1, x0:x1], **settings)
+            labels = segment_region(y0, y1, x0, x1)
             if not labels.any():
                 continue
             objects = np.arange(1, labels.max() + 1)
@@ -232,17 +238,9 @@ def blockwise_labels(
     return result
 
 
-def segment(
-    probabilities: np.ndarray,
-    postprocessing: dict,
-    block_size: int | None = None,
-    block_margin: int = 128,
-) -> np.ndarray:
-    """Instance labels from probability maps: whole, or :func:`blockwise_labels` when larger than ``block_size``.
-
-    ``postprocessing`` holds the settings of :func:`probabilities_to_labels`;
-    ``block_size`` / ``block_margin`` come from the ``prediction`` parameter group.
-    """
-    if block_size and max(probabilities.shape[:2]) > block_size:
-        return blockwise_labels(probabilities, block_size, block_margin, **postprocessing)
-    return probabilities_to_labels(probabilities, **postprocessing)
+def blockwise_labels(probabilities: np.ndarray, block_size: int, margin: int, **settings) -> np.ndarray:
+    """:func:`probabilities_to_labels` block by block (see :func:`assemble_blocks`)."""
+    return assemble_blocks(
+        probabilities.shape[:2], block_size, margin,
+        lambda y0, y1, x0, x1: probabilities_to_labels(probabilities[y0:y1, x0:x1], **settings),
+    )

@@ -14,6 +14,7 @@ import numpy as np
 from skimage.transform import resize
 
 from nuclei_pipeline.core.model import network_stride
+from nuclei_pipeline.core.postprocess import assemble_blocks, probabilities_to_labels
 from nuclei_pipeline.core.preprocess import pad_to_multiple, resize_image, scale_image
 
 logger = logging.getLogger(__name__)
@@ -161,3 +162,33 @@ def predict_with_spec(
         tile_size=tiling.get("tile_size"),
         tile_overlap=int(tiling.get("tile_overlap", 64)),
     )
+
+
+def predict_labels(
+    model: keras.Model,
+    image: np.ndarray,
+    model_spec: dict,
+    postprocessing: dict,
+    test_time_augmentation: bool = False,
+    prediction: dict | None = None,
+) -> np.ndarray:
+    """Instance labels ``(H, W)`` of one image: :func:`predict_with_spec`, then post-processing.
+
+    An image larger than ``prediction.block_size`` (native input) is done
+    block by block (:func:`nuclei_pipeline.core.postprocess.assemble_blocks`:
+    each block predicted and segmented with ``prediction.block_margin`` pixels
+    of context), so no probability map of the whole image is ever held:
+    memory grows with the block, apart from the image and its labels.
+    """
+    prediction = prediction or {}
+    block = prediction.get("block_size")
+    margin = int(prediction.get("block_margin", 128))
+
+    def segment_region(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        maps = predict_with_spec(model, image[y0:y1, x0:x1], model_spec, test_time_augmentation, prediction)
+        return probabilities_to_labels(maps, **postprocessing)
+
+    if not block or model_spec.get("input_mode") != "native" or max(image.shape[:2]) <= block:
+        return segment_region(0, image.shape[0], 0, image.shape[1])
+    logger.info("segmenting a %d × %d image in blocks of %d²", image.shape[0], image.shape[1], block)
+    return assemble_blocks(image.shape[:2], int(block), margin, segment_region)

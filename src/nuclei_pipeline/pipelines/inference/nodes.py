@@ -19,8 +19,7 @@ from tqdm.auto import tqdm
 from nuclei_pipeline.core.images import ImageReadError
 from nuclei_pipeline.core.measure import measure_nuclei, outline_polygons
 from nuclei_pipeline.core.overlays import colour_labels, draw_outlines
-from nuclei_pipeline.core.postprocess import segment
-from nuclei_pipeline.core.predict import predict_with_spec
+from nuclei_pipeline.core.predict import predict_labels
 from nuclei_pipeline.core.rle import labels_to_rles
 
 logger = logging.getLogger(__name__)
@@ -128,13 +127,12 @@ def predict_masks(
             if resume and existing_keys.get(image_id) == key:
                 reused.append(image_id)
                 return {"unchanged": True}
-            probabilities = predict_with_spec(
-                model, image, model_spec,
+            labels = predict_labels(
+                model, image, model_spec, postprocessing,
                 test_time_augmentation=bool(inference.get("test_time_augmentation", False)),
-                tiling=prediction,
+                prediction=prediction,
             )
-            blocking = {key: value for key, value in (prediction or {}).items() if key.startswith("block_")}
-            return {"image": segment(probabilities, postprocessing, **blocking), "key": key}
+            return {"image": labels, "key": key}
         finally:
             progress.update(1)
             if progress.n >= progress.total:
