@@ -59,7 +59,7 @@ def main() -> None:
         measure_seconds = time.perf_counter() - started
         started = time.perf_counter()
         measured = {image_id: (lambda t=table: t) for image_id, table in tables.items()}
-        tiffs, rois, geojson = export_masks(stored, measured, EXPORTS)
+        _, tiffs, rois, geojson = export_masks(stored, measured, EXPORTS)
         nuclei = 0
         for image_id in tiffs:
             LabelTiffDataset(str(out / "tif" / f"{image_id}.tif")).save(tiffs[image_id]())
