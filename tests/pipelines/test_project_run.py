@@ -181,13 +181,13 @@ def test_inference_measures_every_nucleus_and_exports_for_fiji_and_qupath(projec
         runtime_params={"inference": {"exports": ["table_csv", "label_tiff", "imagej_rois", "geojson"]}})
     output = project / "data" / "07_model_output" / "default"
     report = pd.read_csv(project / "data" / "08_reporting" / "default" / "inference_report.csv").set_index("id")
-    table = pd.read_parquet(project / "data" / "08_reporting" / "default" / "nuclei")
+    table = pd.read_parquet(project / "data" / "07_model_output" / "default" / "nuclei")
     ok = sorted(report.index[report["status"] == "ok"])
     assert ok == ["grey16", "sample00", "sample01"]  # the broken file is reported, not measured
     counts = table.groupby("image_id").size().reindex(ok, fill_value=0)
     assert counts.tolist() == report.loc[ok, "nucleus_count"].tolist()
     if len(table):
-        whole = pd.read_csv(project / "data" / "08_reporting" / "default" / "nuclei.csv")
+        whole = pd.read_csv(project / "data" / "07_model_output" / "default" / "nuclei.csv")
         assert len(whole) == len(table) and list(whole.columns) == list(table.columns)
     for image_id in ok:
         labels = skimage.io.imread(output / "masks" / f"{image_id}.png")
