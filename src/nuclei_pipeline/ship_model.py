@@ -61,8 +61,15 @@ def _relative(path: str, root: Path) -> str:
         return str(path)
 
 
-def model_card(root: Path, preset: str) -> str:
-    """Markdown model card for ``data/06_models/<preset>``."""
+def _merged(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merged(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def model_card(root: Path, preset: str, env: str | None = None) -> str:
+    """Markdown model card for ``data/06_models/<preset>`` (parameters of conf/base, overridden by ``conf/<env>``)."""
     models = root / "data" / "06_models" / preset
     reports = root / "data" / "08_reporting" / preset
     spec = json.loads((models / "model_spec.json").read_text())
@@ -72,14 +79,16 @@ def model_card(root: Path, preset: str) -> str:
     parameters = {}
     for name in ("data_processing", "training"):
         parameters.update(yaml.safe_load((root / "conf" / "base" / f"parameters_{name}.yml").read_text()))
+    for override in sorted((root / "conf" / env).glob("parameters*.yml")) if env else []:
+        parameters = _merged(parameters, yaml.safe_load(override.read_text()) or {})
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=root).stdout.strip()
     size_mb = spec["parameters"] * 4 / 1e6  # float32 weights
     sections = [
         "# Model card: nuclei_pipeline default U-Net",
         "",
         "Finds cell nuclei in fluorescence, brightfield and H&E microscopy images and returns one "
-        "mask per nucleus. Trained from scratch on CPU by `kedro run` (preset: "
-        f"`{preset}`).",
+        "mask per nucleus. " + ("Fine-tuned" if spec.get("initial_model") else "Trained from scratch")
+        + f" on CPU by `kedro run` (preset: `{preset}`).",
         "",
         "## Data",
         f"DSB2018 / BBBC038 stage-1 training set with the community's corrections (664 images, CC0). "
@@ -103,7 +112,7 @@ def model_card(root: Path, preset: str) -> str:
         f"({spec.get('precision', 'float32')} arithmetic; weights stored as float32); "
         f"best epoch {spec['best_epoch']} (lowest val_loss) is the shipped checkpoint.",
         *([f"- Fine-tuned: training started from the weights of `{_relative(spec['initial_model'], root)}` "
-           "(`training.initial_model`; the packaged model is the one shipped before this card's commit, "
+           "(`training.initial_model`; `shipped` is the model shipped before this card's commit, "
            "see the git history of `src/nuclei_pipeline/shipped_model/`)."] if spec.get("initial_model") else []),
         f"- Post-processing (tuned on the validation split): `{post}`",
         "",
@@ -125,13 +134,14 @@ def model_card(root: Path, preset: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="default")
+    parser.add_argument("--env", default=None, help="Kedro environment the model was trained with (its parameters override conf/base)")
     parser.add_argument("--project-root", type=Path, default=Path.cwd())
     args = parser.parse_args(argv)
     source = args.project_root / "data" / "06_models" / args.preset
     missing = [name for name in FILES if not (source / name).is_file()]
     if missing:
         raise SystemExit(f"{source} lacks {', '.join(missing)}: run `kedro run` first")
-    card = model_card(args.project_root, args.preset)
+    card = model_card(args.project_root, args.preset, args.env)
     SHIPPED.mkdir(exist_ok=True)
     for name in FILES[1:]:
         shutil.copy2(source / name, SHIPPED / name)

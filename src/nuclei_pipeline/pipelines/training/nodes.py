@@ -140,7 +140,7 @@ def start_from(model: keras.Model, initial_model: str | None) -> str | None:
         )
     model.set_weights(source.get_weights())
     logger.info("training starts from the weights of %s", path)
-    return str(path)
+    return str(initial_model)
 
 
 def _zoom_scale(training: dict[str, Any], mode: str) -> float:
