@@ -24,7 +24,7 @@ from nuclei_pipeline.core.metrics import (
 )
 from nuclei_pipeline.core.overlays import PREDICTED_COLOUR, TRUE_COLOUR, draw_outlines
 from nuclei_pipeline.core.postprocess import probabilities_to_labels
-from nuclei_pipeline.core.predict import predict_with_spec
+from nuclei_pipeline.core.predict import predict_labels, predict_with_spec
 from nuclei_pipeline.core.tuning import mean_scores
 
 logger = logging.getLogger(__name__)
@@ -215,12 +215,11 @@ def predict_ood_sets(
     """
     predictions: dict[str, dict[str, np.ndarray]] = {}
     for set_name, sample in _loaded_sets(ood_raw):
-        stack = predict_with_spec(
-            model, sample["image"], model_spec,
+        labels = predict_labels(
+            model, sample["image"], model_spec, postprocessing,
             test_time_augmentation=bool(evaluation.get("test_time_augmentation", False)),
-            tiling=prediction,
-        )
-        labels = probabilities_to_labels(stack, **postprocessing).astype(np.uint16)
+            prediction=prediction,
+        ).astype(np.uint16)
         predictions.setdefault(set_name, {})[sample["id"]] = labels
     for set_name, labels in predictions.items():
         logger.info("out-of-distribution set %s: %d images predicted", set_name, len(labels))
