@@ -50,7 +50,7 @@ def _sources(shares: dict[str, float]) -> str:
     if NON_COMMERCIAL & set(shares):
         lines += ["", "**Licence of these weights: CC BY-NC-SA 4.0 (non-commercial use, attribution, "
                   "share alike)**, inherited from the MoNuSeg annotations. For a model free of that "
-                  "condition, train with `--params training.extra_datasets={}` (DSB2018 alone, CC0)."]
+                  "condition, train with `--params training.extra_datasets=null` (DSB2018 alone, CC0)."]
     return "\n".join(lines)
 
 

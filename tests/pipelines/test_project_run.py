@@ -206,6 +206,8 @@ def test_seed_preset_runs_with_its_own_outputs(project, monkeypatch):
     run(project, monkeypatch, "tinyseed", pipeline=None)
     spec = yaml.safe_load((project / "data" / "06_models" / "seed" / "model_spec.json").read_text())
     assert spec["input_mode"] == "resize" and spec["target_channels"] == ["mask"]
+    # The seed trains on DSB2018 alone although the extra set is there (null overrides the base mapping).
+    assert spec["training_sources"] == {"dsb2018": 1.0}
     assert (project / "data" / "08_reporting" / "seed" / "evaluation_summary.csv").is_file()
     tracked = last_run(project, "seed-unet")
     assert tracked.data.params["training.loss"] == "binary_crossentropy"

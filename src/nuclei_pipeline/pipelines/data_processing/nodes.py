@@ -63,7 +63,7 @@ def extra_dataset_shares(extra_datasets: Any) -> dict[str, float]:
     """Check ``training.extra_datasets`` and return it as ``{set name: share}``.
 
     Each share is the fraction of training crops drawn from that set; DSB2018
-    gets the rest. ``{}`` or ``null``: the CC0 DSB2018 data alone.
+    gets the rest. ``null`` (or ``{}`` where nothing is merged into it): the CC0 DSB2018 data alone.
 
     Raises
     ------
