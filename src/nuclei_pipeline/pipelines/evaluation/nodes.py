@@ -30,6 +30,7 @@ from nuclei_pipeline.core.tuning import mean_scores
 logger = logging.getLogger(__name__)
 
 SCORE_COLUMNS = [f"score_{t:.2f}" for t in IOU_THRESHOLDS]
+OOD_GALLERY_CROP = 384  # pixels shown of each out-of-distribution image
 
 
 def _validation_samples(samples: list[dict[str, Any]], split: dict[str, list[str]]):
@@ -378,7 +379,10 @@ def plot_ood_gallery(
     predictions: dict[str, dict[str, np.ndarray]],
     ood_scores: pd.DataFrame,
 ) -> Figure:
-    """Worst and best image of each out-of-distribution set: truth green, prediction magenta."""
+    """Worst and best image of each out-of-distribution set: truth green, prediction magenta.
+
+    Each panel shows the central ``OOD_GALLERY_CROP²`` pixels, where single outlines can be seen.
+    """
     chosen = []
     for _, group in ood_scores.groupby("set", sort=True):
         ordered = group.sort_values("average_precision")
@@ -396,9 +400,11 @@ def plot_ood_gallery(
         sample = samples[(row.set, row.id)]
         overlay = draw_outlines(sample["image"], sample["labels"].astype(np.int32), TRUE_COLOUR)
         overlay = draw_outlines(overlay, predictions[row.set][row.id].astype(np.int32), PREDICTED_COLOUR)
-        axis.imshow(overlay)
+        top = max(0, (overlay.shape[0] - OOD_GALLERY_CROP) // 2)
+        left = max(0, (overlay.shape[1] - OOD_GALLERY_CROP) // 2)
+        axis.imshow(overlay[top : top + OOD_GALLERY_CROP, left : left + OOD_GALLERY_CROP])
         axis.set_title(f"{row.set} / {row.id}: score {row.average_precision:.3f}\n"
                        f"{row.true_count} true / {row.predicted_count} predicted", fontsize=10)
-    figure.suptitle("Out-of-distribution sets, worst and best image (green: truth, magenta: prediction)")
-    figure.tight_layout()
+    figure.suptitle("Out-of-distribution sets, worst and best image, centre crop (green: truth, magenta: prediction)")
+    figure.tight_layout(rect=(0, 0, 1, 0.94))  # room for the title
     return figure
