@@ -39,6 +39,15 @@ class ProjectHooks:
         self._env = context.env or "local"
 
     @hook_impl
+    def before_pipeline_run(self, run_params, pipeline, catalog):
+        # Refuse bad parameters by name before any node runs (all problems in one message).
+        from nuclei_pipeline.parameter_checks import check_parameters
+
+        groups = [name.removeprefix("params:") for name in pipeline.inputs() if name.startswith("params:")]
+        if groups:
+            check_parameters(catalog.load("parameters"), groups)
+
+    @hook_impl
     def before_node_run(self, node, catalog, inputs, is_async, run_id):
         # kedro-mlflow opens the run in its before_pipeline_run; tag it once it exists.
         run = mlflow.active_run()

@@ -326,3 +326,15 @@ def test_model_card_reports_the_validation_scores(project, monkeypatch):
     finally:
         spec_path.write_text(json.dumps(spec))
     assert "scaled to [0, 1] and stretched so that their 1 and 99.8 percentiles map to 0 and 1." in card
+
+
+@pytest.mark.slow
+def test_a_bad_parameter_is_refused_before_any_node_runs(project, monkeypatch):
+    from nuclei_pipeline.parameter_checks import ParameterError
+
+    marker = project / "data" / "02_intermediate" / "train_samples.pkl"
+    before = marker.stat().st_mtime_ns if marker.exists() else None
+    with pytest.raises(ParameterError, match="training.epochs"):
+        run(project, monkeypatch, "tiny", runtime_params={"training": {"epochs": 0}})
+    after = marker.stat().st_mtime_ns if marker.exists() else None
+    assert before == after  # data_processing did not run
