@@ -86,13 +86,20 @@ def test_exports_are_made_only_when_asked(predicted):
     assert not (drawn & ~binary_dilation(nucleus)).any() and not (nucleus & ~binary_dilation(drawn)).any()
 
 
+def test_exports_from_the_command_line_as_one_string():
+    assert check_measurement_settings({"exports": "label_tiff+geojson"})[1] == ["label_tiff", "geojson"]
+    assert check_measurement_settings({"exports": "all"})[1] == ["table_csv", "label_tiff", "imagej_rois", "geojson"]
+    assert check_measurement_settings({"exports": "geojson"})[1] == ["geojson"]
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
         ({"pixel_size_um": 0}, "inference.pixel_size_um"),
         ({"pixel_size_um": "0.5"}, "inference.pixel_size_um"),
         ({"exports": ["zip"]}, "inference.exports"),
-        ({"exports": "geojson"}, "inference.exports"),
+        ({"exports": "geojson+zip"}, "inference.exports"),
+        ({"exports": 3}, "inference.exports"),
     ],
 )
 def test_bad_measurement_settings_are_named(settings, message):

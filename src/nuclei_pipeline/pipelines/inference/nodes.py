@@ -44,6 +44,10 @@ def _pixel_size(inference: dict[str, Any], from_file: float | None, image_id: st
 def check_measurement_settings(inference: dict[str, Any]) -> tuple[float | None, list[str]]:
     """Checked ``inference.pixel_size_um`` and ``inference.exports``.
 
+    ``exports`` is a list of names, or (for the command line, where Kedro's
+    ``--params`` splits at commas) one string joined with ``+``
+    (``label_tiff+geojson``) or ``all``.
+
     Raises
     ------
     ValueError
@@ -54,8 +58,11 @@ def check_measurement_settings(inference: dict[str, Any]) -> tuple[float | None,
     if size is not None and (isinstance(size, bool) or not isinstance(size, int | float) or not size > 0):
         raise ValueError(f"inference.pixel_size_um must be null or a positive number of µm, got {size!r}")
     exports = inference.get("exports") or []
-    if isinstance(exports, str) or not all(isinstance(e, str) for e in exports) or set(exports) - set(EXPORTS):
-        raise ValueError(f"inference.exports must be a list of {list(EXPORTS)}, got {exports!r}")
+    if isinstance(exports, str):
+        exports = list(EXPORTS) if exports == "all" else exports.split("+")
+    if not isinstance(exports, list) or not all(isinstance(e, str) for e in exports) or set(exports) - set(EXPORTS):
+        raise ValueError(f"inference.exports must be a list of {list(EXPORTS)}, a '+'-joined string of them "
+                         f"or 'all', got {inference.get('exports')!r}")
     return size, list(exports)
 
 
