@@ -75,20 +75,14 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read any PNG/TIF/JPG as an ``(H, W, 3)`` uint8 RGB array.
+    """Read any PNG/TIF/JPG as an ``(H, W, 3)`` uint8 RGB array (:func:`read_original_image`, then :func:`to_rgb`).
 
     Raises
     ------
     ImageReadError
         Naming the file, when it is missing, unreadable or of an unusable shape.
     """
-    path = Path(path)
-    try:
-        raw = skimage.io.imread(path)
-    except Exception as error:  # imageio raises many types; the caller needs one
-        raise ImageReadError(f"cannot read image {path}: {error}") from error
-    if raw.ndim == 3 and raw.shape[0] in (3, 4) and raw.shape[2] > 4:
-        raw = np.moveaxis(raw, 0, -1)  # channel-first TIFF
+    raw = read_original_image(path)
     try:
         return to_rgb(raw)
     except ValueError as error:
