@@ -14,7 +14,7 @@ from typing import Any
 from nuclei_pipeline.core.augment import zoom_range
 from nuclei_pipeline.core.time_budget import budget_seconds
 from nuclei_pipeline.pipelines.data_processing.nodes import extra_dataset_shares
-from nuclei_pipeline.pipelines.inference.nodes import check_measurement_settings
+from nuclei_pipeline.pipelines.inference.nodes import check_measurement_settings, figure_count
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 
@@ -78,7 +78,7 @@ def _evaluation(evaluation: dict[str, Any]) -> Iterable[str | None]:
 def _inference(inference: dict[str, Any]) -> Iterable[str | None]:
     yield _flag("inference.test_time_augmentation", inference.get("test_time_augmentation", False))
     yield _flag("inference.resume", inference.get("resume", True))
-    yield _count("inference.figure_images", inference.get("figure_images", 4))
+    yield _raises(lambda: figure_count(inference))
     yield _raises(lambda: check_measurement_settings(inference))
 
 

@@ -293,6 +293,14 @@ def draw_overlays(
     return {image_id: (lambda i=image_id: overlay(i)) for image_id in sorted(images) if image_id in masks}
 
 
+def figure_count(inference: dict[str, Any]) -> int:
+    """Checked ``inference.figure_images``: how many images the mask figure shows."""
+    wanted = inference.get("figure_images", 4)
+    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
+        raise ValueError(f"inference.figure_images must be a positive integer, got {wanted!r}")
+    return wanted
+
+
 def plot_sample_predictions(
     images: dict[str, Callable[[], np.ndarray]],
     masks: dict[str, Callable[[], np.ndarray]],
@@ -303,9 +311,7 @@ def plot_sample_predictions(
     A figure never stops the data outputs: with no mask to show (every input
     unreadable) it says so in the figure instead of failing.
     """
-    wanted = inference.get("figure_images", 4)
-    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
-        raise ValueError(f"inference.figure_images must be a positive integer, got {wanted!r}")
+    wanted = figure_count(inference)
     available = sorted(i for i in images if i in masks)
     if not available:
         figure = Figure(figsize=(6, 2))
