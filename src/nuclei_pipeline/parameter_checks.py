@@ -13,7 +13,10 @@ from typing import Any
 
 from nuclei_pipeline.core.augment import zoom_range
 from nuclei_pipeline.core.time_budget import budget_seconds
-from nuclei_pipeline.pipelines.data_processing.nodes import extra_dataset_shares
+from nuclei_pipeline.pipelines.data_processing.nodes import (
+    extra_dataset_shares,
+    validation_fraction,
+)
 from nuclei_pipeline.pipelines.inference.nodes import check_measurement_settings, figure_count
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
@@ -90,9 +93,7 @@ def _prediction(prediction: dict[str, Any]) -> Iterable[str | None]:
 
 
 def _split(split: dict[str, Any]) -> Iterable[str | None]:
-    fraction = split.get("val_fraction", 0.1)
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
-        yield f"split.val_fraction must be a number between 0 and 1, got {fraction!r}"
+    yield _raises(lambda: validation_fraction(split))
 
 
 CHECKS: dict[str, Callable[[dict[str, Any]], Iterable[str | None]]] = {

@@ -141,6 +141,14 @@ def fingerprint_samples(
     return {"training_data_fingerprint": digest.hexdigest()[:16], "training_images": str(len(samples))}
 
 
+def validation_fraction(split: dict[str, Any]) -> float:
+    """Checked ``split.val_fraction``: a number strictly between 0 and 1."""
+    fraction = split.get("val_fraction", 0.1)
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
+        raise ValueError(f"split.val_fraction must be a number between 0 and 1, got {fraction!r}")
+    return float(fraction)
+
+
 def split_train_validation(image_table: pd.DataFrame, split: dict[str, Any]) -> dict[str, list[str]]:
     """Seeded split, stratified by image type.
 
@@ -153,9 +161,7 @@ def split_train_validation(image_table: pd.DataFrame, split: dict[str, Any]) -> 
     split : dict
         ``val_fraction`` (0 < f < 1) and ``seed``.
     """
-    fraction = float(split.get("val_fraction", 0.1))
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"split.val_fraction must be between 0 and 1, got {fraction}")
+    fraction = validation_fraction(split)
     rng = np.random.default_rng(int(split.get("seed", 42)))
     validation: list[str] = []
     for _, group in image_table.sort_values("id").groupby("type", sort=True):
