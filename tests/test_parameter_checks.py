@@ -34,6 +34,8 @@ def test_the_shipped_configuration_passes():
         ("inference", "exports", ["zip"], "inference.exports"),
         ("evaluation", "test_time_augmentation", "yes", "evaluation.test_time_augmentation"),
         ("prediction", "tile_size", -5, "prediction.tile_size"),
+        ("prediction", "nucleus_diameter", "big", "prediction.nucleus_diameter must be null, 'auto' or a positive"),
+        ("prediction", "nucleus_diameter", 0, "prediction.nucleus_diameter"),
         ("split", "val_fraction", 1.5, "split.val_fraction"),
     ],
 )

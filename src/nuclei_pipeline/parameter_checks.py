@@ -90,6 +90,9 @@ def _prediction(prediction: dict[str, Any]) -> Iterable[str | None]:
     yield _count("prediction.tile_overlap", prediction.get("tile_overlap", 64), minimum=0)
     yield _count("prediction.block_size", prediction.get("block_size"), optional=True)
     yield _count("prediction.block_margin", prediction.get("block_margin", 128), minimum=0)
+    diameter = prediction.get("nucleus_diameter")
+    if diameter not in (None, "auto") and _number("prediction.nucleus_diameter", diameter):
+        yield f"prediction.nucleus_diameter must be null, 'auto' or a positive number of pixels, got {diameter!r}"
 
 
 def _split(split: dict[str, Any]) -> Iterable[str | None]:

@@ -279,3 +279,76 @@ def test_blockwise_prediction_finds_every_nucleus_once_on_a_large_image():
     assert whole.max() == truth.max() == blocks.max()  # every nucleus once: none dropped or duplicated
     assert np.array_equal(np.unique(blocks), np.arange(blocks.max() + 1))
     assert (iou_matrix(whole, blocks).max(axis=1) == 1.0).all()  # none cut at a block border
+
+
+def test_diameter_scale_brings_nuclei_to_the_trained_size_only_when_they_differ():
+    from nuclei_pipeline.core.predict import diameter_scale
+
+    assert diameter_scale(20.0, 21.0) == 1.0  # within the 1.25× tolerance: left alone
+    assert diameter_scale(10.0, 20.0) == pytest.approx(2.0)
+    assert diameter_scale(40.0, 20.0) == pytest.approx(0.5)
+    assert diameter_scale(1.0, 20.0) == 4.0  # clipped
+    assert diameter_scale(None, 20.0) == 1.0  # nothing found: nothing to go by
+
+
+def _recorded_forward(monkeypatch):
+    """Record the shapes the network is run on."""
+    import nuclei_pipeline.core.predict as predict
+
+    shapes, forward = [], predict._forward
+
+    def recording(model, batch):
+        shapes.append(batch.shape[1:3])
+        return forward(model, batch)
+
+    monkeypatch.setattr(predict, "_forward", recording)
+    return shapes
+
+
+def test_auto_nucleus_diameter_predicts_small_nuclei_enlarged_and_returns_them_at_their_size(monkeypatch):
+    from nuclei_pipeline.core.measure import median_diameter
+    from nuclei_pipeline.core.metrics import average_precision
+    from nuclei_pipeline.core.predict import nucleus_scale, predict_labels
+    from tests.conftest import make_nuclei
+
+    image, truth = make_nuclei((128, 160), count=12, radius=(4, 5), seed=3, touching_pair=False)
+    post = {"method": "components", "threshold": 0.5}
+    spec = {"input_mode": "native", "nucleus_diameter": 2 * median_diameter(truth)}
+    model = _pixelwise_model()
+    diameter, scale, _ = nucleus_scale(model, image, spec, post, prediction={"nucleus_diameter": "auto"})
+    assert diameter == pytest.approx(median_diameter(truth), rel=0.1)
+    assert scale == pytest.approx(2.0, rel=0.1)
+    shapes = _recorded_forward(monkeypatch)
+    labels = predict_labels(model, image, spec, post, prediction={"nucleus_diameter": "auto"})
+    assert max(shape[0] for shape in shapes) >= 2 * 128  # the second pass ran on the enlarged image
+    assert labels.shape == truth.shape
+    assert average_precision(truth, labels) > 0.9
+    assert median_diameter(labels) == pytest.approx(median_diameter(truth), rel=0.1)
+
+
+def test_nucleus_diameter_of_the_trained_size_predicts_once(monkeypatch):
+    from nuclei_pipeline.core.measure import median_diameter
+    from nuclei_pipeline.core.predict import predict_labels
+    from tests.conftest import make_nuclei
+
+    image, truth = make_nuclei((96, 96), count=6, radius=(6, 8), seed=1, touching_pair=False)
+    post = {"method": "components", "threshold": 0.5}
+    spec = {"input_mode": "native", "nucleus_diameter": median_diameter(truth)}
+    shapes = _recorded_forward(monkeypatch)
+    plain = predict_labels(_pixelwise_model(), image, {"input_mode": "native"}, post)
+    auto = predict_labels(_pixelwise_model(), image, spec, post, prediction={"nucleus_diameter": "auto"})
+    assert len(shapes) == 2  # one for each call: the first pass is reused
+    assert np.array_equal(plain, auto)
+
+
+def test_nucleus_diameter_needs_a_model_that_records_its_training_size():
+    from nuclei_pipeline.core.predict import nucleus_scale
+
+    image = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match="model_spec.json lacks"):
+        nucleus_scale(_pixelwise_model(), image, {"input_mode": "native"}, {}, prediction={"nucleus_diameter": 12})
+    with pytest.raises(ValueError, match="prediction.nucleus_diameter.*'large'"):
+        nucleus_scale(_pixelwise_model(), image, {"input_mode": "native", "nucleus_diameter": 20}, {},
+                      prediction={"nucleus_diameter": "large"})
+    assert nucleus_scale(_pixelwise_model(), image, {"input_mode": "native", "nucleus_diameter": 20}, {},
+                         prediction={"nucleus_diameter": 10})[:2] == (10.0, 2.0)

@@ -27,6 +27,22 @@ def test_prediction_key_tracks_the_input_normalization():
     assert prediction_key(model, {"input_mode": "native", "normalize_percentiles": [2.0, 99.0]}, post, inference) != stretched
 
 
+def test_prediction_key_tracks_tta_and_the_nucleus_size_setting():
+    keras.utils.set_random_seed(0)
+    model = build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0))
+    post, spec = {"method": "components", "threshold": 0.5}, {"input_mode": "native"}
+    plain = prediction_key(model, spec, post, {"test_time_augmentation": True}, {"tile_size": 1024})
+    assert prediction_key(model, spec, post, {"test_time_augmentation": False}, {"tile_size": 1024}) != plain
+    # Masks made before the setting existed keep their key while it is off.
+    assert prediction_key(model, spec, post, {"test_time_augmentation": True},
+                          {"tile_size": 1024, "nucleus_diameter": None}) == plain
+    auto = prediction_key(model, spec, post, {"test_time_augmentation": True},
+                          {"tile_size": 1024, "nucleus_diameter": "auto"})
+    assert auto != plain
+    assert prediction_key(model, spec, post, {"test_time_augmentation": True},
+                          {"tile_size": 1024, "nucleus_diameter": 20}) not in (plain, auto)
+
+
 # ------------------------------------------------------------ measuring and exports
 
 

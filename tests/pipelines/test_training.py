@@ -6,6 +6,7 @@ from nuclei_pipeline.pipelines.training.nodes import (
     sampling_weights,
     train_model,
     training_batches,
+    training_nucleus_diameter,
     training_sources,
 )
 
@@ -25,6 +26,17 @@ def test_native_sampling_follows_the_square_root_of_the_area():
     assert weights.sum() == pytest.approx(1.0)
     assert weights[2] / weights[0] == pytest.approx(2.0)  # 4× the area, 2× the chance
     assert weights[1] == pytest.approx(weights[0])
+
+
+def test_training_nucleus_diameter_is_the_median_the_sampler_sees():
+    inputs = {**_inputs(), "nucleus_diameters": [10.0, 12.0, None, 40.0], "sources": ["dsb2018"] * 3 + ["extra"]}
+    assert training_nucleus_diameter(inputs, {}) == 12.0  # a, b (and c's weight, unmeasured, ignored), d
+    assert training_nucleus_diameter({**inputs, "source_shares": {"extra": 0.6}}, {}) == 40.0
+    even = {**inputs, "nucleus_diameters": [10.0, 10.0, 10.0, 40.0]}
+    assert training_nucleus_diameter({**even, "source_shares": {"extra": 0.45}}, {}) == 10.0
+    assert training_nucleus_diameter({**even, "source_shares": {"extra": 0.55}}, {}) == 40.0
+    assert training_nucleus_diameter(_inputs(), {}) is None  # model input made before diameters were kept
+    assert training_nucleus_diameter({**inputs, "input_mode": "resize"}, {}) is None
 
 
 def test_type_weights_multiply_the_chance_of_their_type():

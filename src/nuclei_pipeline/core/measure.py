@@ -30,6 +30,13 @@ def _channels_last(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return image
 
 
+def median_diameter(labels: np.ndarray) -> float | None:
+    """Median equivalent diameter (pixels) of the labelled objects; ``None`` without any."""
+    diameters = regionprops_table(np.asarray(labels), properties=("equivalent_diameter_area",))
+    values = diameters["equivalent_diameter_area"]
+    return float(np.median(values)) if len(values) else None
+
+
 def measure_nuclei(
     labels: np.ndarray, image: np.ndarray, pixel_size_um: float | None = None
 ) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from skimage.transform import resize
 
+from nuclei_pipeline.core.measure import median_diameter
 from nuclei_pipeline.core.model import network_stride
 from nuclei_pipeline.core.postprocess import assemble_blocks, probabilities_to_labels
 from nuclei_pipeline.core.preprocess import pad_to_multiple, resize_image, scale_image
@@ -90,6 +91,7 @@ def predict_probabilities(
     normalize_percentiles: Sequence[float] | None = None,
     tile_size: int | None = None,
     tile_overlap: int = 64,
+    scale: float = 1.0,
 ) -> np.ndarray:
     """Probability maps ``(H, W, C)`` for one uint8 RGB image ``(H, W, 3)``.
 
@@ -113,9 +115,17 @@ def predict_probabilities(
         ``native`` mode: an image larger than ``tile_size`` is predicted in
         overlapping tiles (:func:`predict_tiled`), so memory is bounded by the
         tile; ``None``: always whole.
+    scale : float
+        ``native`` mode: predict the image resized by this factor (so its
+        nuclei have the size the model was trained on, see
+        :func:`diameter_scale`) and resize the maps back.
     """
     scaled = scale_image(image, invert_light_background, normalize_percentiles)
     height, width = scaled.shape[:2]
+    if input_mode == "native" and scale != 1.0:
+        shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+        scaled = resize(scaled, shape, order=1, mode="reflect", anti_aliasing=scale < 1,
+                        preserve_range=True).astype(np.float32)
     if input_mode == "resize":
         model_input = resize_image(scaled, size)
     elif input_mode == "native":
@@ -131,9 +141,11 @@ def predict_probabilities(
         probabilities = predict_tiled(model, model_input, tile_size, tile_overlap, flips, stride)
     else:
         probabilities = _predict_flips(model, model_input, flips)
-    if input_mode == "resize":
+    if input_mode == "native":
+        probabilities = probabilities[: scaled.shape[0], : scaled.shape[1]]  # the padding off
+    if probabilities.shape[:2] != (height, width):
         return resize(probabilities, (height, width), order=1, mode="edge", preserve_range=True).astype(np.float32)
-    return probabilities[:height, :width]
+    return probabilities
 
 
 def predict_with_spec(
@@ -142,13 +154,15 @@ def predict_with_spec(
     model_spec: dict,
     test_time_augmentation: bool = False,
     tiling: dict | None = None,
+    scale: float = 1.0,
 ) -> np.ndarray:
     """:func:`predict_probabilities` with the input settings a model was trained with.
 
     ``model_spec`` is the training pipeline's ``model_spec.json`` (``input_mode``,
     ``size``, ``invert_light_background``, ``normalize_percentiles``), so every caller prepares images the
     same way the model saw them. ``tiling`` is the ``prediction`` parameter
-    group (``tile_size``, ``tile_overlap``; absent: whole images).
+    group (``tile_size``, ``tile_overlap``; absent: whole images); ``scale``
+    resizes the image before prediction (:func:`nucleus_scale`).
     """
     tiling = tiling or {}
     return predict_probabilities(
@@ -161,7 +175,93 @@ def predict_with_spec(
         normalize_percentiles=model_spec.get("normalize_percentiles"),
         tile_size=tiling.get("tile_size"),
         tile_overlap=int(tiling.get("tile_overlap", 64)),
+        scale=scale,
     )
+
+
+def diameter_scale(diameter: float | None, trained_diameter: float, tolerance: float = 1.25,
+                   limits: tuple[float, float] = (0.25, 4.0)) -> float:
+    """Factor that gives nuclei of ``diameter`` pixels the model's ``trained_diameter``.
+
+    1.0 when the diameter is unknown or within ``tolerance`` (a ratio) of the
+    trained size (resampling costs outline precision, so it is not done for
+    small differences); otherwise ``trained_diameter / diameter`` clipped to
+    ``limits``.
+    """
+    if diameter is None or not diameter > 0:
+        return 1.0
+    ratio = trained_diameter / diameter
+    if 1 / tolerance <= ratio <= tolerance:
+        return 1.0
+    return float(np.clip(ratio, *limits))
+
+
+def nucleus_scale(
+    model: keras.Model,
+    image: np.ndarray,
+    model_spec: dict,
+    postprocessing: dict,
+    test_time_augmentation: bool = False,
+    prediction: dict | None = None,
+) -> tuple[float | None, float, np.ndarray | None]:
+    """``(diameter, scale, maps)`` for ``prediction.nucleus_diameter``.
+
+    ``null``: ``(None, 1.0, None)``. A number: the user's nucleus diameter in
+    pixels. ``auto``: estimated as the median diameter of the nuclei found
+    (with ``postprocessing``) in a first prediction at the image's own size,
+    of its central ``prediction.block_size`` window at most; when that window
+    is the whole image and no rescaling is needed, its probability ``maps``
+    are returned so they are not predicted twice. ``scale`` resizes the image
+    so its nuclei match ``model_spec["nucleus_diameter"]``, the median nucleus
+    diameter of the model's training images (:func:`diameter_scale`).
+
+    Raises
+    ------
+    ValueError
+        If a diameter is asked for but the model's spec does not record its
+        training diameter, or the setting is neither null, ``auto`` nor a
+        positive number.
+    """
+    prediction = prediction or {}
+    setting = prediction.get("nucleus_diameter")
+    if setting is None:
+        return None, 1.0, None
+    trained = model_spec.get("nucleus_diameter")
+    if not trained:
+        raise ValueError("prediction.nucleus_diameter needs the model's training nucleus diameter, which its "
+                         "model_spec.json lacks (trained before it was recorded): set it to null")
+    if setting != "auto":
+        if isinstance(setting, bool) or not isinstance(setting, int | float) or not setting > 0:
+            raise ValueError(f"prediction.nucleus_diameter must be null, 'auto' or a positive number of "
+                             f"pixels, got {setting!r}")
+        return float(setting), diameter_scale(float(setting), float(trained)), None
+    window = int(prediction.get("block_size") or max(image.shape[:2]))
+    top, left = max(0, (image.shape[0] - window) // 2), max(0, (image.shape[1] - window) // 2)
+    crop = image[top : top + window, left : left + window]
+    maps = predict_with_spec(model, crop, model_spec, test_time_augmentation, prediction)
+    diameter = median_diameter(probabilities_to_labels(maps, **postprocessing))
+    scale = diameter_scale(diameter, float(trained))
+    if scale != 1.0:
+        logger.info("nuclei about %.1f px across, the model was trained on %.1f: predicting at %.2f× size",
+                    diameter, float(trained), scale)
+    whole = crop.shape[:2] == image.shape[:2]
+    return diameter, scale, maps if whole and scale == 1.0 else None
+
+
+def predict_at_nucleus_size(
+    model: keras.Model,
+    image: np.ndarray,
+    model_spec: dict,
+    postprocessing: dict,
+    test_time_augmentation: bool = False,
+    prediction: dict | None = None,
+) -> np.ndarray:
+    """:func:`predict_with_spec` at the scale :func:`nucleus_scale` chooses (maps at the image's size)."""
+    diameter, scale, maps = nucleus_scale(model, image, model_spec, postprocessing, test_time_augmentation,
+                                          prediction)
+    if maps is not None:
+        return maps
+    return predict_with_spec(model, image, model_spec, test_time_augmentation, prediction, scale)
 
 
 def predict_labels(
@@ -179,16 +279,20 @@ def predict_labels(
     each block predicted and segmented with ``prediction.block_margin`` pixels
     of context), so no probability map of the whole image is ever held:
     memory grows with the block, apart from the image and its labels.
+    ``prediction.nucleus_diameter`` resizes the image so its nuclei have the
+    trained size (:func:`nucleus_scale`).
     """
     prediction = prediction or {}
     block = prediction.get("block_size")
     margin = int(prediction.get("block_margin", 128))
+    if not block or model_spec.get("input_mode") != "native" or max(image.shape[:2]) <= block:
+        maps = predict_at_nucleus_size(model, image, model_spec, postprocessing, test_time_augmentation, prediction)
+        return probabilities_to_labels(maps, **postprocessing)
+    _, scale, _ = nucleus_scale(model, image, model_spec, postprocessing, test_time_augmentation, prediction)
 
     def segment_region(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        maps = predict_with_spec(model, image[y0:y1, x0:x1], model_spec, test_time_augmentation, prediction)
+        maps = predict_with_spec(model, image[y0:y1, x0:x1], model_spec, test_time_augmentation, prediction,
+                                 scale)
         return probabilities_to_labels(maps, **postprocessing)
-
-    if not block or model_spec.get("input_mode") != "native" or max(image.shape[:2]) <= block:
-        return segment_region(0, image.shape[0], 0, image.shape[1])
     logger.info("segmenting a %d × %d image in blocks of %d²", image.shape[0], image.shape[1], block)
     return assemble_blocks(image.shape[:2], int(block), margin, segment_region)

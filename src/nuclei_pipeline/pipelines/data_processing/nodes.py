@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from nuclei_pipeline.core.images import ImageReadError, image_type
+from nuclei_pipeline.core.measure import median_diameter
 from nuclei_pipeline.core.preprocess import (
     INPUT_MODES,
     percentile_range,
@@ -208,6 +209,8 @@ def _model_input(
         "ids": [sample["id"] for sample in samples],
         "types": [types[sample["id"]] for sample in samples],
         "sources": [sample.get("source", DSB_SOURCE) for sample in samples],
+        # At the image's own resolution: inference compares users' nuclei with these.
+        "nucleus_diameters": [median_diameter(sample["labels"]) for sample in samples],
         "images": images,
         "targets": targets,
         "target_channels": channels,
@@ -236,7 +239,8 @@ def prepare_model_input(
     the image type of each sample from ``image_table`` (training can weight
     its sampling by it). ``extra_samples`` (from :func:`read_extra_samples`)
     join the training side only; ``sources`` records where each sample came
-    from, so validation stays DSB2018 and comparable across runs, and
+    from, so validation stays DSB2018 and comparable across runs,
+    ``nucleus_diameters`` each image's median nucleus diameter (pixels) and
     ``source_shares`` the share of training crops of each extra set present
     (``training.extra_datasets``).
     """

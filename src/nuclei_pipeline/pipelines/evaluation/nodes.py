@@ -24,7 +24,7 @@ from nuclei_pipeline.core.metrics import (
 )
 from nuclei_pipeline.core.overlays import PREDICTED_COLOUR, TRUE_COLOUR, draw_outlines
 from nuclei_pipeline.core.postprocess import probabilities_to_labels
-from nuclei_pipeline.core.predict import predict_labels, predict_with_spec
+from nuclei_pipeline.core.predict import predict_at_nucleus_size, predict_labels
 from nuclei_pipeline.core.tuning import mean_scores
 
 logger = logging.getLogger(__name__)
@@ -48,17 +48,22 @@ def predict_validation(
     model_spec: dict[str, Any],
     evaluation: dict[str, Any],
     prediction: dict[str, Any] | None = None,
+    postprocessing: dict[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Probability maps ``(H, W, C)`` (float16) for each validation image at its resolution
-    (``prediction``: tiling, as in inference)."""
-    probabilities = {}
-    for sample in _validation_samples(samples, split):
-        probabilities[sample["id"]] = predict_with_spec(
-            model, sample["image"], model_spec,
+    """Probability maps ``(H, W, C)`` (float16) for each validation image at its resolution.
+
+    ``prediction`` sets tiling and nucleus size as in inference; with
+    ``prediction.nucleus_diameter: auto`` the first-pass nuclei are found with
+    ``postprocessing`` (the configured settings: tuning comes after).
+    """
+    return {
+        sample["id"]: predict_at_nucleus_size(
+            model, sample["image"], model_spec, postprocessing or {},
             test_time_augmentation=bool(evaluation.get("test_time_augmentation", False)),
-            tiling=prediction,
+            prediction=prediction,
         ).astype(np.float16)
-    return probabilities
+        for sample in _validation_samples(samples, split)
+    }
 
 
 def _tuning_workers(workers: Any) -> int:

@@ -21,7 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 predict_validation,
                 ["trained_model", "train_samples", "train_validation_split", "model_spec",
-                 "params:evaluation", "params:prediction"],
+                 "params:evaluation", "params:prediction", "params:postprocessing"],
                 "validation_probabilities",
                 name="predict_validation",
             ),

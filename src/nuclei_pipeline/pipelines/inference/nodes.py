@@ -85,6 +85,8 @@ def prediction_key(
         "tta": bool(inference.get("test_time_augmentation", False)),
         "tiling": {key: (prediction or {}).get(key) for key in ("tile_size", "tile_overlap", "block_size", "block_margin")},
     }
+    if (prediction or {}).get("nucleus_diameter") is not None:
+        settings["nucleus_diameter"] = prediction["nucleus_diameter"]
     if model_spec.get("normalize_percentiles") is not None:
         # Only when set, so masks made before the setting existed keep their keys.
         settings["normalize"] = model_spec["normalize_percentiles"]

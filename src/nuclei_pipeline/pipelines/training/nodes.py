@@ -109,6 +109,25 @@ def training_sources(inputs: dict[str, Any]) -> dict[str, float]:
     return {**{name: rest / len(others) for name in others}, **shares} if others else shares
 
 
+def training_nucleus_diameter(inputs: dict[str, Any], training: dict[str, Any]) -> float | None:
+    """Median nucleus diameter (pixels) the model sees in training: the median of the
+    images' median diameters, each image weighted by its chance of being drawn
+    (:func:`sampling_weights`). ``None`` for model inputs made before diameters were
+    recorded, and in ``resize`` mode, where images are not seen at their own size."""
+    diameters = inputs.get("nucleus_diameters")
+    if diameters is None or inputs["input_mode"] != "native":
+        return None
+    weights = sampling_weights(inputs, training)
+    weights = np.ones(len(diameters)) if weights is None else np.asarray(weights)
+    known = np.array([d is not None for d in diameters])
+    if not known.any():
+        return None
+    values = np.array([d for d in diameters if d is not None], dtype=float)
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[known][order])
+    return round(float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)]), 2)
+
+
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "shipped_model" / "unet.keras"
 
 
@@ -348,5 +367,7 @@ def train_model(
         # set (e.g. MoNuSeg, CC BY-NC-SA 4.0) carries its licence.
         "training_sources": training_sources(train_inputs),
         "initial_model": initial_model,
+        # prediction.nucleus_diameter rescales users' images to this size.
+        "nucleus_diameter": training_nucleus_diameter(train_inputs, training),
     }
     return best, model, metrics, model_spec
