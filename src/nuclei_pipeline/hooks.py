@@ -7,6 +7,7 @@ import os
 import subprocess
 
 import mlflow
+import pandas as pd
 from kedro.framework.hooks import hook_impl
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,31 @@ class ProjectHooks:
         groups = [name.removeprefix("params:") for name in pipeline.inputs() if name.startswith("params:")]
         if groups:
             check_parameters(catalog.load("parameters"), groups)
+        self._choose_model(pipeline, catalog)
+
+    @staticmethod
+    def _choose_model(pipeline, catalog) -> None:
+        # The model, its spec and its post-processing come from one place: trained or shipped.
+        from nuclei_pipeline.model_choice import (
+            MODEL_DATASETS,
+            SHIPPED_SUMMARY,
+            choose_model,
+            describe_choice,
+            validation_map,
+        )
+
+        free = [name for name in MODEL_DATASETS if name in pipeline.inputs()]
+        if not free:
+            return
+        choice = (catalog.load("parameters").get("inference") or {}).get("model", "auto")
+        datasets = {name: catalog.get(name) for name in free}
+        source, missing = choose_model(datasets, choice)
+        trained = None
+        if source == "trained" and catalog.exists("evaluation_summary"):
+            trained = validation_map(catalog.load("evaluation_summary"))
+        shipped = validation_map(pd.read_csv(SHIPPED_SUMMARY)) if SHIPPED_SUMMARY.exists() else None
+        folder = os.path.dirname(os.path.relpath(datasets[free[0]].trained_filepath))
+        logger.warning(describe_choice(source, missing, trained, shipped, folder))
 
     @hook_impl
     def before_node_run(self, node, catalog, inputs, is_async, run_id):

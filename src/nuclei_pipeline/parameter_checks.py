@@ -13,6 +13,7 @@ from typing import Any
 
 from nuclei_pipeline.core.augment import zoom_range
 from nuclei_pipeline.core.time_budget import budget_seconds
+from nuclei_pipeline.datasets.fallback import SOURCES
 from nuclei_pipeline.pipelines.data_processing.nodes import (
     extra_dataset_shares,
     validation_fraction,
@@ -81,6 +82,8 @@ def _evaluation(evaluation: dict[str, Any]) -> Iterable[str | None]:
 def _inference(inference: dict[str, Any]) -> Iterable[str | None]:
     yield _flag("inference.test_time_augmentation", inference.get("test_time_augmentation", False))
     yield _flag("inference.resume", inference.get("resume", True))
+    if inference.get("model", "auto") not in SOURCES:
+        yield f"inference.model must be one of {list(SOURCES)}, got {inference.get('model')!r}"
     yield _raises(lambda: figure_count(inference))
     yield _raises(lambda: check_measurement_settings(inference))
 

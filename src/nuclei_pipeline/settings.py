@@ -1,5 +1,7 @@
 """Kedro project settings."""
 
+from pathlib import Path
+
 from kedro.config import OmegaConfigLoader
 
 from nuclei_pipeline.hooks import ProjectHooks
@@ -13,4 +15,6 @@ CONFIG_LOADER_ARGS = {
     # A preset environment (e.g. `--env seed`) overrides single keys, not whole sections.
     "merge_strategy": {"parameters": "soft", "mlflow": "soft"},
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
+    # ${package:shipped_model/unet.keras}: a file inside the installed package, wherever it is.
+    "custom_resolvers": {"package": lambda path: str(Path(__file__).parent / path)},
 }

@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
 
     keras.models.load_model(source / FILES[0], compile=False).save(SHIPPED / FILES[0])
     (SHIPPED / "MODEL_CARD.md").write_text(card)
+    # Inference quotes the shipped model's validation score from it (nuclei_pipeline.model_choice).
+    shutil.copy2(args.project_root / "data" / "08_reporting" / args.preset / "evaluation_summary.csv",
+                 SHIPPED / "evaluation_summary.csv")
     print(f"shipped {source} -> {SHIPPED}")
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import mlflow
@@ -62,11 +63,28 @@ def project(tmp_path_factory):
     return root
 
 
-def run(project, monkeypatch, env, pipeline=None, runtime_params=None):
+class _Recorder(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def run(project, monkeypatch, env, pipeline=None, runtime_params=None, warnings=None):
+    """Run a pipeline; ``warnings`` (a list) receives the project's WARNING lines."""
     monkeypatch.chdir(project)
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project, env=env, runtime_params=runtime_params) as session:
-        session.run(pipeline_name=pipeline)
+    bootstrap_project(project)  # configures logging: pytest's caplog handler is dropped
+    recorder = _Recorder()
+    logging.getLogger("nuclei_pipeline").addHandler(recorder)
+    try:
+        with KedroSession.create(project_path=project, env=env, runtime_params=runtime_params) as session:
+            session.run(pipeline_name=pipeline)
+    finally:
+        logging.getLogger("nuclei_pipeline").removeHandler(recorder)
+        if warnings is not None:
+            warnings.extend(recorder.lines)
     # kedro-mlflow re-opens its run in each node's thread (its issue #613); in one
     # long-lived process (this test) such a handle can outlive the session.
     while mlflow.active_run():
@@ -171,6 +189,25 @@ def test_inference_resumes_and_takes_any_folder(project, monkeypatch):
     assert (masks / "cells.png").is_file()
     submission = pd.read_csv(project / "data" / "07_model_output" / "default" / "submission.csv")
     assert set(submission["ImageId"]) == {"cells"}
+
+
+@pytest.mark.slow
+def test_inference_says_which_model_predicts_and_takes_the_shipped_one_on_request(project, monkeypatch):
+    masks = project / "data" / "07_model_output" / "default" / "masks"
+    if not masks.is_dir():
+        run(project, monkeypatch, "tiny")
+    said = []
+    run(project, monkeypatch, "tiny", pipeline="inference", runtime_params={"inference": {"model": "auto"}}, warnings=said)
+    line = next(line for line in said if line.startswith("predicting with"))
+    assert line.startswith("predicting with the model trained in data/06_models/default (validation mAP")
+    # The tiny model is worse than the shipped one: the user is told how to switch.
+    assert "the shipped model scores 0.6518" in line
+    before = (masks / "sample00.png").stat().st_mtime_ns
+    said.clear()
+    run(project, monkeypatch, "tiny", pipeline="inference", runtime_params={"inference": {"model": "shipped"}},
+        warnings=said)
+    assert "predicting with the shipped model (validation mAP 0.6518); inference.model=trained uses yours" in said
+    assert (masks / "sample00.png").stat().st_mtime_ns != before  # another model: predicted again
 
 
 @pytest.mark.slow

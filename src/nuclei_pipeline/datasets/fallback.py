@@ -12,10 +12,16 @@ from kedro_datasets.tensorflow import TensorFlowModelDataset
 logger = logging.getLogger(__name__)
 
 
+SOURCES = ("auto", "shipped", "trained")
+
+
 def with_fallback(base: type[AbstractDataset]) -> type[AbstractDataset]:
     """Subclass ``base`` with a ``fallback_filepath``, loaded while ``filepath`` does not exist.
 
     Saving always writes ``filepath``; the fallback is never modified.
+    ``source`` (set by :func:`nuclei_pipeline.model_choice.choose_model`)
+    forces one of them: ``shipped`` loads the fallback, ``trained`` refuses a
+    missing ``filepath``; ``auto`` falls back with a warning.
     """
 
     class Fallback(base):
@@ -23,18 +29,38 @@ def with_fallback(base: type[AbstractDataset]) -> type[AbstractDataset]:
             super().__init__(**kwargs)
             self._fallback_kwargs = {**kwargs, "filepath": fallback_filepath}
             self._fallback_filepath = fallback_filepath
+            self.source = "auto"
+
+        @property
+        def trained_filepath(self) -> str:
+            return str(self._filepath)
+
+        @property
+        def shipped_filepath(self) -> str | None:
+            return self._fallback_filepath
+
+        def has_trained(self) -> bool:
+            return bool(self._exists())
+
+        def _load_shipped(self):
+            if not self._fallback_filepath or not Path(self._fallback_filepath).exists():
+                raise FileNotFoundError(f"neither {self._filepath} nor the shipped {self._fallback_filepath} "
+                                        "exists: run `kedro run` (or the training pipeline) first")
+            kwargs = {k: v for k, v in self._fallback_kwargs.items() if k != "version"}
+            return base(**kwargs).load()
 
         def load(self):
-            if self._fallback_filepath and not self._exists():
-                if not Path(self._fallback_filepath).exists():
-                    raise FileNotFoundError(
-                        f"neither {self._filepath} nor the shipped {self._fallback_filepath} "
-                        "exists: run `kedro run` (or the training pipeline) first"
-                    )
-                kwargs = {k: v for k, v in self._fallback_kwargs.items() if k != "version"}
+            if self.source not in SOURCES:
+                raise ValueError(f"inference.model must be one of {list(SOURCES)}, got {self.source!r}")
+            if self.source == "shipped":
+                return self._load_shipped()
+            if not self._exists():
+                if self.source == "trained":
+                    raise FileNotFoundError(f"inference.model is 'trained' but {self._filepath} does not exist: "
+                                            "run `kedro run` first")
                 # A user must know the shipped file, not a model of theirs, is in use.
                 logger.warning("%s does not exist: using the shipped %s", self._filepath, self._fallback_filepath)
-                return base(**kwargs).load()
+                return self._load_shipped()
             return super().load()
 
         def _describe(self):
