@@ -1,4 +1,4 @@
-"""Project hooks: quiet TensorFlow, tag every MLflow run with the code version."""
+"""Project hooks: check parameters, choose the model, name, tag and close every MLflow run."""
 
 from __future__ import annotations
 
@@ -9,6 +9,14 @@ import subprocess
 import mlflow
 import pandas as pd
 from kedro.framework.hooks import hook_impl
+
+from nuclei_pipeline.run_tracking import (
+    close_abandoned_runs,
+    end_on_signal,
+    process_tags,
+    restore_signals,
+    run_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +41,15 @@ def git_commit() -> str:
 class ProjectHooks:
     def __init__(self):
         self._env = "local"
+        self._preset = "default"
         self._tagged_run_id: str | None = None
+        self._run_name = ""
+        self._signals = None
 
     @hook_impl
     def after_context_created(self, context):
         self._env = context.env or "local"
+        self._preset = str((context.config_loader["globals"] or {}).get("preset", "default"))
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog):
@@ -48,6 +60,19 @@ class ProjectHooks:
         if groups:
             check_parameters(catalog.load("parameters"), groups)
         self._choose_model(pipeline, catalog)
+        folder = None
+        if "inference_images" in pipeline.inputs():
+            folder = os.path.relpath(catalog.get("inference_images")._path)
+        self._run_name = run_name(self._preset, run_params.get("pipeline_names"), folder)
+        self._signals = end_on_signal()
+
+    @hook_impl
+    def after_pipeline_run(self, run_params, run_result, pipeline, catalog):
+        restore_signals(self._signals)
+
+    @hook_impl
+    def on_pipeline_error(self, error, run_params, pipeline, catalog):
+        restore_signals(self._signals)  # kedro-mlflow marks the run FAILED
 
     @staticmethod
     def _choose_model(pipeline, catalog) -> None:
@@ -78,7 +103,9 @@ class ProjectHooks:
         # kedro-mlflow opens the run in its before_pipeline_run; tag it once it exists.
         run = mlflow.active_run()
         if run is not None and run.info.run_id != self._tagged_run_id:
-            mlflow.set_tags({"git_commit": git_commit(), "kedro_env": self._env})
+            mlflow.set_tags({"git_commit": git_commit(), "kedro_env": self._env, "mlflow.runName": self._run_name,
+                             **process_tags()})
+            close_abandoned_runs(mlflow.MlflowClient(), run.info.experiment_id)
             # MLflow 3 opens an experiment in its GenAI (traces) view unless told it holds model runs.
             mlflow.MlflowClient().set_experiment_tag(
                 run.info.experiment_id, "mlflow.experimentKind", "custom_model_development")

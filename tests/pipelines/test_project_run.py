@@ -52,7 +52,7 @@ def project(tmp_path_factory):
         (root / "conf" / env).mkdir(exist_ok=True)
         (root / "conf" / env / "parameters.yml").write_text(yaml.safe_dump(TINY_PARAMETERS))
     # the seed preset, made tiny
-    for name in ("parameters.yml", "mlflow.yml", "globals.yml"):
+    for name in ("parameters.yml", "globals.yml"):
         seed = yaml.safe_load((PROJECT_ROOT / "conf" / "seed" / name).read_text())
         if name == "parameters.yml":
             seed = {k: v for k, v in seed.items() if k not in ("model",)}
@@ -132,7 +132,7 @@ def test_default_run_trains_evaluates_predicts_and_tracks(project, monkeypatch):
     if decoded:
         assert np.array_equal(np.sum(decoded, axis=0) > 0, labels > 0)
 
-    tracked = last_run(project, "default-unet")
+    tracked = last_run(project, "default: full run")
     assert tracked.info.status == "FINISHED"
     client = mlflow.MlflowClient()
     history = client.get_metric_history(tracked.info.run_id, "val_loss")
@@ -207,6 +207,8 @@ def test_inference_says_which_model_predicts_and_takes_the_shipped_one_on_reques
     run(project, monkeypatch, "tiny", pipeline="inference", runtime_params={"inference": {"model": "shipped"}},
         warnings=said)
     assert "predicting with the shipped model (validation mAP 0.6518); inference.model=trained uses yours" in said
+    tracked = last_run(project, "default: inference of data/01_raw/stage1_test")
+    assert tracked.info.status == "FINISHED" and tracked.data.params["inference.model"] == "shipped"
     assert (masks / "sample00.png").stat().st_mtime_ns != before  # another model: predicted again
 
 
@@ -246,7 +248,7 @@ def test_seed_preset_runs_with_its_own_outputs(project, monkeypatch):
     # The seed trains on DSB2018 alone although the extra set is there (null overrides the base mapping).
     assert spec["training_sources"] == {"dsb2018": 1.0}
     assert (project / "data" / "08_reporting" / "seed" / "evaluation_summary.csv").is_file()
-    tracked = last_run(project, "seed-unet")
+    tracked = last_run(project, "seed: full run")
     assert tracked.data.params["training.loss"] == "binary_crossentropy"
 
 
@@ -325,14 +327,14 @@ def test_mlflow_server_serves_the_runs_for_comparison(project, monkeypatch):
             keys = {m["key"] for m in found["data"].get("metrics", [])}
             if {"val_loss", "val_map"} <= keys:
                 by_name.setdefault(found["info"]["run_name"], found)
-        assert {"default-unet", "seed-unet"} <= set(by_name)
+        assert {"default: full run", "seed: full run"} <= set(by_name)
         metric_names = [{m["key"] for m in by_name[name]["data"]["metrics"]}
-                        for name in ("default-unet", "seed-unet")]
+                        for name in ("default: full run", "seed: full run")]
         shared = metric_names[0] & metric_names[1]
         assert {"loss", "val_loss", "iou", "val_iou", "val_map"} <= shared
-        params = {p["key"] for p in by_name["seed-unet"]["data"]["params"]}
+        params = {p["key"] for p in by_name["seed: full run"]["data"]["params"]}
         assert {"training.epochs", "model.filters", "postprocessing.method"} <= params
-        artifacts = call(f"artifacts/list?run_id={by_name['default-unet']['info']['run_id']}&path=evaluation")
+        artifacts = call(f"artifacts/list?run_id={by_name['default: full run']['info']['run_id']}&path=evaluation")
         assert "evaluation/score_by_threshold.png" in {f["path"] for f in artifacts["files"]}
     finally:
         server.terminate()
