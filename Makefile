@@ -5,7 +5,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
-export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: run test install data lint viz mlflow-ui clean
 

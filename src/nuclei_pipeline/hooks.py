@@ -10,6 +10,7 @@ import mlflow
 import pandas as pd
 from kedro.framework.hooks import hook_impl
 
+from nuclei_pipeline.console import install_short_errors
 from nuclei_pipeline.run_tracking import (
     close_abandoned_runs,
     end_on_signal,
@@ -19,8 +20,6 @@ from nuclei_pipeline.run_tracking import (
 )
 
 logger = logging.getLogger(__name__)
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def git_commit() -> str:
@@ -49,10 +48,28 @@ class ProjectHooks:
     @hook_impl
     def after_context_created(self, context):
         self._env = context.env or "local"
+        install_short_errors()  # after Kedro's logging set-up installed its rich traceback
+        # kedro-mlflow sets its logger to INFO when imported, after conf/logging.yml was applied.
+        logging.getLogger("kedro_mlflow").setLevel(logging.WARNING)
         self._preset = str((context.config_loader["globals"] or {}).get("preset", "default"))
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog):
+        folder = None
+        if "inference_images" in pipeline.inputs():
+            folder = os.path.relpath(catalog.get("inference_images")._path)
+        self._run_name = run_name(self._preset, run_params.get("pipeline_names"), folder)
+        try:
+            self._prepare_run(pipeline, catalog)
+        except BaseException:
+            # Kedro calls no on_pipeline_error for a refusal before the run: kedro-mlflow's run would stay open.
+            while mlflow.active_run():
+                mlflow.set_tag("mlflow.runName", self._run_name)
+                mlflow.end_run("FAILED")
+            raise
+        self._signals = end_on_signal()
+
+    def _prepare_run(self, pipeline, catalog):
         # Refuse bad parameters by name before any node runs (all problems in one message).
         from nuclei_pipeline.parameter_checks import check_parameters
 
@@ -60,11 +77,6 @@ class ProjectHooks:
         if groups:
             check_parameters(catalog.load("parameters"), groups)
         self._choose_model(pipeline, catalog)
-        folder = None
-        if "inference_images" in pipeline.inputs():
-            folder = os.path.relpath(catalog.get("inference_images")._path)
-        self._run_name = run_name(self._preset, run_params.get("pipeline_names"), folder)
-        self._signals = end_on_signal()
 
     @hook_impl
     def after_pipeline_run(self, run_params, run_result, pipeline, catalog):
@@ -106,6 +118,7 @@ class ProjectHooks:
             mlflow.set_tags({"git_commit": git_commit(), "kedro_env": self._env, "mlflow.runName": self._run_name,
                              **process_tags()})
             close_abandoned_runs(mlflow.MlflowClient(), run.info.experiment_id)
+            logger.info("MLflow run '%s' (%s)", self._run_name, run.info.run_id)
             # MLflow 3 opens an experiment in its GenAI (traces) view unless told it holds model runs.
             mlflow.MlflowClient().set_experiment_tag(
                 run.info.experiment_id, "mlflow.experimentKind", "custom_model_development")

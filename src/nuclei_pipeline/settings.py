@@ -4,7 +4,10 @@ from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
 
+from nuclei_pipeline.console import import_tensorflow_quietly
 from nuclei_pipeline.hooks import ProjectHooks
+
+import_tensorflow_quietly()  # before the pipelines import Keras: no CUDA start-up lines on CPU machines
 
 HOOKS = (ProjectHooks(),)
 

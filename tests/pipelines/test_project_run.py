@@ -377,3 +377,23 @@ def test_a_bad_parameter_is_refused_before_any_node_runs(project, monkeypatch):
         run(project, monkeypatch, "tiny", runtime_params={"training": {"epochs": 0}})
     after = marker.stat().st_mtime_ns if marker.exists() else None
     assert before == after  # data_processing did not run
+
+
+@pytest.mark.slow
+def test_the_console_shows_a_refusal_as_one_message_and_no_library_noise(project):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "NUCLEI_PIPELINE_TRACEBACK")}
+    env["KEDRO_DISABLE_TELEMETRY"] = "1"
+    done = subprocess.run([sys.executable, "-m", "kedro", "run", "--env", "tiny", "--params", "training.epochs=0"],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "Error: 1 parameter problem(s), nothing was run:\n- training.epochs must be an integer ≥ 1, got 0" in output
+    for noise in ("Traceback", "│", "cudart", "cuInit", "absl", "Deprecat", "register_new_resolver", "autologging"):
+        assert noise not in output, noise
+    assert len(output.splitlines()) < 15
+    refused = last_run(project, "default: full run")  # the newest run of that name
+    assert refused.info.status == "FAILED"
