@@ -59,6 +59,7 @@ def _raises(check: Callable[[], Any]) -> str | None:
 def _training(training: dict[str, Any]) -> Iterable[str | None]:
     yield _count("training.epochs", training.get("epochs"))
     yield _count("training.batch_size", training.get("batch_size"))
+    yield _flag("training.resume", training.get("resume", True))
     yield _count("training.steps_per_epoch", training.get("steps_per_epoch"), optional=True)
     yield _count("training.early_stopping_patience", training.get("early_stopping_patience"))
     yield _number("training.learning_rate", training.get("learning_rate"))

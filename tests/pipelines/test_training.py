@@ -214,3 +214,44 @@ def test_initial_model_of_another_architecture_or_missing_is_named(tmp_path):
         train_model(inputs, inputs, wider, {**training, "initial_model": str(tmp_path / "small.keras")})
     with pytest.raises(ValueError, match="training.initial_model.*no model file"):
         train_model(inputs, inputs, wider, {**training, "initial_model": str(tmp_path / "none.keras")})
+
+
+def test_a_killed_training_resumes_from_its_last_finished_epoch(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    images = rng.random((8, 16, 16, 3)).astype(np.float32)
+    targets = (images[..., :1] > 0.5).astype(np.float32)
+    inputs = {"ids": list("abcdefgh"), "images": images, "targets": targets, "input_mode": "resize",
+              "target_channels": ["mask"], "invert_light_background": False}
+    backup = tmp_path / "backup"
+    training = {"epochs": 4, "batch_size": 4, "steps_per_epoch": 2, "learning_rate": 0.05,
+                "loss": "binary_crossentropy", "early_stopping_patience": 10, "precision": "float32",
+                "verbose": 0, "backup_dir": str(backup)}
+    model_params = {"filters": [4, 8], "dropout": [0.0, 0.0]}
+    seen, kill_after = [], [1]
+
+    class Interrupted(keras.callbacks.CSVLogger):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            seen.append(epoch)
+            if kill_after and epoch == kill_after[0]:
+                raise KeyboardInterrupt  # Ctrl-C after the second epoch was logged, before its state was kept
+
+    monkeypatch.setattr(keras.callbacks, "CSVLogger", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(inputs, inputs, model_params, training)
+    assert seen == [0, 1] and (backup / "state").is_dir()
+    kill_after.clear()
+    seen.clear()
+    _, _, metrics, spec = train_model(inputs, inputs, model_params, training)
+    assert seen == [1, 2, 3]  # resumed after epoch 0, the last whose state was kept
+    assert [m["step"] for m in metrics["val_loss"]] == [0, 1, 2, 3] and spec["epochs_run"] == 4
+    assert not backup.exists()  # finished: nothing left to resume
+
+    # Other settings, or resume off, start afresh.
+    kill_after.append(1)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(inputs, inputs, model_params, training)
+    kill_after.clear()
+    seen.clear()
+    train_model(inputs, inputs, model_params, {**training, "learning_rate": 0.01})
+    assert seen[0] == 0

@@ -94,14 +94,15 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_ends.append(self.clock())
-        epochs_run = len(self.epoch_ends) - 1
+        epochs_run = len(self.epoch_ends) - 1  # in this fit: a resumed one starts at a later epoch
+        done = epoch + 1
         left = self.seconds - (self.epoch_ends[-1] - self.epoch_ends[0])
         if left <= 0:
-            affordable = epochs_run
+            affordable = done
         elif epochs_run >= 2:
             # The first epoch also traces the model: estimate from the later ones.
             per_epoch = (self.epoch_ends[-1] - self.epoch_ends[1]) / (epochs_run - 1)
-            affordable = epochs_run + int(left // per_epoch)
+            affordable = done + int(left // per_epoch)
         else:
             affordable = self.planned_epochs
         if affordable < self.planned_epochs:
@@ -117,5 +118,5 @@ class TimeBudget(keras.callbacks.Callback):
             self.planned_epochs = affordable
             if self.schedule is not None:
                 self.schedule.shorten(affordable * self.steps_per_epoch)
-        if epochs_run >= self.planned_epochs:
+        if done >= self.planned_epochs:
             self.model.stop_training = True

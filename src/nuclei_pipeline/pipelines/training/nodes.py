@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from nuclei_pipeline.core.augment import augment, random_zoomed_crop, tiles, zoom_range
@@ -213,6 +217,49 @@ def _ema_momentum(value: Any) -> float | None:
     return momentum
 
 
+def _history(path: Path) -> dict[str, list[float]]:
+    """Per-epoch metrics of every epoch, before and after a resume (Keras' CSVLogger file)."""
+    logged = pd.read_csv(path).drop_duplicates("epoch", keep="last").sort_values("epoch")
+    return {name: logged[name].astype(float).tolist() for name in logged.columns if name != "epoch"}
+
+
+# Settings that do not change what is trained: a run that differs only in these resumes.
+_NOT_TRAINED = ("resume", "backup_dir", "verbose", "time_budget_minutes")
+
+
+def training_backup(
+    training: dict[str, Any], model_params: dict[str, Any], train_ids: list[str], validation_ids: list[str]
+) -> tuple[Path, float | None]:
+    """The folder where a fit keeps its progress, and the best val_loss it reached so far.
+
+    ``training.backup_dir`` holds Keras' ``BackupAndRestore`` state (weights,
+    optimizer, epoch), the best checkpoint and the epoch history, so a killed
+    run continues from its last finished epoch. Progress is kept only for the
+    same training: a run with other parameters or data, or with
+    ``training.resume: false``, starts afresh (the folder is emptied).
+    """
+    if not training.get("backup_dir"):  # nowhere to keep it: a fit that cannot resume
+        return Path(tempfile.mkdtemp(prefix="nuclei-training-")), None
+    folder = Path(training["backup_dir"])
+    settings = {key: value for key, value in training.items() if key not in _NOT_TRAINED}
+    key = hashlib.sha256(json.dumps([settings, model_params, train_ids, validation_ids], sort_keys=True,
+                                    default=str).encode()).hexdigest()[:16]
+    marker = folder / "training.key"
+    if folder.exists() and (not training.get("resume", True) or not marker.is_file() or marker.read_text() != key):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key)
+    history = folder / "history.csv"
+    best = None
+    if history.is_file() and (folder / "best.keras").is_file():
+        logged = pd.read_csv(history)
+        if len(logged):
+            best = float(logged["val_loss"].min())
+            logger.warning("resuming training from epoch %d of a run that was stopped (best val_loss %.4f so far; "
+                           "training.resume=false starts afresh)", int(logged["epoch"].max()) + 2, best)
+    return folder, best
+
+
 def train_model(
     train_inputs: dict[str, Any],
     validation_inputs: dict[str, Any],
@@ -308,9 +355,10 @@ def train_model(
         "images" if mode == "resize" else "tiles",
     )
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder:
-        checkpoint = Path(folder) / "best.keras"
-        history = model.fit(
+    folder, best_so_far = training_backup(training, model_params, list(train_inputs["ids"]),
+                                          list(validation_inputs["ids"]))
+    checkpoint = folder / "best.keras"
+    model.fit(
             train_data,
             steps_per_epoch=steps,
             epochs=epochs,
@@ -323,31 +371,37 @@ def train_model(
                 keras.callbacks.EarlyStopping(
                     monitor="val_loss", patience=int(training["early_stopping_patience"])
                 ),
-                keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True),
+                keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
+                                                initial_value_threshold=best_so_far),
+                keras.callbacks.CSVLogger(folder / "history.csv", append=True),
                 *time_budget,
+                # Last: it saves the epoch's state once the others have run.
+                keras.callbacks.BackupAndRestore(folder / "state"),
             ],
             verbose=int(training.get("verbose", 2)),
         )
-        best = keras.models.load_model(checkpoint)
+    best = keras.models.load_model(checkpoint)
+    history = _history(folder / "history.csv")
+    shutil.rmtree(folder)  # finished: nothing to resume
     if precision != "float32":
         best, model = as_float32(best), as_float32(model)
     best, model = average_members(best, members), average_members(model, members)
     seconds = time.perf_counter() - started
-    epochs_run = len(history.history["loss"])
+    epochs_run = len(history["loss"])
     metrics = {
         name: [{"step": epoch, "value": float(value)} for epoch, value in enumerate(values)]
-        for name, values in history.history.items()
+        for name, values in history.items()
     }
-    best_epoch = int(np.argmin(history.history["val_loss"]))
+    best_epoch = int(np.argmin(history["val_loss"]))
     metrics["train_seconds"] = [{"step": 0, "value": seconds}]
     metrics["epochs_run"] = [{"step": 0, "value": float(epochs_run)}]
     metrics["seconds_per_epoch"] = [{"step": 0, "value": seconds / epochs_run}]
-    metrics["best_val_loss"] = [{"step": 0, "value": float(history.history["val_loss"][best_epoch])}]
-    metrics["best_val_iou"] = [{"step": 0, "value": float(history.history["val_iou"][best_epoch])}]
+    metrics["best_val_loss"] = [{"step": 0, "value": float(history["val_loss"][best_epoch])}]
+    metrics["best_val_iou"] = [{"step": 0, "value": float(history["val_iou"][best_epoch])}]
     logger.info(
         "trained %d epochs in %.0f s; best epoch %d: val_loss %.4f, val_iou %.4f",
         epochs_run, seconds, best_epoch + 1,
-        history.history["val_loss"][best_epoch], history.history["val_iou"][best_epoch],
+        history["val_loss"][best_epoch], history["val_iou"][best_epoch],
     )
     model_spec = {
         "input_mode": mode,
