@@ -39,37 +39,42 @@ def _one_disc(radius: int, size: int = 200) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(disc[..., None], 3, axis=-1), disc[..., None]
 
 
-def test_zoomed_crops_keep_image_and_target_aligned():
+def test_zoomed_crops_keep_image_and_targets_aligned_and_sharp():
     image, target = _one_disc(radius=20)
+    labels = target[..., 0].astype(np.int32)
     rng = np.random.default_rng(0)
     for _ in range(20):
-        crop, crop_target = random_zoomed_crop(image, target, 256, rng, scale=0.5)
-        assert crop.shape == (256, 256, 3) and crop_target.shape == (256, 256, 1)
+        crop, crop_target = random_zoomed_crop(image, labels, 256, rng, scale=1.0, channels=["mask", "distance"])
+        assert crop.shape == (256, 256, 3) and crop_target.shape == (256, 256, 2)
         assert crop.dtype == np.float32 and crop_target.dtype == np.float32
         inside, labelled = crop[..., 0] > 0.5, crop_target[..., 0] > 0.5
         assert labelled.any()
-        assert (inside & labelled).sum() / (inside | labelled).sum() > 0.95
+        assert (inside & labelled).sum() / (inside | labelled).sum() > 0.9  # shrunk 2×: a 10 px disc
+        # Targets made from the resized labels: a binary mask, a distance peaking at 1 (not blurred copies).
+        assert set(np.unique(crop_target[..., 0])) <= {0.0, 1.0}
+        assert crop_target[..., 1].max() == pytest.approx(1.0)
 
 
 def test_zoom_factors_span_the_range_on_both_sides_of_one():
     # A ramp rising 0.001 per column: in a crop zoomed by z it rises 0.001 / z.
     ramp = np.tile(np.arange(400, dtype=np.float32) * 0.001, (400, 1))
-    image, target = np.repeat(ramp[..., None], 3, axis=-1), ramp[..., None]
+    image, labels = np.repeat(ramp[..., None], 3, axis=-1), np.zeros((400, 400), np.int32)
     rng = np.random.default_rng(1)
     low, high = zoom_range(0.5)
     zooms = []
     for _ in range(40):
-        crop, _ = random_zoomed_crop(image, target, 128, rng, scale=0.5)
+        crop, _ = random_zoomed_crop(image, labels, 128, rng, scale=0.5, channels=["mask"])
         zooms.append(0.001 / np.median(np.diff(crop[64, :, 0])))
     assert low == pytest.approx(1 / 1.5) and high == pytest.approx(1.5)
     assert low * 0.98 < min(zooms) < 0.85 and 1.15 < max(zooms) < high * 1.02
 
 
-def test_zero_scale_is_a_plain_crop():
-    image, target = _one_disc(radius=10, size=64)
-    plain = random_crop(image, target, 32, np.random.default_rng(5))
-    zoomed = random_zoomed_crop(image, target, 32, np.random.default_rng(5), scale=0.0)
-    assert all(np.array_equal(a, b) for a, b in zip(plain, zoomed, strict=True))
+def test_a_small_image_shrunk_by_the_zoom_is_padded_to_the_crop_size():
+    image, target = _one_disc(radius=8, size=40)
+    crop, crop_target = random_zoomed_crop(image, target[..., 0].astype(np.int32), 64,
+                                           np.random.default_rng(3), scale=1.0, channels=["mask"])
+    assert crop.shape == (64, 64, 3) and crop_target.shape == (64, 64, 1)
+    assert (crop[..., 0] > 0.5).sum() == pytest.approx((crop_target[..., 0] > 0.5).sum(), rel=0.1)
 
 
 @pytest.mark.parametrize("scale", [-0.1, 1.5, "big", float("nan")])

@@ -94,6 +94,8 @@ def test_model_input_records_each_images_nucleus_diameter(samples):
     )
     assert train["nucleus_diameters"][0] == pytest.approx(np.sqrt(4 * 400 / np.pi))
     assert train["nucleus_diameters"][1:] == [median_diameter(s["labels"]) for s in samples[1:6]]
+    # Native inputs keep the instance labels: zoomed crops compute their targets from them.
+    assert all(np.array_equal(kept, s["labels"]) for kept, s in zip(train["labels"], samples[:6], strict=True))
 
 
 def test_samples_missing_from_the_image_table_are_named(samples):

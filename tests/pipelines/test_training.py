@@ -116,16 +116,18 @@ def test_bad_zoom_setting_is_named_before_training(mode, scale, message):
 def test_zoomed_training_batches_have_the_crop_size():
     rng = np.random.default_rng(0)
     images = [rng.random((shape, shape, 3)).astype(np.float32) for shape in (40, 90)]
-    inputs = {"ids": ["a", "b"], "images": images, "input_mode": "native",
-              "targets": [(image[..., :1] > 0.5).astype(np.float32) for image in images]}
+    inputs = {"ids": ["a", "b"], "images": images, "input_mode": "native", "target_channels": ["mask"],
+              "targets": [(image[..., :1] > 0.5).astype(np.float32) for image in images],
+              "labels": [(image[..., 0] > 0.5).astype(np.int32) for image in images]}
     training = {"batch_size": 2, "crop_size": 32, "augmentation": {"scale": 0.5, "flip": True}}
     batches = training_batches(inputs, training)
     for _ in range(3):
         batch_images, batch_targets = next(batches)
         assert batch_images.shape == (2, 32, 32, 3) and batch_targets.shape == (2, 32, 32, 1)
-        # Bilinear zoom leaves soft target edges (a plain crop stays 0/1).
-        assert 0.0 <= batch_targets.min() and batch_targets.max() <= 1.0
-        assert ((batch_targets > 0.01) & (batch_targets < 0.99)).any()
+        # Targets come from the nearest-neighbour zoomed labels: they stay 0/1.
+        assert set(np.unique(batch_targets)) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="re-run data_processing"):
+        next(training_batches({k: v for k, v in inputs.items() if k != "labels"}, training))
 
 
 def test_an_ensemble_of_members_trains_and_is_saved_as_their_mean():

@@ -5,11 +5,13 @@ Images are ``(H, W, 3)`` floats in [0, 1]; targets ``(H, W, C)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from skimage.color import hed_from_rgb, rgb_from_hed
 from skimage.transform import resize
+
+from nuclei_pipeline.core.targets import make_targets
 
 
 def pad_to_size(array: np.ndarray, size: int) -> np.ndarray:
@@ -54,27 +56,37 @@ def zoom_range(scale: float) -> tuple[float, float]:
 
 
 def random_zoomed_crop(
-    image: np.ndarray, target: np.ndarray, size: int, rng: np.random.Generator, scale: float
+    image: np.ndarray,
+    labels: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    scale: float,
+    channels: Sequence[str],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A random window of ``size / zoom`` pixels, resized to ``size × size``.
+    """A random window of about ``size / zoom`` pixels resized by ``zoom``, and its targets.
 
     The zoom is drawn log-uniformly from ``zoom_range(scale)``, so nuclei
-    appear up to ``1 + scale`` times larger or smaller than in the image.
-    Image and target are interpolated bilinearly (soft target edges); the
-    image is smoothed before shrinking to avoid aliasing.
+    appear up to ``1 + scale`` times larger or smaller than in the image. The
+    image is interpolated bilinearly (smoothed first when shrinking), the
+    instance ``labels`` by nearest neighbour, and the target ``channels``
+    are computed from the resized labels, so outlines, contact lines and
+    distances stay as sharp as at the original size. A window larger than
+    the image takes all of it (the result is padded to ``size``).
     """
     low, high = zoom_range(scale)
-    if low == high:
-        return random_crop(image, target, size, rng)
     zoom = float(np.exp(rng.uniform(np.log(low), np.log(high))))
     window = max(1, round(size / zoom))
-    image, target = random_crop(image, target, window, rng)
-    if window == size:
-        return image, target
-    shape = (size, size)
-    zoomed_image = resize(image, shape, order=1, mode="reflect", anti_aliasing=window > size)
-    zoomed_target = resize(target, shape, order=1, mode="reflect", anti_aliasing=False)
-    return zoomed_image.astype(np.float32), zoomed_target.astype(np.float32)
+    height, width = min(window, image.shape[0]), min(window, image.shape[1])
+    top = int(rng.integers(0, image.shape[0] - height + 1))
+    left = int(rng.integers(0, image.shape[1] - width + 1))
+    image = image[top : top + height, left : left + width]
+    labels = labels[top : top + height, left : left + width]
+    shape = (max(1, round(height * zoom)), max(1, round(width * zoom)))
+    if shape != labels.shape:
+        image = resize(image, shape, order=1, mode="reflect", anti_aliasing=zoom < 1)
+        labels = resize(labels, shape, order=0, mode="edge", anti_aliasing=False, preserve_range=True)
+    target = make_targets(np.asarray(labels, dtype=np.int32), channels)
+    return random_crop(np.asarray(image, dtype=np.float32), target, size, rng)
 
 
 def tile_origins(length: int, size: int) -> list[int]:

@@ -205,7 +205,9 @@ def _model_input(
         targets.append(target.astype(np.float16))
     if mode == "resize" and images:
         images, targets = np.stack(images), np.stack(targets)
+    native = {"labels": [sample["labels"].astype(np.int32) for sample in samples]} if mode == "native" else {}
     return {
+        **native,  # zoomed training crops compute their targets from the resized labels
         "ids": [sample["id"] for sample in samples],
         "types": [types[sample["id"]] for sample in samples],
         "sources": [sample.get("source", DSB_SOURCE) for sample in samples],

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from nuclei_pipeline.core.augment import augment, random_zoomed_crop, tiles, zoom_range
+from nuclei_pipeline.core.augment import augment, random_crop, random_zoomed_crop, tiles, zoom_range
 from nuclei_pipeline.core.images import IMAGE_TYPES
 from nuclei_pipeline.core.model import (
     SeedIoU,
@@ -166,14 +166,17 @@ def start_from(model: keras.Model, initial_model: str | None) -> str | None:
     return str(initial_model)
 
 
-def _zoom_scale(training: dict[str, Any], mode: str) -> float:
-    """The checked ``augmentation.scale`` (0: no zoom); zoomed crops need native input."""
+def _zoom_scale(training: dict[str, Any], inputs: dict[str, Any]) -> float:
+    """The checked ``augmentation.scale`` (0: no zoom); zoomed crops need native input with labels."""
     scale = (training.get("augmentation") or {}).get("scale") or 0.0
     zoom_range(scale)
-    if scale and mode != "native":
+    if scale and inputs["input_mode"] != "native":
         raise ValueError(
             "training.augmentation.scale zooms native crops: it needs preprocessing.input_mode: native"
         )
+    if scale and "labels" not in inputs:
+        raise ValueError("training.augmentation.scale needs the instance labels in the model input: "
+                         "re-run data_processing")
     return float(scale)
 
 
@@ -181,7 +184,7 @@ def training_batches(inputs: dict[str, Any], training: dict[str, Any]):
     """Endless generator of augmented (images, targets) batches."""
     rng = np.random.default_rng(int(training.get("seed", 42)))
     batch_size = int(training["batch_size"])
-    scale = _zoom_scale(training, inputs["input_mode"])
+    scale = _zoom_scale(training, inputs)
     # The zoom happens while cropping; `augment` gets the per-crop settings.
     settings = {key: value for key, value in (training.get("augmentation") or {}).items() if key != "scale"}
     crop_size = int(training.get("crop_size", 256))
@@ -194,10 +197,14 @@ def training_batches(inputs: dict[str, Any], training: dict[str, Any]):
             images, targets = [], []
             for index in order[start : start + batch_size]:
                 image = np.asarray(inputs["images"][index], dtype=np.float32)
-                target = np.asarray(inputs["targets"][index], dtype=np.float32)
-                if native:
-                    # scale 0 is a plain random crop.
-                    image, target = random_zoomed_crop(image, target, crop_size, rng, scale)
+                if native and scale:
+                    image, target = random_zoomed_crop(image, inputs["labels"][index], crop_size, rng, scale,
+                                                       inputs["target_channels"])
+                elif native:
+                    target = np.asarray(inputs["targets"][index], dtype=np.float32)
+                    image, target = random_crop(image, target, crop_size, rng)
+                else:
+                    target = np.asarray(inputs["targets"][index], dtype=np.float32)
                 if settings:
                     image, target = augment(image, target, rng, settings)
                 images.append(image)
@@ -294,7 +301,7 @@ def train_model(
         raise ValueError("training needs at least one training and one validation image")
     ema_momentum = _ema_momentum(training.get("ema_momentum"))
     budget = budget_seconds(training.get("time_budget_minutes"))
-    _zoom_scale(training, train_inputs["input_mode"])
+    _zoom_scale(training, train_inputs)
     keras.utils.set_random_seed(int(training.get("seed", 42)))
     channels = list(train_inputs["target_channels"])
     mode = train_inputs["input_mode"]
