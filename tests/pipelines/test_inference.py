@@ -156,3 +156,50 @@ def test_a_mask_is_reused_only_for_the_same_picture(tmp_path):
     assert "image" in replaced and replaced["key"] != keys.load()["cells"]
     assert "image" in predict_masks({"cells": lambda: first}, model, spec, post, {"resume": False},
                                     keys.load())["cells"]()
+
+
+def test_an_awkward_folder_is_predicted_image_by_image_and_reported(tmp_path):
+    """The README's "what happens when…" inputs, through the image folder, prediction and report."""
+    import skimage.io
+    import tifffile
+
+    from nuclei_pipeline.datasets import ImageFolderDataset, PngFolderDataset
+    from nuclei_pipeline.pipelines.inference.nodes import predict_masks
+
+    image, _ = make_nuclei((40, 48), count=4, seed=3, touching_pair=False)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    skimage.io.imsave(folder / "rgba.png", np.dstack([image, np.full(image.shape[:2], 255, np.uint8)]),
+                      check_contrast=False)
+    tifffile.imwrite(folder / "grey16.tif", image[..., 0].astype(np.uint16) * 257)
+    tifffile.imwrite(folder / "float.tif", image[..., 0].astype(np.float32) / 255)
+    tifffile.imwrite(folder / "two_channel.tif", image[..., :2])
+    with_nan = image[..., 0].astype(np.float32)
+    with_nan[3, 3] = np.nan
+    tifffile.imwrite(folder / "nan.tif", with_nan)
+    skimage.io.imsave(folder / "tiny.png", image[:5, :7], check_contrast=False)
+    skimage.io.imsave(folder / "one_pixel.png", image[:1, :1], check_contrast=False)
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "fake.png").write_bytes(b"not an image")
+    png = (folder / "rgba.png").read_bytes()
+    (folder / "truncated.png").write_bytes(png[: len(png) // 2])
+    (folder / "notes.txt").write_text("not read")
+
+    images = ImageFolderDataset(str(folder)).load()
+    assert "notes" not in images
+    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(
+        1, 1, activation="sigmoid", kernel_initializer=keras.initializers.Constant(20.0),
+        bias_initializer=keras.initializers.Constant(-15.0))])  # bright pixels: nucleus
+    masks = PngFolderDataset(str(tmp_path / "masks"))
+    masks.save(predict_masks(images, model, {"input_mode": "native"}, {"method": "components", "threshold": 0.5},
+                             {}, {}))
+    originals = ImageFolderDataset(str(folder), original=True).load()
+    measurements = measure_masks(originals, masks.load(), {})
+    _, report = summarise_masks(images, masks.load(), measurements)
+    status = report.set_index("id")["status"].to_dict()
+    assert status == {"fake": "unreadable", "float": "ok", "grey16": "ok", "nan": "unreadable",
+                      "one_pixel": "ok", "rgba": "ok", "tiny": "ok", "truncated": "unreadable",
+                      "two_channel": "ok", "zero": "unreadable"}
+    counts = report.set_index("id")["nucleus_count"]
+    assert counts["rgba"] == counts["grey16"] == counts["float"] > 0  # one picture, whatever its encoding
+    assert report.set_index("id").loc["one_pixel", "height"] == 1
