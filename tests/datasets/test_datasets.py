@@ -96,6 +96,28 @@ def test_png_folder_writes_16_bit_labels_keys_and_skips_none(tmp_path, caplog):
     assert not list((tmp_path / "masks").glob(".*"))  # no temporary files left
 
 
+def test_label_images_beyond_16_bits_are_kept_as_tiff_with_their_key(tmp_path, monkeypatch):
+    import nuclei_pipeline.datasets.png_folder as png_folder
+
+    many = np.arange(70_000, dtype=np.int64).reshape(280, 250) + 1  # 70,000 nuclei of one pixel
+    folder = PngFolderDataset(str(tmp_path / "masks"))
+    folder.save({"plate": {"image": np.zeros((4, 4), np.int32), "key": "old"}})
+    assert (tmp_path / "masks" / "plate.png").is_file()
+    folder.save({"plate": {"image": many, "key": "k70000"}})
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["plate.tif"]  # the stale PNG is gone
+    np.testing.assert_array_equal(folder.load()["plate"](), many)
+    assert PngFolderDataset(str(tmp_path / "masks"), load_keys=True).load() == {"plate": "k70000"}
+    folder.save({"plate": {"unchanged": True}})  # a TIFF counts as the kept file
+    # Large label images go to tiled TIFF too, whatever their count.
+    monkeypatch.setattr(png_folder, "TIFF_ABOVE_PIXELS", 100)
+    folder.save({"big": {"image": np.ones((20, 20), np.int32), "key": "b"}})
+    assert (tmp_path / "masks" / "big.tif").is_file() and not (tmp_path / "masks" / "big.png").exists()
+    import tifffile
+
+    with tifffile.TiffFile(tmp_path / "masks" / "plate.tif") as tiff:
+        assert tiff.pages[0].is_tiled and tiff.pages[0].dtype == np.uint32
+
+
 def test_png_folder_interrupted_save_keeps_finished_files(tmp_path):
     folder = PngFolderDataset(str(tmp_path / "masks"))
 

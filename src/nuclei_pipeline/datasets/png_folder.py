@@ -1,13 +1,20 @@
-"""A folder of PNGs written one by one, atomically, each optionally tagged with a key."""
+"""A folder of PNGs written one by one, atomically, each optionally tagged with a key.
+
+Label images that PNG cannot hold (more than 65,535 nuclei) or that are large
+(over 4096² pixels, e.g. a stitched plate) are written as tiled, compressed
+(Big)TIFF instead, with the key in the TIFF description.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
 from kedro.io import AbstractDataset, DatasetError
 from PIL import Image, PngImagePlugin
 
@@ -16,6 +23,29 @@ from nuclei_pipeline.datasets.atomic import write_atomically
 logger = logging.getLogger(__name__)
 
 KEY_CHUNK = "nuclei_pipeline_key"
+SUFFIXES = (".png", ".tif")
+TIFF_ABOVE_PIXELS = 4096 * 4096  # larger label images: tiled TIFF, never one PNG encoded in memory
+
+
+def _is_label_image(array: np.ndarray) -> bool:
+    return array.ndim == 2 and array.dtype != np.uint8
+
+
+def _suffix(array: np.ndarray) -> str:
+    """``.tif`` for label images beyond 16 bits or :data:`TIFF_ABOVE_PIXELS`, else ``.png``."""
+    if _is_label_image(array) and (array.size > TIFF_ABOVE_PIXELS or (array.size and array.max() > 65535)):
+        return ".tif"
+    return ".png"
+
+
+def _write_tiff(path: Path, labels: np.ndarray, key: str | None) -> None:
+    if labels.size and labels.min() < 0:
+        raise ValueError("label values must not be negative")
+    dtype = np.uint16 if not labels.size or labels.max() <= 65535 else np.uint32
+    tifffile.imwrite(path, labels.astype(dtype, copy=False), bigtiff=labels.nbytes > 2**31, tile=(512, 512),
+                     compression="zlib", metadata=None,
+                     description=json.dumps({KEY_CHUNK: key}) if key is not None else None)
+
 
 def _to_pil(array: np.ndarray) -> Image.Image:
     array = np.asarray(array)
@@ -29,14 +59,20 @@ def _to_pil(array: np.ndarray) -> Image.Image:
 
 def _read_png(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as image:
-            array = np.asarray(image)
+        if path.suffix == ".tif":
+            array = tifffile.imread(path)
+        else:
+            with Image.open(path) as image:
+                array = np.asarray(image)
     except Exception as error:
         raise DatasetError(f"cannot read {path}: {error}") from error
-    return array.astype(np.int32) if array.dtype in (np.uint16, np.int32) else array
+    return array.astype(np.int32) if array.dtype in (np.uint16, np.int32, np.uint32) else array
 
 def _read_key(path: Path) -> str | None:
     try:
+        if path.suffix == ".tif":
+            with tifffile.TiffFile(path) as tiff:  # the description only: no decode
+                return json.loads(tiff.pages[0].description or "{}").get(KEY_CHUNK)
         with Image.open(path) as image:  # text chunks come before the pixels: no decode
             return image.text.get(KEY_CHUNK)
     except Exception:
@@ -52,7 +88,9 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
     of these, called only when that file is written: so a node can hand over
     thousands of lazily computed images and memory stays flat. Each file is
     written to a temporary name, then renamed: an interrupted run never
-    leaves a half-written PNG. 2-D non-uint8 arrays become 16-bit label PNGs.
+    leaves a half-written PNG. 2-D non-uint8 arrays become 16-bit label PNGs,
+    or tiled (Big)TIFF (16 or 32 bits) beyond 65,535 labels or 4096² pixels;
+    the other format's file of the same name is then removed.
 
     Loading returns ``{name: loader}`` (``loader()`` gives the array), or
     with ``load_keys: true`` ``{name: key}`` read from the PNG headers. An
@@ -74,7 +112,8 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
     def _files(self) -> dict[str, Path]:
         if not self._path.is_dir():
             return {}
-        return {p.stem: p for p in sorted(self._path.glob("*.png")) if not p.name.startswith(".")}
+        return {p.stem: p for p in sorted(self._path.iterdir())
+                if p.suffix in SUFFIXES and not p.name.startswith(".")}
 
     def load(self) -> dict[str, Any]:
         files = self._files()
@@ -92,22 +131,31 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
                 continue
             key = None
             if isinstance(value, dict) and value.get("unchanged"):
-                if not (self._path / f"{name}.png").is_file():
+                if not any((self._path / f"{name}{suffix}").is_file() for suffix in SUFFIXES):
                     raise DatasetError(f"{self._path / name}.png was to be kept but does not exist")
                 continue
             if isinstance(value, dict):
                 key, value = value.get("key"), value["image"]
+            value = np.asarray(value)
+            suffix = _suffix(value)
+            target = self._path / f"{name}{suffix}"
             try:
-                image = _to_pil(value)
+                if suffix == ".tif":
+                    write_atomically(target, lambda temporary, labels=value, key=key: _write_tiff(temporary, labels, key))
+                else:
+                    image = _to_pil(value)
+                    info = PngImagePlugin.PngInfo()
+                    if key is not None:
+                        info.add_text(KEY_CHUNK, str(key))
+                    write_atomically(
+                        target,
+                        lambda temporary, image=image, info=info: image.save(temporary, format="PNG", pnginfo=info),
+                    )
             except ValueError as error:
-                raise DatasetError(f"cannot write {self._path / name}.png: {error}") from error
-            info = PngImagePlugin.PngInfo()
-            if key is not None:
-                info.add_text(KEY_CHUNK, str(key))
-            write_atomically(
-                self._path / f"{name}.png",
-                lambda temporary, image=image, info=info: image.save(temporary, format="PNG", pnginfo=info),
-            )
+                raise DatasetError(f"cannot write {target}: {error}") from error
+            for other in SUFFIXES:  # a mask of the other format is stale now
+                if other != suffix:
+                    (self._path / f"{name}{other}").unlink(missing_ok=True)
 
     def _exists(self) -> bool:
         return self._path.is_dir()
