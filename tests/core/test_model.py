@@ -36,19 +36,22 @@ def test_bad_model_parameters_are_named():
         build_unet((100, 100, 3))
 
 
-def test_seed_iou_matches_a_numpy_computation():
-    rng = np.random.default_rng(0)
-    truth = (rng.random((2, 8, 8, 1)) > 0.5).astype("float32")
-    predicted = rng.random((2, 8, 8, 1)).astype("float32")
+def test_seed_iou_on_cases_worked_out_by_hand():
+    truth = np.zeros((2, 4, 4, 1), "float32")
+    truth[:, :2] = 1  # half the pixels are nucleus
     metric = SeedIoU()
-    metric.update_state(truth, predicted)
-    expected = []
-    for t in np.arange(0.5, 1.0, 0.05):
-        p, g = predicted[..., 0] > t, truth[..., 0] > 0.5
-        fg = (p & g).sum() / (p | g).sum()
-        bg = (~p & ~g).sum() / (~p | ~g).sum()
-        expected.append((fg + bg) / 2)
-    assert float(metric.result()) == pytest.approx(np.mean(expected), abs=1e-5)
+    metric.update_state(truth, truth)
+    assert float(metric.result()) == pytest.approx(1.0)
+    # 0.88 on nuclei, 0.12 elsewhere: right at thresholds 0.50 … 0.85 (IoU 1); at 0.90 and 0.95
+    # nothing is predicted: nucleus IoU 0, background IoU 0.5 → 0.25. Mean over the ten: 0.85.
+    metric = SeedIoU()
+    confident = np.where(truth > 0.5, 0.88, 0.12).astype("float32")
+    metric.update_state(truth, confident)
+    assert float(metric.result()) == pytest.approx(0.85, abs=1e-5)
+    metric.update_state(truth, 1 - confident)  # all wrong: 0 at every threshold; the counts accumulate
+    # Pooled counts: at t ≤ 0.85 TP = FP = FN = TN = 16, both IoUs 16 / 48; at 0.90 and 0.95 nothing
+    # is predicted (FN = TN = 32): nucleus 0, background 0.5.
+    assert float(metric.result()) == pytest.approx((8 * (16 / 48) + 2 * 0.25) / 10, abs=1e-5)
 
 
 def test_bce_dice_is_low_for_right_and_high_for_wrong_predictions():

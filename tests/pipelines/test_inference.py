@@ -195,7 +195,7 @@ def test_an_awkward_folder_is_predicted_image_by_image_and_reported(tmp_path):
                              {}, {}))
     originals = ImageFolderDataset(str(folder), original=True).load()
     measurements = measure_masks(originals, masks.load(), {})
-    _, report = summarise_masks(images, masks.load(), measurements)
+    submission, report = summarise_masks(images, masks.load(), measurements)
     status = report.set_index("id")["status"].to_dict()
     assert status == {"fake": "unreadable", "float": "ok", "grey16": "ok", "nan": "unreadable",
                       "one_pixel": "ok", "rgba": "ok", "tiny": "ok", "truncated": "unreadable",
@@ -203,3 +203,8 @@ def test_an_awkward_folder_is_predicted_image_by_image_and_reported(tmp_path):
     counts = report.set_index("id")["nucleus_count"]
     assert counts["rgba"] == counts["grey16"] == counts["float"] > 0  # one picture, whatever its encoding
     assert report.set_index("id").loc["one_pixel", "height"] == 1
+    # An image without nuclei still has its one submission row, with nothing encoded.
+    rows = submission.groupby("ImageId")["EncodedPixels"].apply(list).to_dict()
+    assert rows["one_pixel"] == [""] and counts["one_pixel"] == 0
+    assert len(rows["rgba"]) == counts["rgba"] and "" not in rows["rgba"]
+    assert set(rows) == {i for i, s in status.items() if s == "ok"}

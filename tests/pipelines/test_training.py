@@ -57,7 +57,7 @@ def test_resize_mode_keeps_plain_epochs_unless_types_are_weighted():
     [({"histologie": 2.0}, "unknown image types"), ({"histology": 0.0}, "must be positive")],
 )
 def test_bad_type_weights_are_named(type_weights, message):
-    with pytest.raises(ValueError, match=f"training.type_weights.*{message}|{message}"):
+    with pytest.raises(ValueError, match=f"training.type_weights.*{message}"):
         sampling_weights(_inputs(), {"type_weights": type_weights})
 
 
@@ -105,11 +105,11 @@ def test_bad_ema_momentum_is_named(momentum):
 
 @pytest.mark.parametrize(
     ("mode", "scale", "message"),
-    [("native", 2.0, r"scale must be a number in \[0, 1\]"), ("resize", 0.25, "needs preprocessing.input_mode: native")],
+    [("native", 2.0, r"must be a number in \[0, 1\]"), ("resize", 0.25, "zooms native crops: it needs preprocessing.input_mode: native")],
 )
 def test_bad_zoom_setting_is_named_before_training(mode, scale, message):
     inputs = {"ids": ["a"], "images": np.zeros((1, 16, 16, 3)), "input_mode": mode}
-    with pytest.raises(ValueError, match=f"training.augmentation.scale.*{message}|{message}"):
+    with pytest.raises(ValueError, match=f"training.augmentation.scale {message}"):
         train_model(inputs, inputs, {}, {"augmentation": {"scale": scale}})
 
 
