@@ -28,13 +28,12 @@ def main():
     if args.workers < 2:
         parser.error("--workers must be at least 2 (it is compared with 1)")
     samples, truths, probabilities = load_validation(args.preset)
-    split = {"train": [], "validation": list(truths)}
     parameters = yaml.safe_load(Path("conf/base/parameters_evaluation.yml").read_text())
     tuning = {**parameters["evaluation"]["tuning"], "enabled": True, "max_sweeps": args.max_sweeps}
     results = {}
     for workers in (1, args.workers):
         started = time.perf_counter()
-        best, trials = tune_postprocessing(probabilities, list(samples.values()), split, parameters["postprocessing"],
+        best, trials = tune_postprocessing(probabilities, list(samples.values()), parameters["postprocessing"],
                                            {"tuning": {**tuning, "workers": workers}})
         results[workers] = (time.perf_counter() - started, best, trials)
         print(f"workers={workers}: {results[workers][0]:.1f} s, {len(trials)} trials, "

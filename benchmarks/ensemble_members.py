@@ -26,8 +26,7 @@ from nuclei_pipeline.pipelines.evaluation.nodes import tune_postprocessing
 
 
 def tuned_score(probabilities, samples, truths, start, evaluation):
-    split = {"train": [], "validation": sorted(probabilities)}
-    best, _ = tune_postprocessing(probabilities, list(samples.values()), split, start, evaluation)
+    best, _ = tune_postprocessing(probabilities, [samples[i] for i in sorted(probabilities)], start, evaluation)
     return mean_scores(probabilities, truths, [(best, [best["min_size"]])])[0][0]
 
 

@@ -57,8 +57,7 @@ def main():
     shipped = json.loads((DATA / "06_models" / args.preset / "postprocessing.json").read_text())
 
     def tuned_on(ids: list[str], start: dict) -> dict:
-        best, _ = tune_postprocessing(stacks, list(samples.values()), {"train": [], "validation": ids},
-                                      start, evaluation)
+        best, _ = tune_postprocessing(stacks, [samples[i] for i in ids], start, evaluation)
         return best
 
     def score(ids: list[str], settings: dict) -> float:

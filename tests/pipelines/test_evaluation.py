@@ -7,6 +7,7 @@ from nuclei_pipeline.pipelines.evaluation.nodes import (
     postprocess_predictions,
     score_images,
     score_ood_images,
+    select_validation_samples,
     summarise_scores,
     tune_postprocessing,
 )
@@ -24,17 +25,25 @@ def validation():
         samples.append({"id": f"s{index}", "image": image, "labels": labels.astype(np.uint16)})
         # a model that is right but only 55 % sure
         probabilities[f"s{index}"] = (make_targets(labels, ["mask", "touching"]) * 0.55).astype(np.float16)
-    split = {"train": [], "validation": ["s0", "s1", "s2"]}
+    samples.append({"id": "t0", "image": samples[0]["image"], "labels": samples[0]["labels"]})  # a training sample
+    split = {"train": ["t0"], "validation": ["s0", "s1", "s2"]}
     table = pd.DataFrame({"id": ["s0", "s1", "s2"], "type": ["fluorescence", "fluorescence", "histology"]})
-    return samples, probabilities, split, table
+    return select_validation_samples(samples, split), probabilities, table
+
+
+def test_the_validation_samples_are_those_of_the_split(validation):
+    samples, _, _ = validation
+    assert [s["id"] for s in samples] == ["s0", "s1", "s2"]
+    with pytest.raises(ValueError, match="names no sample"):
+        select_validation_samples(samples, {"train": [], "validation": ["gone"]})
 
 
 def test_tuning_finds_the_threshold_and_method_that_work(validation):
-    samples, probabilities, split, _ = validation
+    samples, probabilities, _ = validation
     evaluation = {"tuning": {"enabled": True, "grid": {
         "threshold": [0.6, 0.5], "method": ["components", "watershed"], "border_channel": [1],
         "marker_threshold": [0.5]}}}
-    best, trials = tune_postprocessing(probabilities, samples, split, POSTPROCESSING, evaluation)
+    best, trials = tune_postprocessing(probabilities, samples, POSTPROCESSING, evaluation)
     assert len(trials) == 4 and trials["validation_map"].is_monotonic_decreasing
     assert best["threshold"] == 0.5 and best["method"] == "watershed"
     assert trials.iloc[-1]["validation_map"] == 0.0  # threshold 0.6 finds nothing
@@ -43,13 +52,13 @@ def test_tuning_finds_the_threshold_and_method_that_work(validation):
 
 
 def test_coordinate_tuning_finds_the_grid_optimum_with_fewer_trials(validation):
-    samples, probabilities, split, _ = validation
+    samples, probabilities, _ = validation
     grid = {"threshold": [0.8, 0.7, 0.6, 0.5, 0.4, 0.3], "method": ["components", "watershed"],
             "border_channel": [1], "marker_threshold": [0.9, 0.8, 0.7, 0.5], "min_size": [0, 5000]}
-    full, full_trials = tune_postprocessing(probabilities, samples, split, POSTPROCESSING,
+    full, full_trials = tune_postprocessing(probabilities, samples, POSTPROCESSING,
                                             {"tuning": {"enabled": True, "grid": grid}})
     fast, fast_trials = tune_postprocessing(
-        probabilities, samples, split, POSTPROCESSING,
+        probabilities, samples, POSTPROCESSING,
         {"tuning": {"enabled": True, "strategy": "coordinate", "grid": grid}})
     assert fast_trials["validation_map"].max() == full_trials["validation_map"].max() > 0.5
     assert fast["min_size"] == 0 and fast["threshold"] in (0.5, 0.4)
@@ -59,47 +68,47 @@ def test_coordinate_tuning_finds_the_grid_optimum_with_fewer_trials(validation):
     assert segmentations(fast_trials) < segmentations(full_trials)
     assert segmentations(full_trials) == 48
     with pytest.raises(ValueError, match="tuning.strategy"):
-        tune_postprocessing(probabilities, samples, split, POSTPROCESSING,
+        tune_postprocessing(probabilities, samples, POSTPROCESSING,
                             {"tuning": {"enabled": True, "strategy": "random", "grid": grid}})
 
 
 def test_tuning_in_worker_processes_gives_the_same_trials(validation):
-    samples, probabilities, split, _ = validation
+    samples, probabilities, _ = validation
     grid = {"threshold": [0.6, 0.5, 0.4], "method": ["components", "watershed"], "border_channel": [1],
             "min_size": [0, 30, 5000]}
     tuning = {"enabled": True, "strategy": "coordinate", "grid": grid}
-    serial, serial_trials = tune_postprocessing(probabilities, samples, split, POSTPROCESSING,
+    serial, serial_trials = tune_postprocessing(probabilities, samples, POSTPROCESSING,
                                                 {"tuning": {**tuning, "workers": 1}})
-    parallel, parallel_trials = tune_postprocessing(probabilities, samples, split, POSTPROCESSING,
+    parallel, parallel_trials = tune_postprocessing(probabilities, samples, POSTPROCESSING,
                                                     {"tuning": {**tuning, "workers": 2}})
     assert parallel == serial
     pd.testing.assert_frame_equal(parallel_trials, serial_trials)
     assert serial_trials["validation_map"].nunique() > 2  # the settings do differ
     for workers in (0, -1, 1.5, True, "all"):
         with pytest.raises(ValueError, match="evaluation.tuning.workers"):
-            tune_postprocessing(probabilities, samples, split, POSTPROCESSING,
+            tune_postprocessing(probabilities, samples, POSTPROCESSING,
                                 {"tuning": {**tuning, "workers": workers}})
 
 
 def test_tuning_off_returns_the_configured_settings(validation):
-    samples, probabilities, split, _ = validation
+    samples, probabilities, _ = validation
     for evaluation in ({}, {"tuning": {"enabled": False, "grid": {"threshold": [0.5]}}}):
-        best, trials = tune_postprocessing(probabilities, samples, split, POSTPROCESSING, evaluation)
+        best, trials = tune_postprocessing(probabilities, samples, POSTPROCESSING, evaluation)
         assert best == POSTPROCESSING and len(trials) == 1
 
 
 def test_tuning_grid_with_unknown_key_is_named(validation):
-    samples, probabilities, split, _ = validation
+    samples, probabilities, _ = validation
     with pytest.raises(ValueError, match="colour"):
-        tune_postprocessing(probabilities, samples, split, POSTPROCESSING,
+        tune_postprocessing(probabilities, samples, POSTPROCESSING,
                             {"tuning": {"enabled": True, "grid": {"colour": [1]}}})
 
 
 def test_scores_and_summary_by_type(validation):
-    samples, probabilities, split, table = validation
+    samples, probabilities, table = validation
     settings = {**POSTPROCESSING, "threshold": 0.5}
     predictions = postprocess_predictions(probabilities, settings)
-    scores = score_images(samples, split, predictions, table)
+    scores = score_images(samples, predictions, table)
     assert list(scores["id"])[-1] != "s0"  # sorted worst first: s0 has a merged pair
     assert scores.set_index("id").loc["s0", "merged"] == 1
     assert scores.set_index("id").loc["s1", "average_precision"] == 1.0
@@ -110,8 +119,8 @@ def test_scores_and_summary_by_type(validation):
 
 
 def test_out_of_distribution_sets_are_scored_and_summarised_per_set(validation):
-    samples, probabilities, split, table = validation
-    scores = score_images(samples, split, postprocess_predictions(probabilities, POSTPROCESSING), table)
+    samples, probabilities, table = validation
+    scores = score_images(samples, postprocess_predictions(probabilities, POSTPROCESSING), table)
     images = {s["id"]: s for s in samples}
     ood_raw = {
         "perfect": {"s1": lambda: images["s1"], "s2": lambda: images["s2"]},
@@ -135,8 +144,8 @@ def test_out_of_distribution_sets_are_scored_and_summarised_per_set(validation):
 
 
 def test_no_out_of_distribution_set_adds_no_metric(validation):
-    samples, probabilities, split, table = validation
-    scores = score_images(samples, split, postprocess_predictions(probabilities, POSTPROCESSING), table)
+    samples, probabilities, table = validation
+    scores = score_images(samples, postprocess_predictions(probabilities, POSTPROCESSING), table)
     empty = score_ood_images({}, {})
     summary, metrics = summarise_scores(scores, empty)
     assert not any(name.startswith("ood") for name in metrics)

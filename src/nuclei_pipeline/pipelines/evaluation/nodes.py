@@ -33,7 +33,8 @@ SCORE_COLUMNS = [f"score_{t:.2f}" for t in IOU_THRESHOLDS]
 OOD_GALLERY_CROP = 384  # pixels shown of each out-of-distribution image
 
 
-def _validation_samples(samples: list[dict[str, Any]], split: dict[str, list[str]]):
+def select_validation_samples(samples: list[dict[str, Any]], split: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """The samples of the validation split (the evaluation pipeline's one view of it)."""
     wanted = set(split["validation"])
     chosen = [sample for sample in samples if sample["id"] in wanted]
     if not chosen:
@@ -44,7 +45,6 @@ def _validation_samples(samples: list[dict[str, Any]], split: dict[str, list[str
 def predict_validation(
     model: keras.Model,
     samples: list[dict[str, Any]],
-    split: dict[str, list[str]],
     model_spec: dict[str, Any],
     evaluation: dict[str, Any],
     prediction: dict[str, Any] | None = None,
@@ -62,7 +62,7 @@ def predict_validation(
             test_time_augmentation=bool(evaluation.get("test_time_augmentation", False)),
             prediction=prediction,
         ).astype(np.float16)
-        for sample in _validation_samples(samples, split)
+        for sample in samples
     }
 
 
@@ -85,7 +85,6 @@ def _process_pool(workers: int):
 def tune_postprocessing(
     probabilities: dict[str, np.ndarray],
     samples: list[dict[str, Any]],
-    split: dict[str, list[str]],
     postprocessing: dict[str, Any],
     evaluation: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -110,7 +109,7 @@ def tune_postprocessing(
     strategy = tuning.get("strategy", "grid")
     if strategy not in ("grid", "coordinate"):
         raise ValueError(f"evaluation.tuning.strategy must be 'grid' or 'coordinate', got {strategy!r}")
-    truths = {s["id"]: s["labels"].astype(np.int32) for s in _validation_samples(samples, split)}
+    truths = {s["id"]: s["labels"].astype(np.int32) for s in samples}
     stacks = {i: probabilities[i].astype(np.float32) for i in truths}
     workers = _tuning_workers(tuning.get("workers", 1)) if grid else 1
     scored: dict[str, dict[str, Any]] = {}
@@ -182,7 +181,6 @@ def _score_row(truth: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
 
 def score_images(
     samples: list[dict[str, Any]],
-    split: dict[str, list[str]],
     predictions: dict[str, np.ndarray],
     image_table: pd.DataFrame,
 ) -> pd.DataFrame:
@@ -191,7 +189,7 @@ def score_images(
     rows = [
         {"id": sample["id"], "type": types.get(sample["id"], "unknown"),
          **_score_row(sample["labels"], predictions[sample["id"]])}
-        for sample in _validation_samples(samples, split)
+        for sample in samples
     ]
     return pd.DataFrame(rows).sort_values("average_precision").reset_index(drop=True)
 
@@ -348,7 +346,6 @@ def plot_score_histogram(scores: pd.DataFrame) -> Figure:
 
 def plot_gallery(
     samples: list[dict[str, Any]],
-    split: dict[str, list[str]],
     predictions: dict[str, np.ndarray],
     scores: pd.DataFrame,
     evaluation: dict[str, Any],
@@ -357,7 +354,7 @@ def plot_gallery(
     count = int(evaluation.get("gallery_size", 4))
     ordered = scores.sort_values("average_precision")
     chosen = pd.concat([ordered.head(count), ordered.tail(count)]).drop_duplicates("id")
-    by_id = {s["id"]: s for s in _validation_samples(samples, split)}
+    by_id = {s["id"]: s for s in samples}
     columns = min(4, len(chosen))
     rows = int(np.ceil(len(chosen) / columns))
     figure = Figure(figsize=(4 * columns, 4 * rows))

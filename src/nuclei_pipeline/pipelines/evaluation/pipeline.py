@@ -10,6 +10,7 @@ from nuclei_pipeline.pipelines.evaluation.nodes import (
     predict_validation,
     score_images,
     score_ood_images,
+    select_validation_samples,
     summarise_scores,
     tune_postprocessing,
 )
@@ -18,17 +19,18 @@ from nuclei_pipeline.pipelines.evaluation.nodes import (
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
+            Node(select_validation_samples, ["train_samples", "train_validation_split"], "validation_samples",
+                 name="select_validation_samples"),
             Node(
                 predict_validation,
-                ["trained_model", "train_samples", "train_validation_split", "model_spec",
+                ["trained_model", "validation_samples", "model_spec",
                  "params:evaluation", "params:prediction", "params:postprocessing"],
                 "validation_probabilities",
                 name="predict_validation",
             ),
             Node(
                 tune_postprocessing,
-                ["validation_probabilities", "train_samples", "train_validation_split",
-                 "params:postprocessing", "params:evaluation"],
+                ["validation_probabilities", "validation_samples", "params:postprocessing", "params:evaluation"],
                 ["postprocessing_settings", "postprocessing_trials"],
                 name="tune_postprocessing",
             ),
@@ -40,7 +42,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 score_images,
-                ["train_samples", "train_validation_split", "validation_predictions", "image_table"],
+                ["validation_samples", "validation_predictions", "image_table"],
                 "validation_scores",
                 name="score_validation_images",
             ),
@@ -67,8 +69,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  name="plot_score_histogram"),
             Node(
                 plot_gallery,
-                ["train_samples", "train_validation_split", "validation_predictions",
-                 "validation_scores", "params:evaluation"],
+                ["validation_samples", "validation_predictions", "validation_scores", "params:evaluation"],
                 "validation_gallery_plot",
                 name="plot_validation_gallery",
             ),
