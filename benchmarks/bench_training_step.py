@@ -1,8 +1,5 @@
 """Print the training step time of the default U-Net in float32 and bfloat16 mixed precision,
-and (``--batch-norm``) with batch normalisation at every level, at the deep levels only, or none,
-or (``--ema``) with and without a moving average of the weights (``training.ema_momentum``),
-or (``--members``) the default U-Net against two half-width members trained side by side
-(``model.members: 2``, ``model.filters: [8, 16, 32, 64, 128]``) in both precisions.
+or (``--batch-norm``) with batch normalisation at every level, at the deep levels only, or none.
 
 Run: ``.venv/bin/python benchmarks/bench_training_step.py [--batch 8 --crop 256 --steps 5]``.
 Both precisions are timed in the same process, interleaved, on the same random batch; the
@@ -46,17 +43,13 @@ def random_batch(args):
     return images, targets
 
 
-def interleaved_seconds(variants, images, targets, args, optimizers=None):
-    """Best seconds per step of each U-Net variant (``name: build_unet kwargs``), timed in turns.
-
-    ``optimizers`` (optional) maps a variant's name to extra ``Adam`` arguments.
-    """
+def interleaved_seconds(variants, images, targets, args):
+    """Best seconds per step of each U-Net variant (``name: build_unet kwargs``), timed in turns."""
     models = {}
     for name, kwargs in variants.items():
         keras.utils.set_random_seed(0)
         model = build_unet((None, None, 3), output_channels=4, **kwargs)
-        adam = keras.optimizers.Adam(1e-3, **(optimizers or {}).get(name, {}))
-        model.compile(optimizer=adam, loss=build_loss("bce_dice", members=kwargs.get("members", 1)))
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=build_loss("bce_dice"))
         models[name] = model
     seconds = {name: [] for name in models}
     for _ in range(args.rounds):
@@ -72,17 +65,9 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-norm", action="store_true", help="compare batch-norm layouts instead")
-    parser.add_argument("--ema", action="store_true", help="compare with and without weight EMA instead")
-    parser.add_argument("--members", action="store_true", help="compare with two half-width members instead")
     args = parser.parse_args()
-    if args.members:
-        compare_members(args)
-        return
     if args.batch_norm:
         compare_batch_norm(args)
-        return
-    if args.ema:
-        compare_ema(args)
         return
     images, targets = random_batch(args)
     models, seconds = interleaved_seconds(
@@ -114,37 +99,6 @@ def compare_batch_norm(args):
     print(f"{precision}, batch {args.batch} × {args.crop}²")
     for name, value in seconds.items():
         print(f"batch norm at {name:>26}: {value:.3f} s/step, {seconds['every level'] / value:.2f}× the speed of every level")
-
-
-def compare_ema(args):
-    """Step time with and without a moving average of the weights, default layout and precision."""
-    images, targets = random_batch(args)
-    precision = resolve_precision("auto")
-    layout = {"batch_norm": DEFAULT_BATCH_NORM, "precision": precision}
-    _, seconds = interleaved_seconds(
-        {"plain Adam": layout, "Adam + EMA 0.99": layout},
-        images, targets, args,
-        optimizers={"Adam + EMA 0.99": {"use_ema": True, "ema_momentum": 0.99}},
-    )
-    print(f"{precision}, batch {args.batch} × {args.crop}²")
-    for name, value in seconds.items():
-        print(f"{name:>16}: {value:.3f} s/step, {value / seconds['plain Adam']:.3f}× plain Adam")
-
-
-def compare_members(args):
-    """Step time of the default U-Net and of two half-width members, in float32 and bfloat16."""
-    images, targets = random_batch(args)
-    variants = {}
-    for precision in ("float32", "mixed_bfloat16"):
-        layout = {"batch_norm": DEFAULT_BATCH_NORM, "precision": precision}
-        variants[f"default, {precision}"] = layout
-        variants[f"2 half-width members, {precision}"] = {**layout, "filters": [8, 16, 32, 64, 128], "members": 2}
-    models, seconds = interleaved_seconds(variants, images, targets, args)
-    print(f"batch {args.batch} × {args.crop}²")
-    for name, value in seconds.items():
-        default = seconds[f"default, {name.rsplit(', ', 1)[1]}"]
-        print(f"{name:>38}: {value:.3f} s/step, {value / default:.2f}× the default's, "
-              f"{models[name].count_params():,} parameters")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ from nuclei_pipeline.core.model import (
     BceDiceLoss,
     SeedIoU,
     as_float32,
-    average_members,
     build_loss,
     build_unet,
     native_bfloat16_available,
@@ -55,7 +54,7 @@ def test_seed_iou_on_cases_worked_out_by_hand():
 
 
 def test_bce_dice_is_low_for_right_and_high_for_wrong_predictions():
-    loss = BceDiceLoss(channel_weights=[1.0, 2.0])
+    loss = BceDiceLoss()
     truth = np.zeros((1, 8, 8, 2), "float32")
     truth[:, 2:6, 2:6] = 1
     good = float(loss(truth, np.clip(truth, 0.01, 0.99)))
@@ -65,13 +64,13 @@ def test_bce_dice_is_low_for_right_and_high_for_wrong_predictions():
 
 def test_model_with_custom_objects_round_trips(tmp_path):
     model = build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0), output_channels=2)
-    model.compile(optimizer="adam", loss=build_loss("bce_dice", channel_weights=[1, 2]), metrics=[SeedIoU()])
+    model.compile(optimizer="adam", loss=build_loss("bce_dice", dice_weight=0.5), metrics=[SeedIoU()])
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
     x = np.random.default_rng(0).random((1, 16, 16, 3)).astype("float32")
     np.testing.assert_allclose(loaded.predict_on_batch(x), model.predict_on_batch(x), atol=1e-6)
-    assert loaded.loss.channel_weights == [1, 2]
+    assert loaded.loss.dice_weight == 0.5
 
 
 def test_unknown_loss_is_named():
@@ -121,50 +120,3 @@ def test_batch_norm_can_be_kept_at_some_levels_only():
     assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in everywhere.layers) == 10
     with pytest.raises(ValueError, match="model.batch_norm"):
         build_unet((32, 32, 3), filters=[4, 8, 16], dropout=[0, 0, 0], batch_norm=[True, False])
-
-
-def _member_model(members, precision="float32"):
-    keras.utils.set_random_seed(0)
-    return build_unet((None, None, 3), filters=(4, 8, 16), dropout=(0, 0, 0), output_channels=2,
-                      batch_norm=[False, True, True], precision=precision, members=members)
-
-
-def test_ensemble_members_are_side_by_side_unets_averaged_after_training(tmp_path):
-    single, pair = _member_model(1), _member_model(2, precision="mixed_bfloat16")
-    assert pair.count_params() == 2 * single.count_params()
-    assert network_stride(pair) == network_stride(single) == 4
-    x = np.random.default_rng(0).random((1, 16, 24, 3)).astype("float32")
-    stacked = as_float32(pair).predict_on_batch(x)
-    assert stacked.shape == (1, 16, 24, 4)
-    # Different initial weights: the members disagree before training.
-    assert np.abs(stacked[..., :2] - stacked[..., 2:]).max() > 1e-3
-    averaged = average_members(as_float32(pair), 2)
-    np.testing.assert_allclose(averaged.predict_on_batch(x), (stacked[..., :2] + stacked[..., 2:]) / 2, atol=1e-6)
-    averaged.save(tmp_path / "pair.keras")
-    loaded = keras.models.load_model(tmp_path / "pair.keras")
-    np.testing.assert_allclose(loaded.predict_on_batch(x), averaged.predict_on_batch(x), atol=1e-6)
-    assert network_stride(loaded) == 4
-    assert average_members(single, 1) is single
-
-
-def test_member_loss_is_the_mean_of_each_members_own_loss():
-    rng = np.random.default_rng(1)
-    truth = (rng.random((2, 8, 8, 2)) > 0.5).astype("float32")
-    first, second = (rng.random((2, 8, 8, 2)).astype("float32") for _ in range(2))
-    weights = [1.0, 3.0]
-    single = BceDiceLoss(channel_weights=weights)
-    pair = build_loss("bce_dice", channel_weights=weights, members=2)
-    expected = (float(single(truth, first)) + float(single(truth, second))) / 2
-    assert float(pair(truth, np.concatenate([first, second], axis=-1))) == pytest.approx(expected, rel=1e-5)
-    assert BceDiceLoss.from_config(pair.get_config()).members == 2
-
-
-@pytest.mark.parametrize("members", [0, 1.5, True, "2"])
-def test_bad_member_counts_are_named(members):
-    with pytest.raises(ValueError, match="model.members"):
-        build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0), members=members)
-
-
-def test_members_need_the_bce_dice_loss():
-    with pytest.raises(ValueError, match="model.members"):
-        build_loss("binary_crossentropy", members=2)

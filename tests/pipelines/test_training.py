@@ -68,39 +68,19 @@ def test_type_weights_need_types_in_the_model_input():
         sampling_weights(inputs, {"type_weights": {"histology": 2.0}})
 
 
-def _tiny_training_run(ema_momentum):
+def test_the_saved_model_is_the_checkpoint_with_the_lowest_validation_loss():
     rng = np.random.default_rng(0)
     images = rng.random((8, 16, 16, 3)).astype(np.float32)
     targets = (images[..., :1] > 0.5).astype(np.float32)
     inputs = {"ids": list("abcdefgh"), "images": images, "targets": targets, "input_mode": "resize",
               "target_channels": ["mask"], "invert_light_background": False}
     training = {"epochs": 3, "batch_size": 4, "steps_per_epoch": 2, "learning_rate": 0.05,
-                "loss": "binary_crossentropy", "early_stopping_patience": 5, "precision": "float32",
-                "ema_momentum": ema_momentum, "verbose": 0}
-    model_params = {"filters": [4, 8], "dropout": [0.0, 0.0]}
-    best, _, metrics, _ = train_model(inputs, inputs, model_params, training)
+                "loss": "binary_crossentropy", "early_stopping_patience": 5, "precision": "float32", "verbose": 0}
+    best, final, metrics, spec = train_model(inputs, inputs, {"filters": [4, 8], "dropout": [0.0, 0.0]}, training)
     val_losses = [entry["value"] for entry in metrics["val_loss"]]
     checkpoint_loss = float(keras.losses.binary_crossentropy(targets, best.predict(images, verbose=0)).numpy().mean())
-    return val_losses, checkpoint_loss
-
-
-def test_weight_averaging_validates_and_checkpoints_the_averaged_weights():
-    # A momentum this close to 1 keeps the average at the first step's weights:
-    # validation barely moves although the raw weights train at a high rate.
-    averaged, averaged_checkpoint = _tiny_training_run(ema_momentum=0.999999)
-    raw, raw_checkpoint = _tiny_training_run(ema_momentum=None)
-    assert max(averaged) - min(averaged) < 1e-4
-    assert max(raw) - min(raw) > 1e-3
-    # The saved best model is the one that was validated, in both modes.
-    assert averaged_checkpoint == pytest.approx(min(averaged), abs=1e-4)
-    assert raw_checkpoint == pytest.approx(min(raw), abs=1e-4)
-
-
-@pytest.mark.parametrize("momentum", [1.0, -0.1, "high"])
-def test_bad_ema_momentum_is_named(momentum):
-    inputs = {"ids": ["a"], "images": np.zeros((1, 16, 16, 3)), "input_mode": "resize"}
-    with pytest.raises(ValueError, match="training.ema_momentum"):
-        train_model(inputs, inputs, {}, {"ema_momentum": momentum})
+    assert checkpoint_loss == pytest.approx(min(val_losses), abs=1e-4)
+    assert spec["best_epoch"] == int(np.argmin(val_losses)) + 1
 
 
 @pytest.mark.parametrize(
@@ -128,22 +108,6 @@ def test_zoomed_training_batches_have_the_crop_size():
         assert set(np.unique(batch_targets)) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="re-run data_processing"):
         next(training_batches({k: v for k, v in inputs.items() if k != "labels"}, training))
-
-
-def test_an_ensemble_of_members_trains_and_is_saved_as_their_mean():
-    rng = np.random.default_rng(0)
-    images = rng.random((8, 16, 16, 3)).astype(np.float32)
-    targets = np.concatenate([images[..., :1] > 0.5, images[..., 1:2] > 0.5], axis=-1).astype(np.float32)
-    inputs = {"ids": list("abcdefgh"), "images": images, "targets": targets, "input_mode": "resize",
-              "target_channels": ["mask", "touching"], "invert_light_background": False}
-    training = {"epochs": 2, "batch_size": 4, "steps_per_epoch": 2, "learning_rate": 0.01,
-                "loss": "bce_dice", "early_stopping_patience": 5, "precision": "float32", "verbose": 0}
-    model_params = {"filters": [4, 8], "dropout": [0.0, 0.0], "members": 2}
-    best, final, _, spec = train_model(inputs, inputs, model_params, training)
-    assert spec["members"] == 2
-    for model in (best, final):
-        assert model.predict(images, verbose=0).shape == (8, 16, 16, 2)
-        assert model.get_layer("member_mean").members == 2
 
 
 def test_a_time_budget_shortens_training_and_the_checkpoint_loads():

@@ -6,7 +6,6 @@ level, output channels), so presets live in ``conf/`` and not in code.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import keras
@@ -17,13 +16,6 @@ SEED_IOU_THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2).tolist())
 
 
 PRECISIONS = ("float32", "mixed_bfloat16")
-MEMBER_PREFIX = "member"  # layer names of ensemble member m start with f"member{m}_"
-
-
-def _member_count(members) -> int:
-    if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or members < 1:
-        raise ValueError(f"model.members must be a whole number ≥ 1, got {members!r}")
-    return int(members)
 
 
 def _conv_block(x, filters: int, dropout: float, batch_norm: bool, name: str, dtype: str):
@@ -52,7 +44,6 @@ def build_unet(
     output_channels: int = 1,
     batch_norm: bool | Sequence[bool] = False,
     precision: str = "float32",
-    members: int = 1,
 ) -> keras.Model:
     """Build the U-Net of the Keras DSB2018 starter, generalised.
 
@@ -83,15 +74,7 @@ def build_unet(
         bfloat16 with float32 weights (about 1.4× faster training on CPUs with
         AVX-512 BF16); the output layer always computes in float32, and
         :func:`as_float32` turns a trained model back into a float32 one.
-    members : int
-        Independent U-Nets on the same input (an ensemble trained in one
-        model). Their outputs are concatenated, member after member, into
-        ``members × output_channels`` maps; train with a loss built for as
-        many members (:func:`build_loss`) so that each member learns the
-        targets on its own, then :func:`average_members` turns the trained
-        model into one that outputs their mean.
     """
-    members = _member_count(members)
     if precision not in PRECISIONS:
         raise ValueError(f"training.precision must be one of {PRECISIONS}, got {precision!r}")
     if len(filters) != len(dropout):
@@ -115,70 +98,22 @@ def build_unet(
             raise ValueError(f"input size {size} is not a multiple of the network stride {stride}")
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
-    if members == 1:
-        outputs = _unet_body(inputs, filters, dropout, batch_norm, output_channels, precision, "")
-        return keras.Model(inputs, outputs, name="unet")
-    outputs = [
-        _unet_body(inputs, filters, dropout, batch_norm, output_channels, precision, f"{MEMBER_PREFIX}{member}_")
-        for member in range(members)
-    ]
-    stacked = layers.Concatenate(name="probabilities", dtype="float32")(outputs)
-    return keras.Model(inputs, stacked, name=f"unet_{members}_members")
-
-
-def _unet_body(inputs, filters, dropout, batch_norm, output_channels: int, precision: str, prefix: str):
-    """One U-Net from ``inputs`` to its sigmoid maps; ``prefix`` keeps layer names unique per member."""
     x = inputs
     skips = []
     for level, (width, rate) in enumerate(zip(filters[:-1], dropout[:-1], strict=True)):
-        x = _conv_block(x, width, rate, batch_norm[level], f"{prefix}down{level}", precision)
+        x = _conv_block(x, width, rate, batch_norm[level], f"down{level}", precision)
         skips.append(x)
-        x = layers.MaxPooling2D(2, name=f"{prefix}down{level}_pool", dtype=precision)(x)
-    x = _conv_block(x, filters[-1], dropout[-1], batch_norm[-1], f"{prefix}bottleneck", precision)
+        x = layers.MaxPooling2D(2, name=f"down{level}_pool", dtype=precision)(x)
+    x = _conv_block(x, filters[-1], dropout[-1], batch_norm[-1], "bottleneck", precision)
     for level in reversed(range(len(filters) - 1)):
         x = layers.Conv2DTranspose(
-            filters[level], 2, strides=2, padding="same", name=f"{prefix}up{level}_transpose", dtype=precision
+            filters[level], 2, strides=2, padding="same", name=f"up{level}_transpose", dtype=precision
         )(x)
-        x = layers.Concatenate(name=f"{prefix}up{level}_concat", dtype=precision)([x, skips[level]])
-        x = _conv_block(x, filters[level], dropout[level], batch_norm[level], f"{prefix}up{level}", precision)
+        x = layers.Concatenate(name=f"up{level}_concat", dtype=precision)([x, skips[level]])
+        x = _conv_block(x, filters[level], dropout[level], batch_norm[level], f"up{level}", precision)
     # float32 output keeps the sigmoid and the loss numerically safe under mixed precision.
-    return layers.Conv2D(
-        output_channels, 1, activation="sigmoid", name=f"{prefix}probabilities", dtype="float32"
-    )(x)
-
-
-@keras.saving.register_keras_serializable(package="nuclei_pipeline")
-class MemberMean(layers.Layer):
-    """Mean of ``members`` equal blocks of channels (member after member)."""
-
-    def __init__(self, members: int, **kwargs):
-        super().__init__(**kwargs)
-        self.members = _member_count(members)
-
-    def call(self, stacked):
-        channels = stacked.shape[-1] // self.members
-        blocks = [stacked[..., member * channels : (member + 1) * channels] for member in range(self.members)]
-        return ops.mean(ops.stack(blocks, axis=0), axis=0)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], input_shape[-1] // self.members)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(members=self.members)
-        return config
-
-
-def average_members(model: keras.Model, members: int) -> keras.Model:
-    """A model that outputs the mean of the ``members`` stacked outputs of ``model``.
-
-    Shares the weights of ``model``; with one member, ``model`` itself.
-    """
-    members = _member_count(members)
-    if members == 1:
-        return model
-    mean = MemberMean(members, name="member_mean", dtype="float32")(model.output)
-    return keras.Model(model.input, mean, name=model.name)
+    outputs = layers.Conv2D(output_channels, 1, activation="sigmoid", name="probabilities", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="unet")
 
 
 def as_float32(model: keras.Model) -> keras.Model:
@@ -221,43 +156,20 @@ def resolve_precision(precision: str) -> str:
 
 def network_stride(model: keras.Model) -> int:
     """Multiple that input height and width must have (2 ** number of poolings)."""
-    # Members run side by side: count the pooling levels of one path.
-    levels = {
-        re.sub(rf"^{MEMBER_PREFIX}\d+_", "", layer.name)
-        for layer in model.layers
-        if isinstance(layer, layers.MaxPooling2D)
-    }
-    return 2 ** len(levels)
+    return 2 ** sum(isinstance(layer, layers.MaxPooling2D) for layer in model.layers)
 
 
 @keras.saving.register_keras_serializable(package="nuclei_pipeline")
 class BceDiceLoss(keras.losses.Loss):
-    """Binary cross-entropy plus ``dice_weight`` × (1 − soft Dice), per channel.
+    """Binary cross-entropy plus ``dice_weight`` × (1 − soft Dice), per channel, averaged over
+    the channels; Dice is computed per sample and channel."""
 
-    ``channel_weights`` weighs each output channel (for example the touching
-    border more than the body); Dice is computed per sample and channel.
-    With ``members`` > 1 the prediction holds that many members' maps side
-    by side (see ``build_unet``); each member is scored against the same
-    targets and the loss is the members' mean, so that each learns on its own.
-    """
-
-    def __init__(
-        self,
-        dice_weight: float = 1.0,
-        channel_weights: Sequence[float] | None = None,
-        members: int = 1,
-        name: str = "bce_dice",
-        **kwargs,
-    ):
+    def __init__(self, dice_weight: float = 1.0, name: str = "bce_dice", **kwargs):
         super().__init__(name=name, **kwargs)
         self.dice_weight = float(dice_weight)
-        self.channel_weights = None if channel_weights is None else list(channel_weights)
-        self.members = _member_count(members)
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, y_pred.dtype)
-        if self.members > 1:
-            y_true = ops.concatenate([y_true] * self.members, axis=-1)
         epsilon = 1e-6
         clipped = ops.clip(y_pred, epsilon, 1.0 - epsilon)
         bce = -(y_true * ops.log(clipped) + (1.0 - y_true) * ops.log(1.0 - clipped))
@@ -265,15 +177,11 @@ class BceDiceLoss(keras.losses.Loss):
         intersection = ops.sum(y_true * y_pred, axis=(1, 2))
         total = ops.sum(y_true, axis=(1, 2)) + ops.sum(y_pred, axis=(1, 2))
         dice = (2.0 * intersection + 1.0) / (total + 1.0)
-        per_channel = bce + self.dice_weight * (1.0 - dice)
-        if self.channel_weights is not None:
-            weights = ops.convert_to_tensor(self.channel_weights * self.members, dtype=per_channel.dtype)
-            return ops.sum(per_channel * weights, axis=-1) / ops.sum(weights)
-        return ops.mean(per_channel, axis=-1)
+        return ops.mean(bce + self.dice_weight * (1.0 - dice), axis=-1)
 
     def get_config(self):
         config = super().get_config()
-        config.update(dice_weight=self.dice_weight, channel_weights=self.channel_weights, members=self.members)
+        config.update(dice_weight=self.dice_weight)
         return config
 
 
@@ -283,8 +191,7 @@ class SeedIoU(keras.metrics.Metric):
     averaged over probability thresholds 0.50 … 0.95, on output channel 0.
 
     This is what the Keras U-Net starter reported (80.09 % for the seed); it
-    is a pixel score, not the competition's instance score. A model of several
-    ensemble members is scored on its first member's maps.
+    is a pixel score, not the competition's instance score.
     """
 
     def __init__(self, thresholds: Sequence[float] = SEED_IOU_THRESHOLDS, name="iou", **kwargs):
@@ -320,16 +227,10 @@ class SeedIoU(keras.metrics.Metric):
         return config
 
 
-def build_loss(name: str, dice_weight: float = 1.0, channel_weights=None, members: int = 1) -> keras.losses.Loss:
-    """Loss by name: ``binary_crossentropy`` (the seed) or ``bce_dice``.
-
-    ``members``: how many ensemble members' maps the model outputs side by
-    side (``bce_dice`` only).
-    """
+def build_loss(name: str, dice_weight: float = 1.0) -> keras.losses.Loss:
+    """Loss by name: ``binary_crossentropy`` (the seed) or ``bce_dice``."""
     if name == "binary_crossentropy":
-        if _member_count(members) > 1:
-            raise ValueError("model.members > 1 needs training.loss 'bce_dice'")
         return keras.losses.BinaryCrossentropy(name="binary_crossentropy")
     if name == "bce_dice":
-        return BceDiceLoss(dice_weight=dice_weight, channel_weights=channel_weights, members=members)
+        return BceDiceLoss(dice_weight=dice_weight)
     raise ValueError(f"training.loss must be 'binary_crossentropy' or 'bce_dice', got {name!r}")

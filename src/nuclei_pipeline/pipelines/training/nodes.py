@@ -21,7 +21,6 @@ from nuclei_pipeline.core.images import IMAGE_TYPES
 from nuclei_pipeline.core.model import (
     SeedIoU,
     as_float32,
-    average_members,
     build_loss,
     build_unet,
     resolve_precision,
@@ -212,18 +211,6 @@ def training_batches(inputs: dict[str, Any], training: dict[str, Any]):
             yield np.stack(images), np.stack(targets)
 
 
-def _ema_momentum(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        momentum = float(value)
-    except (TypeError, ValueError):
-        momentum = float("nan")
-    if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"training.ema_momentum must be null or a number in [0, 1), got {value!r}")
-    return momentum
-
-
 def _history(path: Path) -> dict[str, list[float]]:
     """Per-epoch metrics of every epoch, before and after a resume (Keras' CSVLogger file)."""
     logged = pd.read_csv(path).drop_duplicates("epoch", keep="last").sort_values("epoch")
@@ -281,15 +268,12 @@ def train_model(
     train_inputs, validation_inputs : dict
         From ``prepare_model_input``.
     model_params : dict
-        ``filters``, ``dropout``, ``batch_norm``, ``members`` (see ``build_unet``;
-        an ensemble is returned as one model that outputs the members' mean).
+        ``filters``, ``dropout``, ``batch_norm`` (see ``build_unet``).
     training : dict
         ``epochs``, ``batch_size``, ``learning_rate`` (``cosine_decay``: decay
         it to 5 % over all epochs), ``time_budget_minutes`` (null: none; else
         fewer epochs where the planned ones would not fit, see
-        ``core.time_budget.TimeBudget``), ``loss``, ``ema_momentum`` (null: off; else
-        validate and checkpoint an exponential moving average of the weights),
-        ``early_stopping_patience``, ``seed``, ``precision`` (``auto``,
+        ``core.time_budget.TimeBudget``), ``loss``, ``early_stopping_patience``, ``seed``, ``precision`` (``auto``,
         ``float32`` or ``mixed_bfloat16``; saved models are float32 either
         way); for native input
         ``crop_size``, ``steps_per_epoch`` and ``validation_tiles_per_image``;
@@ -299,7 +283,6 @@ def train_model(
     """
     if not train_inputs["ids"] or not validation_inputs["ids"]:
         raise ValueError("training needs at least one training and one validation image")
-    ema_momentum = _ema_momentum(training.get("ema_momentum"))
     budget = budget_seconds(training.get("time_budget_minutes"))
     _zoom_scale(training, train_inputs)
     keras.utils.set_random_seed(int(training.get("seed", 42)))
@@ -312,7 +295,6 @@ def train_model(
     else:
         input_shape = (None, None, 3)
     precision = resolve_precision(str(training.get("precision", "float32")))
-    members = model_params.get("members", 1)
     model = build_unet(
         input_shape=input_shape,
         filters=model_params["filters"],
@@ -320,7 +302,6 @@ def train_model(
         output_channels=len(channels),
         batch_norm=model_params.get("batch_norm", False),
         precision=precision,
-        members=members,
     )
     initial_model = start_from(model, training.get("initial_model"))
     batch_size = int(training["batch_size"])
@@ -332,16 +313,8 @@ def train_model(
         schedule = ShrinkableCosineDecay(learning_rate, decay_steps=steps * epochs, alpha=0.05)
     time_budget = [] if budget is None else [TimeBudget(budget, epochs, steps, schedule=schedule)]
     model.compile(
-        optimizer=keras.optimizers.Adam(
-            learning_rate=learning_rate if schedule is None else schedule,
-            **({} if ema_momentum is None else {"use_ema": True, "ema_momentum": ema_momentum}),
-        ),
-        loss=build_loss(
-            training["loss"],
-            dice_weight=float(training.get("dice_weight", 1.0)),
-            channel_weights=training.get("channel_weights"),
-            members=members,
-        ),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate if schedule is None else schedule),
+        loss=build_loss(training["loss"], dice_weight=float(training.get("dice_weight", 1.0))),
         metrics=[SeedIoU()],
     )
     spec = tf.TensorSpec(shape=(None, None, None, None), dtype=tf.float32)
@@ -372,9 +345,6 @@ def train_model(
             validation_data=(val_images.astype(np.float32), val_targets.astype(np.float32)),
             shuffle=False,  # the generator already shuffles
             callbacks=[
-                # Swapping at epoch end puts the averaged weights in the model
-                # for validation and for the checkpoint written after it.
-                *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema_momentum is not None else []),
                 keras.callbacks.EarlyStopping(
                     monitor="val_loss", patience=int(training["early_stopping_patience"])
                 ),
@@ -392,7 +362,6 @@ def train_model(
     shutil.rmtree(folder)  # finished: nothing to resume
     if precision != "float32":
         best, model = as_float32(best), as_float32(model)
-    best, model = average_members(best, members), average_members(model, members)
     seconds = time.perf_counter() - started
     epochs_run = len(history["loss"])
     metrics = {
@@ -422,7 +391,6 @@ def train_model(
         "time_budget_minutes": training.get("time_budget_minutes"),
         "train_seconds": round(seconds, 1),
         "parameters": int(model.count_params()),
-        "members": int(members),
         "precision": precision,
         # Share of training crops per source: a model trained on a non-commercial
         # set (e.g. MoNuSeg, CC BY-NC-SA 4.0) carries its licence.
