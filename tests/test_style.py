@@ -15,3 +15,14 @@ def test_code_is_ruff_clean():
     result = subprocess.run([ruff, "check", "src", "tests", "benchmarks"], cwd=PROJECT_ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_no_function_in_src_is_longer_than_80_lines():
+    import ast
+
+    long = []
+    for path in (PROJECT_ROOT / "src").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.relative_to(PROJECT_ROOT)}:{node.lineno} {node.name}")
+    assert not long, "split these functions: " + ", ".join(long)

@@ -49,7 +49,7 @@ def test_viz_build_lists_the_four_pipelines_and_layers(viz_site):
     assert {"data_processing", "training", "evaluation", "inference", "__default__"} <= pipelines
     names = {n["name"] for n in main["nodes"]}
     assert {"Train Model", "Predict Masks", "Tune Postprocessing"} <= names or \
-        {"train_model", "predict_masks", "tune_postprocessing"} <= names
+        {"fit_model", "select_checkpoint", "predict_masks", "tune_postprocessing"} <= names
     # layers come out only when the catalog layers form no cycle
     assert main["layers"] == ["raw", "intermediate", "primary", "model_input", "models", "model_output", "reporting"]
 
@@ -67,5 +67,5 @@ def test_headless_browser_renders_node_names(viz_site, tmp_path):
     finally:
         server.shutdown()
     assert screenshot.stat().st_size > 10_000, shot.stderr[-1000:]
-    for name in ("train_model", "predict_masks", "split_train_validation", "tune_postprocessing"):
+    for name in ("fit_model", "predict_masks", "split_train_validation", "tune_postprocessing"):
         assert name in dom.stdout, f"{name!r} not rendered"

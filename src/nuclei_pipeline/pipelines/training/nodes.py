@@ -254,149 +254,151 @@ def training_backup(
     return folder, best
 
 
+def make_training_data(
+    train_inputs: dict[str, Any], validation_inputs: dict[str, Any], training: dict[str, Any]
+) -> dict[str, Any]:
+    """What a fit consumes: endless augmented ``batches`` (a ``tf.data`` pipeline over
+    :func:`training_batches`), ``steps`` per epoch and the fixed ``validation`` arrays.
+
+    Settings that would fail later (zoom, time budget) are checked here, before any work.
+    """
+    if not train_inputs["ids"] or not validation_inputs["ids"]:
+        raise ValueError("training needs at least one training and one validation image")
+    budget_seconds(training.get("time_budget_minutes"))
+    _zoom_scale(training, train_inputs)
+    spec = tf.TensorSpec(shape=(None, None, None, None), dtype=tf.float32)
+    batches = tf.data.Dataset.from_generator(
+        lambda: training_batches(train_inputs, training), output_signature=(spec, spec)
+    ).prefetch(2)
+    images, targets = _validation_arrays(validation_inputs, int(training.get("crop_size", 256)),
+                                         training.get("validation_tiles_per_image"))
+    steps = int(training.get("steps_per_epoch") or max(1, len(train_inputs["ids"]) // int(training["batch_size"])))
+    return {"batches": batches, "steps": steps,
+            "validation": (images.astype(np.float32), targets.astype(np.float32)),
+            "train_ids": list(train_inputs["ids"]), "validation_ids": list(validation_inputs["ids"])}
+
+
+def build_model(train_inputs: dict[str, Any], model_params: dict[str, Any], training: dict[str, Any]) -> keras.Model:
+    """The U-Net of ``model`` parameters for these inputs (``training.precision``), seeded by
+    ``training.seed``, with the weights of ``training.initial_model`` when one is named."""
+    keras.utils.set_random_seed(int(training.get("seed", 42)))
+    if train_inputs["input_mode"] == "resize":
+        size = int(np.asarray(train_inputs["images"]).shape[1])
+        input_shape = (size, size, 3)
+    else:
+        input_shape = (None, None, 3)
+    model = build_unet(
+        input_shape=input_shape,
+        filters=model_params["filters"],
+        dropout=model_params["dropout"],
+        output_channels=len(train_inputs["target_channels"]),
+        batch_norm=model_params.get("batch_norm", False),
+        precision=resolve_precision(str(training.get("precision", "float32"))),
+    )
+    start_from(model, training.get("initial_model"))
+    return model
+
+
+def fit_model(
+    model: keras.Model, data: dict[str, Any], model_params: dict[str, Any], training: dict[str, Any]
+) -> dict[str, Any]:
+    """Compile and fit ``model``; returns ``{"best", "final", "history", "seconds"}``.
+
+    ``best`` is the checkpoint of lowest val_loss. Adam at ``learning_rate``
+    (``cosine_decay``: decayed to 5 % over the planned epochs), early stopping,
+    a time budget (``time_budget_minutes``, :class:`~nuclei_pipeline.core.time_budget.TimeBudget`)
+    and a backup that lets a killed fit resume (:func:`training_backup`).
+    """
+    epochs, steps = int(training["epochs"]), data["steps"]
+    learning_rate = float(training["learning_rate"])
+    schedule = ShrinkableCosineDecay(learning_rate, steps * epochs, alpha=0.05) if training.get("cosine_decay") else None
+    budget = budget_seconds(training.get("time_budget_minutes"))
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate if schedule is None else schedule),
+        loss=build_loss(training["loss"], dice_weight=float(training.get("dice_weight", 1.0))),
+        metrics=[SeedIoU()],
+    )
+    logger.info("training (%d parameters, %s) on %d images, %d steps/epoch, validating on %d crops",
+                model.count_params(), resolve_precision(str(training.get("precision", "float32"))),
+                len(data["train_ids"]), steps,
+                len(data["validation"][0]))
+    started = time.perf_counter()
+    folder, best_so_far = training_backup(training, model_params, data["train_ids"], data["validation_ids"])
+    checkpoint = folder / "best.keras"
+    model.fit(
+        data["batches"],
+        steps_per_epoch=steps,
+        epochs=epochs,
+        validation_data=data["validation"],
+        shuffle=False,  # the generator already shuffles
+        callbacks=[
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(training["early_stopping_patience"])),
+            keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
+                                            initial_value_threshold=best_so_far),
+            keras.callbacks.CSVLogger(folder / "history.csv", append=True),
+            *([] if budget is None else [TimeBudget(budget, epochs, steps, schedule=schedule)]),
+            # Last: it saves the epoch's state once the others have run.
+            keras.callbacks.BackupAndRestore(folder / "state"),
+        ],
+        verbose=int(training.get("verbose", 2)),
+    )
+    best = keras.models.load_model(checkpoint)
+    history = _history(folder / "history.csv")
+    shutil.rmtree(folder)  # finished: nothing to resume
+    return {"best": best, "final": model, "history": history, "seconds": time.perf_counter() - started}
+
+
+def select_checkpoint(
+    fit: dict[str, Any], train_inputs: dict[str, Any], training: dict[str, Any]
+) -> tuple[keras.Model, keras.Model, dict[str, list[dict[str, float]]], dict[str, Any]]:
+    """The best and the final model as float32, the per-epoch metrics and the model spec."""
+    best, final, history, seconds = fit["best"], fit["final"], fit["history"], fit["seconds"]
+    precision = resolve_precision(str(training.get("precision", "float32")))
+    if precision != "float32":
+        best, final = as_float32(best), as_float32(final)
+    epochs_run = len(history["loss"])
+    best_epoch = int(np.argmin(history["val_loss"]))
+    metrics = {name: [{"step": epoch, "value": float(value)} for epoch, value in enumerate(values)]
+               for name, values in history.items()}
+    for name, value in (("train_seconds", seconds), ("epochs_run", epochs_run),
+                        ("seconds_per_epoch", seconds / epochs_run),
+                        ("best_val_loss", history["val_loss"][best_epoch]),
+                        ("best_val_iou", history["val_iou"][best_epoch])):
+        metrics[name] = [{"step": 0, "value": float(value)}]
+    logger.info("trained %d epochs in %.0f s; best epoch %d: val_loss %.4f, val_iou %.4f", epochs_run, seconds,
+                best_epoch + 1, history["val_loss"][best_epoch], history["val_iou"][best_epoch])
+    mode = train_inputs["input_mode"]
+    model_spec = {
+        "input_mode": mode,
+        "size": int(best.input_shape[1]) if mode == "resize" else None,
+        "target_channels": list(train_inputs["target_channels"]),
+        "invert_light_background": bool(train_inputs.get("invert_light_background", False)),
+        "normalize_percentiles": train_inputs.get("normalize_percentiles"),
+        "best_epoch": best_epoch + 1,
+        "epochs_run": epochs_run,
+        "epochs_planned": int(training["epochs"]),
+        "time_budget_minutes": training.get("time_budget_minutes"),
+        "train_seconds": round(seconds, 1),
+        "parameters": int(best.count_params()),
+        "precision": precision,
+        # Share of training crops per source: a model trained on a non-commercial
+        # set (e.g. MoNuSeg, CC BY-NC-SA 4.0) carries its licence.
+        "training_sources": training_sources(train_inputs),
+        "initial_model": None if training.get("initial_model") is None else str(training["initial_model"]),
+        # prediction.nucleus_diameter rescales users' images to this size.
+        "nucleus_diameter": training_nucleus_diameter(train_inputs, training),
+    }
+    return best, final, metrics, model_spec
+
+
 def train_model(
     train_inputs: dict[str, Any],
     validation_inputs: dict[str, Any],
     model_params: dict[str, Any],
     training: dict[str, Any],
 ) -> tuple[keras.Model, keras.Model, dict[str, list[dict[str, float]]], dict[str, Any]]:
-    """Fit a U-Net; return the best checkpoint (lowest val_loss), the final
-    model, the per-epoch metric history and a model specification.
-
-    Parameters
-    ----------
-    train_inputs, validation_inputs : dict
-        From ``prepare_model_input``.
-    model_params : dict
-        ``filters``, ``dropout``, ``batch_norm`` (see ``build_unet``).
-    training : dict
-        ``epochs``, ``batch_size``, ``learning_rate`` (``cosine_decay``: decay
-        it to 5 % over all epochs), ``time_budget_minutes`` (null: none; else
-        fewer epochs where the planned ones would not fit, see
-        ``core.time_budget.TimeBudget``), ``loss``, ``early_stopping_patience``, ``seed``, ``precision`` (``auto``,
-        ``float32`` or ``mixed_bfloat16``; saved models are float32 either
-        way); for native input
-        ``crop_size``, ``steps_per_epoch`` and ``validation_tiles_per_image``;
-        optional ``augmentation`` (see ``core.augment.augment``; ``scale``:
-        zoomed crops, see ``core.augment.random_zoomed_crop``) and
-        ``type_weights`` (see ``sampling_weights``).
-    """
-    if not train_inputs["ids"] or not validation_inputs["ids"]:
-        raise ValueError("training needs at least one training and one validation image")
-    budget = budget_seconds(training.get("time_budget_minutes"))
-    _zoom_scale(training, train_inputs)
-    keras.utils.set_random_seed(int(training.get("seed", 42)))
-    channels = list(train_inputs["target_channels"])
-    mode = train_inputs["input_mode"]
-    crop_size = int(training.get("crop_size", 256))
-    if mode == "resize":
-        size = int(np.asarray(train_inputs["images"]).shape[1])
-        input_shape = (size, size, 3)
-    else:
-        input_shape = (None, None, 3)
-    precision = resolve_precision(str(training.get("precision", "float32")))
-    model = build_unet(
-        input_shape=input_shape,
-        filters=model_params["filters"],
-        dropout=model_params["dropout"],
-        output_channels=len(channels),
-        batch_norm=model_params.get("batch_norm", False),
-        precision=precision,
-    )
-    initial_model = start_from(model, training.get("initial_model"))
-    batch_size = int(training["batch_size"])
-    steps = int(training.get("steps_per_epoch") or max(1, len(train_inputs["ids"]) // batch_size))
-    epochs = int(training["epochs"])
-    learning_rate = float(training["learning_rate"])
-    schedule = None
-    if training.get("cosine_decay"):
-        schedule = ShrinkableCosineDecay(learning_rate, decay_steps=steps * epochs, alpha=0.05)
-    time_budget = [] if budget is None else [TimeBudget(budget, epochs, steps, schedule=schedule)]
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate if schedule is None else schedule),
-        loss=build_loss(training["loss"], dice_weight=float(training.get("dice_weight", 1.0))),
-        metrics=[SeedIoU()],
-    )
-    spec = tf.TensorSpec(shape=(None, None, None, None), dtype=tf.float32)
-    train_data = tf.data.Dataset.from_generator(
-        lambda: training_batches(train_inputs, training), output_signature=(spec, spec)
-    ).prefetch(2)
-    val_images, val_targets = _validation_arrays(
-        validation_inputs, crop_size, training.get("validation_tiles_per_image")
-    )
-    logger.info(
-        "training %s (%d parameters, %s) on %d images, %d steps/epoch, validating on %d %s",
-        mode,
-        model.count_params(),
-        precision,
-        len(train_inputs["ids"]),
-        steps,
-        len(val_images),
-        "images" if mode == "resize" else "tiles",
-    )
-    started = time.perf_counter()
-    folder, best_so_far = training_backup(training, model_params, list(train_inputs["ids"]),
-                                          list(validation_inputs["ids"]))
-    checkpoint = folder / "best.keras"
-    model.fit(
-            train_data,
-            steps_per_epoch=steps,
-            epochs=epochs,
-            validation_data=(val_images.astype(np.float32), val_targets.astype(np.float32)),
-            shuffle=False,  # the generator already shuffles
-            callbacks=[
-                keras.callbacks.EarlyStopping(
-                    monitor="val_loss", patience=int(training["early_stopping_patience"])
-                ),
-                keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
-                                                initial_value_threshold=best_so_far),
-                keras.callbacks.CSVLogger(folder / "history.csv", append=True),
-                *time_budget,
-                # Last: it saves the epoch's state once the others have run.
-                keras.callbacks.BackupAndRestore(folder / "state"),
-            ],
-            verbose=int(training.get("verbose", 2)),
-        )
-    best = keras.models.load_model(checkpoint)
-    history = _history(folder / "history.csv")
-    shutil.rmtree(folder)  # finished: nothing to resume
-    if precision != "float32":
-        best, model = as_float32(best), as_float32(model)
-    seconds = time.perf_counter() - started
-    epochs_run = len(history["loss"])
-    metrics = {
-        name: [{"step": epoch, "value": float(value)} for epoch, value in enumerate(values)]
-        for name, values in history.items()
-    }
-    best_epoch = int(np.argmin(history["val_loss"]))
-    metrics["train_seconds"] = [{"step": 0, "value": seconds}]
-    metrics["epochs_run"] = [{"step": 0, "value": float(epochs_run)}]
-    metrics["seconds_per_epoch"] = [{"step": 0, "value": seconds / epochs_run}]
-    metrics["best_val_loss"] = [{"step": 0, "value": float(history["val_loss"][best_epoch])}]
-    metrics["best_val_iou"] = [{"step": 0, "value": float(history["val_iou"][best_epoch])}]
-    logger.info(
-        "trained %d epochs in %.0f s; best epoch %d: val_loss %.4f, val_iou %.4f",
-        epochs_run, seconds, best_epoch + 1,
-        history["val_loss"][best_epoch], history["val_iou"][best_epoch],
-    )
-    model_spec = {
-        "input_mode": mode,
-        "size": int(input_shape[0]) if mode == "resize" else None,
-        "target_channels": channels,
-        "invert_light_background": bool(train_inputs.get("invert_light_background", False)),
-        "normalize_percentiles": train_inputs.get("normalize_percentiles"),
-        "best_epoch": best_epoch + 1,
-        "epochs_run": epochs_run,
-        "epochs_planned": epochs,
-        "time_budget_minutes": training.get("time_budget_minutes"),
-        "train_seconds": round(seconds, 1),
-        "parameters": int(model.count_params()),
-        "precision": precision,
-        # Share of training crops per source: a model trained on a non-commercial
-        # set (e.g. MoNuSeg, CC BY-NC-SA 4.0) carries its licence.
-        "training_sources": training_sources(train_inputs),
-        "initial_model": initial_model,
-        # prediction.nucleus_diameter rescales users' images to this size.
-        "nucleus_diameter": training_nucleus_diameter(train_inputs, training),
-    }
-    return best, model, metrics, model_spec
+    """The training pipeline's four nodes in one call (for scripts and tests):
+    :func:`make_training_data`, :func:`build_model`, :func:`fit_model`, :func:`select_checkpoint`."""
+    data = make_training_data(train_inputs, validation_inputs, training)
+    model = build_model(train_inputs, model_params, training)
+    return select_checkpoint(fit_model(model, data, model_params, training), train_inputs, training)
