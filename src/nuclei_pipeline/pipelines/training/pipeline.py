@@ -1,6 +1,11 @@
 from kedro.pipeline import Node, Pipeline
 
-from nuclei_pipeline.pipelines.training.nodes import build_model, fit_model, make_training_data, select_checkpoint
+from nuclei_pipeline.pipelines.training.nodes import (
+    build_model,
+    fit_model,
+    make_training_data,
+    select_checkpoint,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
