@@ -16,13 +16,8 @@ import time
 import keras
 import numpy as np
 
-from nuclei_pipeline.core.model import (
-    as_float32,
-    build_loss,
-    build_unet,
-    native_bfloat16_available,
-    resolve_precision,
-)
+from nuclei_pipeline.core.model import as_float32, build_loss, build_unet
+from nuclei_pipeline.precision import native_bfloat16_available, resolve_precision
 
 DEFAULT_BATCH_NORM = [False, False, True, True, True]  # conf/base/parameters_training.yml: model.batch_norm
 

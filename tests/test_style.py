@@ -26,3 +26,20 @@ def test_no_function_in_src_is_longer_than_80_lines():
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 80:
                 long.append(f"{path.relative_to(PROJECT_ROOT)}:{node.lineno} {node.name}")
     assert not long, "split these functions: " + ", ".join(long)
+
+
+def test_core_does_no_file_io():
+    """core/ is pure array code: file reading lives in datasets/ (and the CPU probe in precision.py)."""
+    import ast
+
+    io_modules = {"skimage.io", "tifffile", "PIL", "pathlib", "shutil", "tempfile", "os"}
+    found = []
+    for path in (PROJECT_ROOT / "src" / "nuclei_pipeline" / "core").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            imported = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                        else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name} imports {name}" for name in imported if name.split(".")[0] in io_modules
+                      or name in io_modules]
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "open":
+                found.append(f"{path.name}:{node.lineno} calls open()")
+    assert not found, found

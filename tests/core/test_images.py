@@ -6,12 +6,10 @@ from nuclei_pipeline.core.images import (
     ImageReadError,
     image_type,
     labels_from_masks,
-    list_images,
-    read_image,
-    read_mask,
     to_rgb,
     to_uint8,
 )
+from nuclei_pipeline.datasets.image_files import list_images, read_image, read_mask
 
 
 @pytest.mark.parametrize(
@@ -109,7 +107,8 @@ def test_real_samples_read(real_train_dir):
 def test_a_float_image_with_nan_is_refused_naming_the_file(tmp_path):
     import tifffile
 
-    from nuclei_pipeline.core.images import ImageReadError, read_image
+    from nuclei_pipeline.core.images import ImageReadError
+    from nuclei_pipeline.datasets.image_files import read_image
 
     values = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
     values[3, 3] = np.nan

@@ -9,10 +9,9 @@ from nuclei_pipeline.core.model import (
     as_float32,
     build_loss,
     build_unet,
-    native_bfloat16_available,
     network_stride,
-    resolve_precision,
 )
+from nuclei_pipeline.precision import native_bfloat16_available, resolve_precision
 
 
 def test_seed_unet_has_exactly_the_seed_parameter_count():

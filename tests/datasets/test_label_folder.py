@@ -7,8 +7,9 @@ import pytest
 import skimage.io
 from kedro.io import DatasetError
 
-from nuclei_pipeline.core.images import ImageReadError, read_labels
+from nuclei_pipeline.core.images import ImageReadError
 from nuclei_pipeline.datasets import LabelFolderDataset, LabelFolderSetsDataset
+from nuclei_pipeline.datasets.image_files import read_labels
 from tests.conftest import PROJECT_ROOT, make_nuclei, write_label_folder
 
 OOD_DATA = PROJECT_ROOT.parent / "shared" / "data" / "ood"

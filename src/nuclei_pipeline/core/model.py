@@ -131,29 +131,6 @@ def as_float32(model: keras.Model) -> keras.Model:
     return copy
 
 
-def native_bfloat16_available() -> bool:
-    """True when the CPU advertises bfloat16 arithmetic (AVX-512 BF16 or AMX).
-
-    Read from ``/proc/cpuinfo`` (Linux); elsewhere the answer is False and
-    training stays in float32.
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = handle.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto`` → ``mixed_bfloat16`` where the CPU computes bfloat16 natively, else ``float32``."""
-    if precision == "auto":
-        return "mixed_bfloat16" if native_bfloat16_available() else "float32"
-    if precision not in PRECISIONS:
-        raise ValueError(f"training.precision must be 'auto' or one of {PRECISIONS}, got {precision!r}")
-    return precision
-
-
 def network_stride(model: keras.Model) -> int:
     """Multiple that input height and width must have (2 ** number of poolings)."""
     return 2 ** sum(isinstance(layer, layers.MaxPooling2D) for layer in model.layers)

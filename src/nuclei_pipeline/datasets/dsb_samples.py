@@ -10,7 +10,8 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from nuclei_pipeline.core.images import ImageReadError, labels_from_masks, read_image, read_mask
+from nuclei_pipeline.core.images import ImageReadError, labels_from_masks
+from nuclei_pipeline.datasets.image_files import read_image, read_mask
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
-from nuclei_pipeline.core.images import (
+from nuclei_pipeline.datasets.image_files import (
     list_images,
     read_image,
     read_original_image,

@@ -15,7 +15,8 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from nuclei_pipeline.core.images import ImageReadError, list_images, read_image, read_labels
+from nuclei_pipeline.core.images import ImageReadError
+from nuclei_pipeline.datasets.image_files import list_images, read_image, read_labels
 
 logger = logging.getLogger(__name__)
 

@@ -18,14 +18,9 @@ import tensorflow as tf
 
 from nuclei_pipeline.core.augment import augment, random_crop, random_zoomed_crop, tiles, zoom_range
 from nuclei_pipeline.core.images import IMAGE_TYPES
-from nuclei_pipeline.core.model import (
-    SeedIoU,
-    as_float32,
-    build_loss,
-    build_unet,
-    resolve_precision,
-)
+from nuclei_pipeline.core.model import SeedIoU, as_float32, build_loss, build_unet
 from nuclei_pipeline.core.time_budget import ShrinkableCosineDecay, TimeBudget, budget_seconds
+from nuclei_pipeline.precision import resolve_precision
 
 logger = logging.getLogger(__name__)
 
