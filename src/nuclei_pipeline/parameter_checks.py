@@ -14,6 +14,7 @@ from typing import Any
 from nuclei_pipeline.core.augment import zoom_range
 from nuclei_pipeline.core.time_budget import budget_seconds
 from nuclei_pipeline.datasets.fallback import SOURCES
+from nuclei_pipeline.executors import EXECUTORS
 from nuclei_pipeline.pipelines.data_processing.nodes import (
     extra_dataset_shares,
     validation_fraction,
@@ -83,6 +84,12 @@ def _evaluation(evaluation: dict[str, Any]) -> Iterable[str | None]:
 def _inference(inference: dict[str, Any]) -> Iterable[str | None]:
     yield _flag("inference.test_time_augmentation", inference.get("test_time_augmentation", False))
     yield _flag("inference.resume", inference.get("resume", True))
+    if inference.get("executor", "local") not in EXECUTORS:
+        yield f"inference.executor must be one of {list(EXECUTORS)}, got {inference.get('executor')!r}"
+    yield _count("inference.dask_workers", inference.get("dask_workers"), optional=True)
+    scheduler = inference.get("dask_scheduler")
+    if scheduler is not None and not (isinstance(scheduler, str) and "://" in scheduler):
+        yield f"inference.dask_scheduler must be null or a scheduler address like tcp://host:8786, got {scheduler!r}"
     if inference.get("model", "auto") not in SOURCES:
         yield f"inference.model must be one of {list(SOURCES)}, got {inference.get('model')!r}"
     yield _raises(lambda: figure_count(inference))

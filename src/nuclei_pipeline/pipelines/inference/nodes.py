@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import keras
@@ -21,6 +22,7 @@ from nuclei_pipeline.core.measure import measure_nuclei, outline_polygons
 from nuclei_pipeline.core.overlays import colour_labels, draw_outlines
 from nuclei_pipeline.core.predict import predict_labels
 from nuclei_pipeline.core.rle import labels_to_rles
+from nuclei_pipeline.executors import executor_for
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,31 @@ def image_key(model_key: str, image: np.ndarray) -> str:
     return f"{model_key}-{hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:16]}"
 
 
+def predict_one(
+    model: keras.Model,
+    loader: Callable[[], np.ndarray],
+    model_spec: dict[str, Any],
+    postprocessing: dict[str, Any],
+    settings: dict[str, Any],
+    existing_key: str | None,
+) -> dict[str, Any]:
+    """Predict one image (here or on a Dask worker): ``{"image": labels, "key": key}``,
+    ``{"unchanged": True}`` when its stored mask has the same key (``settings["resume"]``),
+    or ``{"unreadable": reason}``. ``settings``: ``model_key``, ``resume``,
+    ``test_time_augmentation``, ``prediction``."""
+    try:
+        image = loader()
+    except ImageReadError as error:
+        return {"unreadable": str(error)}
+    key = image_key(settings["model_key"], image)
+    if settings["resume"] and existing_key == key:
+        return {"unchanged": True}
+    labels = predict_labels(model, image, model_spec, postprocessing,
+                            test_time_augmentation=settings["test_time_augmentation"],
+                            prediction=settings["prediction"])
+    return {"image": labels, "key": key}
+
+
 def predict_masks(
     images: dict[str, Callable[[], np.ndarray]],
     model: keras.Model,
@@ -110,47 +137,47 @@ def predict_masks(
 ) -> dict[str, Callable[[], dict[str, Any] | None]]:
     """Lazily predicted label images, ``{image_id: compute}``.
 
-    ``compute()`` reads the image, predicts it at its own resolution and
-    returns ``{"image": labels, "key": key}`` (``None`` for an unreadable
-    file, with a warning). The key joins the model and settings
-    (:func:`prediction_key`) with a digest of the image's pixels: an image
-    whose stored mask carries the same key is not predicted again
-    (``{"unchanged": True}``) unless ``inference.resume`` is false, so a
-    re-run after an interruption only does what is missing, and another
-    picture of the same name (another input folder) is never served the
-    first one's mask. ``prediction`` sets the tiling of large images.
+    ``compute()`` gives :func:`predict_one`'s result for that image (``None``
+    for an unreadable file, with a warning), run here or on a Dask cluster
+    (``inference.executor``; :mod:`nuclei_pipeline.executors`). The key joins
+    the model and settings (:func:`prediction_key`) with a digest of the
+    image's pixels: an image whose stored mask carries the same key is not
+    predicted again (``{"unchanged": True}``) unless ``inference.resume`` is
+    false, so a re-run after an interruption only does what is missing, and
+    another picture of the same name (another input folder) is never served
+    the first one's mask. ``prediction`` sets the tiling of large images.
     """
-    model_key = prediction_key(model, model_spec, postprocessing, inference, prediction)
-    resume = bool(inference.get("resume", True))
+    settings = {
+        "model_key": prediction_key(model, model_spec, postprocessing, inference, prediction),
+        "resume": bool(inference.get("resume", True)),
+        "test_time_augmentation": bool(inference.get("test_time_augmentation", False)),
+        "prediction": prediction,
+    }
+    run = executor_for(inference)
+    tasks = {image_id: (loader, model_spec, postprocessing, settings, existing_keys.get(image_id))
+             for image_id, loader in images.items()}
+    pending = run(predict_one, tasks, shared=(model,))
     progress = tqdm(total=len(images), desc="predicting", unit="image", smoothing=0.1)
     reused = []
 
-    def compute(image_id: str, loader: Callable[[], np.ndarray]) -> dict[str, Any] | None:
+    def collect(image_id: str) -> dict[str, Any] | None:
         try:
-            image = loader()
-        except ImageReadError as error:
-            logger.warning("skipping unreadable image %s: %s", image_id, error)
-            return None
-        else:
-            key = image_key(model_key, image)
-            if resume and existing_keys.get(image_id) == key:
-                reused.append(image_id)
-                return {"unchanged": True}
-            labels = predict_labels(
-                model, image, model_spec, postprocessing,
-                test_time_augmentation=bool(inference.get("test_time_augmentation", False)),
-                prediction=prediction,
-            )
-            return {"image": labels, "key": key}
+            result = pending[image_id]()
         finally:
             progress.update(1)
-            if progress.n >= progress.total:
-                progress.close()
-                if reused:
-                    logger.info("%d of %d images already predicted with this model and settings: kept",
-                                len(reused), len(images))
+        if "unreadable" in result:
+            logger.warning("skipping unreadable image %s: %s", image_id, result["unreadable"])
+            result = None
+        elif result.get("unchanged"):
+            reused.append(image_id)
+        if progress.n >= progress.total:
+            progress.close()
+            if reused:
+                logger.info("%d of %d images already predicted with this model and settings: kept",
+                            len(reused), len(images))
+        return result
 
-    return {image_id: (lambda i=image_id, f=loader: compute(i, f)) for image_id, loader in images.items()}
+    return {image_id: partial(collect, image_id) for image_id in images}
 
 
 def measure_masks(
