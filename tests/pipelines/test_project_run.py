@@ -192,6 +192,44 @@ def test_inference_resumes_and_takes_any_folder(project, monkeypatch):
 
 
 @pytest.mark.slow
+def test_the_registered_model_answers_a_request_with_nuclei(project, monkeypatch):
+    import base64
+    import io
+
+    if not (project / "data" / "06_models" / "default" / "unet.keras").is_file():
+        run(project, monkeypatch, "tiny")
+    monkeypatch.chdir(project)
+    last_run(project, "default: full run")  # points MLflow at the project's store
+    served = mlflow.pyfunc.load_model("models:/nuclei_pipeline/latest")
+    image, _ = make_nuclei((48, 64), count=5, seed=11)
+    buffer = io.BytesIO()
+    skimage.io.imsave(buffer, image, format="png", check_contrast=False)
+    request = pd.DataFrame({"id": ["cells"], "image": [base64.b64encode(buffer.getvalue()).decode()]})
+    nuclei = served.predict(request)
+    # The same answer as predicting the image here with the run's model and tuned settings.
+    from nuclei_pipeline.core.predict import predict_labels
+
+    model = keras_load(project / "data" / "06_models" / "default" / "unet.keras")
+    spec = json.loads((project / "data/06_models/default/model_spec.json").read_text())
+    post = json.loads((project / "data/06_models/default/postprocessing.json").read_text())
+    labels = predict_labels(model, image, spec, post, test_time_augmentation=True,
+                            prediction={"tile_size": 1024, "tile_overlap": 128})
+    assert len(nuclei) == labels.max()
+    assert {"id", "label", "area", "centroid_y", "rle"} <= set(nuclei.columns)
+    for row in nuclei.itertuples():
+        assert np.array_equal(rle_decode(row.rle, labels.shape), labels == row.label)
+        assert row.area == (labels == row.label).sum()
+    with pytest.raises(Exception, match="image"):
+        served.predict(pd.DataFrame({"id": ["x"]}))
+
+
+def keras_load(path):
+    import keras
+
+    return keras.models.load_model(path, compile=False)
+
+
+@pytest.mark.slow
 def test_inference_says_which_model_predicts_and_takes_the_shipped_one_on_request(project, monkeypatch):
     masks = project / "data" / "07_model_output" / "default" / "masks"
     if not masks.is_dir():

@@ -26,6 +26,7 @@ from nuclei_pipeline.core.overlays import PREDICTED_COLOUR, TRUE_COLOUR, draw_ou
 from nuclei_pipeline.core.postprocess import probabilities_to_labels
 from nuclei_pipeline.core.predict import predict_at_nucleus_size, predict_labels
 from nuclei_pipeline.core.tuning import mean_scores
+from nuclei_pipeline.serving import NucleiModel
 
 logger = logging.getLogger(__name__)
 
@@ -410,3 +411,16 @@ def plot_ood_gallery(
     figure.suptitle("Out-of-distribution sets, worst and best image, centre crop (green: truth, magenta: prediction)")
     figure.tight_layout(rect=(0, 0, 1, 0.94))  # room for the title
     return figure
+
+
+def package_served_model(
+    model: keras.Model,
+    model_spec: dict[str, Any],
+    postprocessing: dict[str, Any],
+    inference: dict[str, Any],
+    prediction: dict[str, Any] | None,
+) -> NucleiModel:
+    """The evaluated model with the settings inference uses, as an MLflow pyfunc model
+    (:class:`nuclei_pipeline.serving.NucleiModel`; the catalog logs and registers it)."""
+    return NucleiModel(model, model_spec, postprocessing, bool(inference.get("test_time_augmentation", False)),
+                       prediction)

@@ -1,6 +1,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from nuclei_pipeline.pipelines.evaluation.nodes import (
+    package_served_model,
     plot_gallery,
     plot_ood_gallery,
     plot_score_by_threshold,
@@ -55,6 +56,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="predict_ood_sets",
             ),
             Node(score_ood_images, ["ood_raw", "ood_predictions"], "ood_scores", name="score_ood_images"),
+            # The evaluated model with its tuned settings, logged and registered for `mlflow models serve`.
+            Node(package_served_model, ["trained_model", "model_spec", "postprocessing_settings", "params:inference",
+                                        "params:prediction"], "served_model", name="package_served_model"),
             Node(plot_ood_gallery, ["ood_raw", "ood_predictions", "ood_scores"], "ood_gallery_plot",
                  name="plot_ood_gallery"),
             Node(

@@ -1,0 +1,67 @@
+"""The trained model as an MLflow pyfunc model: image in, nuclei (table and outlines) out.
+
+The evaluation pipeline logs it at the end of every run (catalog ``served_model``) and
+registers it as ``nuclei_pipeline``, so
+
+    mlflow models serve -m models:/nuclei_pipeline/latest --env-manager local -p 5001
+
+answers ``POST /invocations`` with ``{"dataframe_records": [{"id": "a", "image": "<base64 PNG/TIFF>"}]}``
+with one row per nucleus: the image id, the label, the measurements of
+:func:`nuclei_pipeline.core.measure.measure_nuclei` and the nucleus's run-length encoding
+(``rle``, the Kaggle format, column-major), from which the label image is rebuilt.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from nuclei_pipeline.core.images import ImageReadError, to_rgb
+from nuclei_pipeline.core.measure import measure_nuclei
+from nuclei_pipeline.core.predict import predict_labels
+from nuclei_pipeline.core.rle import rle_encode
+
+
+def decode_image(data: str | bytes) -> np.ndarray:
+    """The array of a base64-encoded (or raw) PNG, TIFF or JPG file, with its original values."""
+    import imageio.v3 as iio
+
+    raw = base64.b64decode(data) if isinstance(data, str) else bytes(data)
+    try:
+        return np.asarray(iio.imread(io.BytesIO(raw)))
+    except Exception as error:  # noqa: BLE001 - any decoder failure is the same bad request
+        raise ImageReadError(f"the request's image cannot be decoded: {error}") from error
+
+
+class NucleiModel(mlflow.pyfunc.PythonModel):
+    """U-Net, input settings and tuned post-processing in one servable object."""
+
+    def __init__(self, model, model_spec: dict[str, Any], postprocessing: dict[str, Any],
+                 test_time_augmentation: bool, prediction: dict[str, Any] | None):
+        self.model = model  # a Keras 3 model pickles through its .keras form
+        self.model_spec = dict(model_spec)
+        self.postprocessing = dict(postprocessing)
+        self.test_time_augmentation = bool(test_time_augmentation)
+        self.prediction = dict(prediction or {})
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """One row per nucleus of every image of ``model_input`` (columns ``image``, optional ``id``)."""
+        if "image" not in model_input:
+            raise ValueError("the request needs an 'image' column: base64-encoded PNG, TIFF or JPG files")
+        tables = []
+        for index, row in enumerate(model_input.to_dict("records")):
+            image_id = str(row.get("id", index))
+            original = decode_image(row["image"])
+            labels = predict_labels(self.model, to_rgb(original), self.model_spec, self.postprocessing,
+                                    self.test_time_augmentation, self.prediction)
+            table = measure_nuclei(labels, original)
+            table.insert(0, "id", image_id)
+            table["rle"] = [rle_encode(labels == label) for label in table["label"]]
+            tables.append(table)
+        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["id", "label", "rle"])
+

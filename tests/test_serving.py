@@ -1,0 +1,60 @@
+import base64
+import io
+import pickle
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import skimage.io
+import tifffile
+
+from nuclei_pipeline.core.images import ImageReadError
+from nuclei_pipeline.core.rle import rle_decode
+from nuclei_pipeline.serving import NucleiModel, decode_image
+from tests.conftest import make_nuclei
+
+
+def _bright_is_nucleus():
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Conv2D(1, 1, activation="sigmoid", kernel_initializer=keras.initializers.Constant(20.0),
+                                  bias_initializer=keras.initializers.Constant(-15.0))(inputs)
+    return keras.Model(inputs, outputs)
+
+
+def _encoded(image: np.ndarray, tiff: bool = False) -> str:
+    buffer = io.BytesIO()
+    if tiff:
+        tifffile.imwrite(buffer, image)
+    else:
+        skimage.io.imsave(buffer, image, format="png", check_contrast=False)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_a_request_gets_every_nucleus_with_its_measurements_and_outline():
+    image, truth = make_nuclei((64, 80), count=6, radius=(4, 7), seed=5, touching_pair=False)
+    served = NucleiModel(_bright_is_nucleus(), {"input_mode": "native"}, {"method": "components", "threshold": 0.5},
+                         test_time_augmentation=False, prediction=None)
+    served = pickle.loads(pickle.dumps(served))  # as MLflow stores and loads it
+    grey16 = image[..., 0].astype(np.uint16) * 257
+    request = pd.DataFrame({"id": ["rgb", "grey16"], "image": [_encoded(image), _encoded(grey16, tiff=True)]})
+    nuclei = served.predict(None, request)
+    for image_id in ("rgb", "grey16"):
+        rows = nuclei[nuclei["id"] == image_id]
+        assert len(rows) == truth.max()
+        rebuilt = np.zeros(truth.shape, np.int32)
+        for row in rows.itertuples():
+            rebuilt[rle_decode(row.rle, truth.shape).astype(bool)] = row.label
+        assert {frozenset(map(tuple, np.argwhere(rebuilt == k))) for k in range(1, truth.max() + 1)} == \
+               {frozenset(map(tuple, np.argwhere(truth == k))) for k in range(1, truth.max() + 1)}
+    # Measured on the original values: the 16-bit image's intensities are 257× the 8-bit ones.
+    rgb, grey = (nuclei[nuclei["id"] == name].sort_values("area") for name in ("rgb", "grey16"))
+    np.testing.assert_allclose(grey["intensity_mean_ch0"].to_numpy(), 257 * rgb["intensity_mean_ch0"].to_numpy())
+
+
+def test_a_bad_request_is_refused_with_what_is_wrong():
+    served = NucleiModel(_bright_is_nucleus(), {"input_mode": "native"}, {"method": "components"}, False, None)
+    with pytest.raises(ValueError, match="'image' column"):
+        served.predict(None, pd.DataFrame({"id": ["a"]}))
+    with pytest.raises(ImageReadError, match="cannot be decoded"):
+        decode_image(base64.b64encode(b"not an image").decode())
