@@ -27,6 +27,8 @@ def test_the_shipped_configuration_passes():
         ("training", "batch_size", 0, "training.batch_size"),
         ("training", "learning_rate", "fast", "training.learning_rate"),
         ("training", "precision", "half", "training.precision"),
+        ("training", "distribution", "horovod", "training.distribution must be null or 'mirrored'"),
+        ("training", "resume", "yes", "training.resume must be true or false"),
         ("training", "extra_datasets", {"monuseg_train": 2}, "training.extra_datasets.monuseg_train"),
         ("inference", "test_time_augmentation", "maybe", "inference.test_time_augmentation must be true or false"),
         ("inference", "resume", "maybe", "inference.resume"),

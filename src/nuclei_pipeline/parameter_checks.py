@@ -20,6 +20,7 @@ from nuclei_pipeline.pipelines.data_processing.nodes import (
     validation_fraction,
 )
 from nuclei_pipeline.pipelines.inference.nodes import check_measurement_settings, figure_count
+from nuclei_pipeline.pipelines.training.nodes import DISTRIBUTIONS
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 
@@ -61,6 +62,8 @@ def _training(training: dict[str, Any]) -> Iterable[str | None]:
     yield _count("training.epochs", training.get("epochs"))
     yield _count("training.batch_size", training.get("batch_size"))
     yield _flag("training.resume", training.get("resume", True))
+    if training.get("distribution") not in DISTRIBUTIONS:
+        yield f"training.distribution must be null or 'mirrored', got {training.get('distribution')!r}"
     yield _count("training.steps_per_epoch", training.get("steps_per_epoch"), optional=True)
     yield _count("training.early_stopping_patience", training.get("early_stopping_patience"))
     yield _number("training.learning_rate", training.get("learning_rate"))

@@ -221,3 +221,41 @@ def test_a_killed_training_resumes_from_its_last_finished_epoch(tmp_path, monkey
     seen.clear()
     train_model(inputs, inputs, model_params, {**training, "learning_rate": 0.01})
     assert seen[0] == 0
+
+
+MIRRORED_RUN = """
+import json, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from nuclei_pipeline.pipelines.training.nodes import train_model
+rng = np.random.default_rng(0)
+images = rng.random((8, 16, 16, 3)).astype(np.float32)
+inputs = {"ids": list("abcdefgh"), "images": images, "targets": (images[..., :1] > 0.5).astype(np.float32),
+          "input_mode": "resize", "target_channels": ["mask"], "invert_light_background": False}
+training = {"epochs": 2, "batch_size": 4, "steps_per_epoch": 2, "learning_rate": 0.05, "loss": "bce_dice",
+            "early_stopping_patience": 5, "precision": "float32", "verbose": 0, "distribution": "mirrored"}
+best, _, metrics, spec = train_model(inputs, inputs, {"filters": [4, 8], "dropout": [0.0, 0.0]}, training)
+print(json.dumps({"replicas": spec["replicas"], "loss": [m["value"] for m in metrics["loss"]],
+                  "output": best.predict(images[:2], verbose=0).shape}))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_training_runs_on_two_devices():
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", MIRRORED_RUN], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    assert len(result["loss"]) == 2 and all(np.isfinite(result["loss"]))
+    assert result["output"] == [2, 16, 16, 1]
+
+
+def test_unknown_distribution_is_named():
+    from nuclei_pipeline.pipelines.training.nodes import distribution_strategy
+
+    with pytest.raises(ValueError, match="training.distribution must be null or 'mirrored'"):
+        distribution_strategy("horovod")

@@ -273,24 +273,41 @@ def make_training_data(
             "train_ids": list(train_inputs["ids"]), "validation_ids": list(validation_inputs["ids"])}
 
 
+DISTRIBUTIONS = (None, "mirrored")
+
+
+def distribution_strategy(name: str | None) -> tf.distribute.Strategy:
+    """``training.distribution``: ``None`` (one device) or ``mirrored`` (``tf.distribute.MirroredStrategy``:
+    the model copied on every local GPU — or the CPU — each replica taking a share of every batch)."""
+    if name not in DISTRIBUTIONS:
+        raise ValueError(f"training.distribution must be null or 'mirrored', got {name!r}")
+    if name is None:
+        return tf.distribute.get_strategy()
+    strategy = tf.distribute.MirroredStrategy()
+    logger.info("training on %d replicas (MirroredStrategy)", strategy.num_replicas_in_sync)
+    return strategy
+
+
 def build_model(train_inputs: dict[str, Any], model_params: dict[str, Any], training: dict[str, Any]) -> keras.Model:
     """The U-Net of ``model`` parameters for these inputs (``training.precision``), seeded by
-    ``training.seed``, with the weights of ``training.initial_model`` when one is named."""
+    ``training.seed``, with the weights of ``training.initial_model`` when one is named, its
+    variables placed by ``training.distribution`` (:func:`distribution_strategy`)."""
     keras.utils.set_random_seed(int(training.get("seed", 42)))
     if train_inputs["input_mode"] == "resize":
         size = int(np.asarray(train_inputs["images"]).shape[1])
         input_shape = (size, size, 3)
     else:
         input_shape = (None, None, 3)
-    model = build_unet(
-        input_shape=input_shape,
-        filters=model_params["filters"],
-        dropout=model_params["dropout"],
-        output_channels=len(train_inputs["target_channels"]),
-        batch_norm=model_params.get("batch_norm", False),
-        precision=resolve_precision(str(training.get("precision", "float32"))),
-    )
-    start_from(model, training.get("initial_model"))
+    with distribution_strategy(training.get("distribution")).scope():
+        model = build_unet(
+            input_shape=input_shape,
+            filters=model_params["filters"],
+            dropout=model_params["dropout"],
+            output_channels=len(train_inputs["target_channels"]),
+            batch_norm=model_params.get("batch_norm", False),
+            precision=resolve_precision(str(training.get("precision", "float32"))),
+        )
+        start_from(model, training.get("initial_model"))
     return model
 
 
@@ -308,11 +325,12 @@ def fit_model(
     learning_rate = float(training["learning_rate"])
     schedule = ShrinkableCosineDecay(learning_rate, steps * epochs, alpha=0.05) if training.get("cosine_decay") else None
     budget = budget_seconds(training.get("time_budget_minutes"))
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate if schedule is None else schedule),
-        loss=build_loss(training["loss"], dice_weight=float(training.get("dice_weight", 1.0))),
-        metrics=[SeedIoU()],
-    )
+    with model.distribute_strategy.scope():  # the optimizer's variables beside the model's
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate if schedule is None else schedule),
+            loss=build_loss(training["loss"], dice_weight=float(training.get("dice_weight", 1.0))),
+            metrics=[SeedIoU()],
+        )
     logger.info("training (%d parameters, %s) on %d images, %d steps/epoch, validating on %d crops",
                 model.count_params(), resolve_precision(str(training.get("precision", "float32"))),
                 len(data["train_ids"]), steps,
@@ -340,7 +358,8 @@ def fit_model(
     best = keras.models.load_model(checkpoint)
     history = _history(folder / "history.csv")
     shutil.rmtree(folder)  # finished: nothing to resume
-    return {"best": best, "final": model, "history": history, "seconds": time.perf_counter() - started}
+    return {"best": best, "final": model, "history": history, "seconds": time.perf_counter() - started,
+            "replicas": int(model.distribute_strategy.num_replicas_in_sync)}
 
 
 def select_checkpoint(
@@ -376,6 +395,7 @@ def select_checkpoint(
         "train_seconds": round(seconds, 1),
         "parameters": int(best.count_params()),
         "precision": precision,
+        "replicas": fit.get("replicas", 1),
         # Share of training crops per source: a model trained on a non-commercial
         # set (e.g. MoNuSeg, CC BY-NC-SA 4.0) carries its licence.
         "training_sources": training_sources(train_inputs),
