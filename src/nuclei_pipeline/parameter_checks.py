@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from nuclei_pipeline.core.augment import zoom_range
+from nuclei_pipeline.core.predict import check_nucleus_diameter
 from nuclei_pipeline.core.time_budget import budget_seconds
 from nuclei_pipeline.datasets.fallback import SOURCES
 from nuclei_pipeline.executors import EXECUTORS
@@ -104,9 +105,7 @@ def _prediction(prediction: dict[str, Any]) -> Iterable[str | None]:
     yield _count("prediction.tile_overlap", prediction.get("tile_overlap", 64), minimum=0)
     yield _count("prediction.block_size", prediction.get("block_size"), optional=True)
     yield _count("prediction.block_margin", prediction.get("block_margin", 128), minimum=0)
-    diameter = prediction.get("nucleus_diameter")
-    if diameter not in (None, "auto") and _number("prediction.nucleus_diameter", diameter):
-        yield f"prediction.nucleus_diameter must be null, 'auto' or a positive number of pixels, got {diameter!r}"
+    yield _raises(lambda: check_nucleus_diameter(prediction.get("nucleus_diameter")))
 
 
 def _split(split: dict[str, Any]) -> Iterable[str | None]:

@@ -196,6 +196,22 @@ def diameter_scale(diameter: float | None, trained_diameter: float, tolerance: f
     return float(np.clip(ratio, *limits))
 
 
+def check_nucleus_diameter(setting):
+    """``prediction.nucleus_diameter`` as given, when it is null, ``auto`` or a positive number of pixels.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter otherwise.
+    """
+    if setting is None or setting == "auto":
+        return setting
+    if isinstance(setting, bool) or not isinstance(setting, int | float) or not setting > 0:
+        raise ValueError(f"prediction.nucleus_diameter must be null, 'auto' or a positive number of pixels, "
+                         f"got {setting!r}")
+    return setting
+
+
 def nucleus_scale(
     model: keras.Model,
     image: np.ndarray,
@@ -230,10 +246,7 @@ def nucleus_scale(
     if not trained:
         raise ValueError("prediction.nucleus_diameter needs the model's training nucleus diameter, which its "
                          "model_spec.json lacks (trained before it was recorded): set it to null")
-    if setting != "auto":
-        if isinstance(setting, bool) or not isinstance(setting, int | float) or not setting > 0:
-            raise ValueError(f"prediction.nucleus_diameter must be null, 'auto' or a positive number of "
-                             f"pixels, got {setting!r}")
+    if check_nucleus_diameter(setting) != "auto":
         return float(setting), diameter_scale(float(setting), float(trained)), None
     window = int(prediction.get("block_size") or max(image.shape[:2]))
     top, left = max(0, (image.shape[0] - window) // 2), max(0, (image.shape[1] - window) // 2)
