@@ -50,8 +50,11 @@ def test_the_choice_is_said_with_its_validation_score():
     assert "shipped model scores 0.6518" in line and "inference.model=shipped" in line
     assert "shipped model scores" not in describe_choice("trained", [], 0.70, 0.6518, "x")
     assert "not evaluated" in describe_choice("trained", [], None, 0.6518, "x")
-    incomplete = describe_choice("shipped", ["x/postprocessing.json"], None, 0.6518, "x")
+    incomplete = describe_choice("shipped", ["x/postprocessing.json"], None, 0.6518, "x", checked=3)
     assert "validation mAP 0.6518" in incomplete and "x/postprocessing.json missing" in incomplete
+    # Nothing trained yet is not an incomplete model.
+    assert "incomplete" not in describe_choice("shipped", ["x/unet.keras", "x/model_spec.json"], None, 0.6518, "x",
+                                               checked=2)
 
 
 def test_validation_map_reads_the_all_images_row():

@@ -108,7 +108,7 @@ class ProjectHooks:
             trained = validation_map(catalog.load("evaluation_summary"))
         shipped = validation_map(pd.read_csv(SHIPPED_SUMMARY)) if SHIPPED_SUMMARY.exists() else None
         folder = os.path.dirname(os.path.relpath(datasets[free[0]].trained_filepath))
-        logger.warning(describe_choice(source, missing, trained, shipped, folder))
+        logger.warning(describe_choice(source, missing, trained, shipped, folder, checked=len(free)))
 
     @hook_impl
     def before_node_run(self, node, catalog, inputs, is_async, run_id):

@@ -61,15 +61,16 @@ def choose_model(datasets: dict[str, Any], choice: str) -> tuple[str, list[str]]
 
 
 def describe_choice(source: str, missing: list[str], trained_map: float | None, shipped_map: float | None,
-                    folder: str) -> str:
-    """The WARNING line that tells a user which model predicts and how good it is."""
+                    folder: str, checked: int = len(MODEL_DATASETS)) -> str:
+    """The WARNING line that tells a user which model predicts and how good it is
+    (``checked``: how many trained files were looked for, ``missing`` those absent)."""
     def score(value: float | None) -> str:
         return "not evaluated" if value is None else f"validation mAP {value:.4f}"
 
     if source == "shipped":
         reason = ""
-        if missing and len(missing) < len(MODEL_DATASETS):
-            reason = f" (the trained model is incomplete, {', '.join(missing)} missing: run the evaluation pipeline)"
+        if missing and len(missing) < checked:
+            reason = f" (the trained model is incomplete, {', '.join(missing)} missing: run `kedro run`)"
         return f"predicting with the shipped model ({score(shipped_map)}){reason}; inference.model=trained uses yours"
     line = f"predicting with the model trained in {folder} ({score(trained_map)})"
     if shipped_map is not None and (trained_map is None or trained_map < shipped_map):
