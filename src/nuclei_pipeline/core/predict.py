@@ -28,11 +28,18 @@ def _forward(model: keras.Model, batch: np.ndarray) -> np.ndarray:
 
 
 def _predict_flips(model: keras.Model, image: np.ndarray, flips) -> np.ndarray:
-    """Mean of the model's maps over the given flips of one padded image."""
-    batch = np.stack([np.flip(image, axis=axes) if axes else image for axes in flips])
-    outputs = _forward(model, batch)
-    return np.mean([np.flip(out, axis=axes) if axes else out for out, axes in zip(outputs, flips, strict=True)],
-                   axis=0)
+    """Mean of the model's maps over the given flips of one padded image.
+
+    One flip at a time: the network's activations for a 1024² tile are about
+    a gigabyte per image in the batch, so a batch of the four flips would
+    quadruple the peak for the same arithmetic.
+    """
+    total = None
+    for axes in flips:
+        out = _forward(model, (np.flip(image, axis=axes) if axes else image)[None])[0]
+        out = np.flip(out, axis=axes) if axes else out
+        total = out if total is None else total + out
+    return total / len(flips)
 
 
 def tile_spans(length: int, tile: int, overlap: int, multiple: int = 1) -> list[tuple[int, int, int, int]]:
