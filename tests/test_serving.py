@@ -56,5 +56,5 @@ def test_a_bad_request_is_refused_with_what_is_wrong():
     served = NucleiModel(_bright_is_nucleus(), {"input_mode": "native"}, {"method": "components"}, False, None)
     with pytest.raises(ValueError, match="'image' column"):
         served.predict(None, pd.DataFrame({"id": ["a"]}))
-    with pytest.raises(ImageReadError, match="cannot be decoded"):
+    with pytest.raises(ImageReadError, match="cannot read image the given image"):
         decode_image(base64.b64encode(b"not an image").decode())

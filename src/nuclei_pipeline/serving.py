@@ -21,21 +21,17 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from nuclei_pipeline.core.images import ImageReadError, to_rgb
+from nuclei_pipeline.core.images import to_rgb
 from nuclei_pipeline.core.measure import measure_nuclei
 from nuclei_pipeline.core.predict import predict_labels
-from nuclei_pipeline.core.rle import rle_encode
+from nuclei_pipeline.core.rle import labels_to_rles
+from nuclei_pipeline.datasets.image_files import read_original_image
 
 
 def decode_image(data: str | bytes) -> np.ndarray:
-    """The array of a base64-encoded (or raw) PNG, TIFF or JPG file, with its original values."""
-    import imageio.v3 as iio
-
-    raw = base64.b64decode(data) if isinstance(data, str) else bytes(data)
-    try:
-        return np.asarray(iio.imread(io.BytesIO(raw)))
-    except Exception as error:  # noqa: BLE001 - any decoder failure is the same bad request
-        raise ImageReadError(f"the request's image cannot be decoded: {error}") from error
+    """The array of a base64-encoded (or raw) PNG, TIFF or JPG file, with its original values
+    (the project's one image reader, :func:`~nuclei_pipeline.datasets.image_files.read_original_image`)."""
+    return read_original_image(io.BytesIO(base64.b64decode(data) if isinstance(data, str) else bytes(data)))
 
 
 class NucleiModel(mlflow.pyfunc.PythonModel):
@@ -61,7 +57,7 @@ class NucleiModel(mlflow.pyfunc.PythonModel):
                                     self.test_time_augmentation, self.prediction)
             table = measure_nuclei(labels, original)
             table.insert(0, "id", image_id)
-            table["rle"] = [rle_encode(labels == label) for label in table["label"]]
+            table["rle"] = labels_to_rles(labels)  # label order, as the table's rows
             tables.append(table)
         return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["id", "label", "rle"])
 

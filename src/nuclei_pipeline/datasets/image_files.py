@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import skimage.io
@@ -37,26 +38,27 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"unusable image {path}: {error}") from error
 
 
-def read_original_image(path: str | Path) -> np.ndarray:
+def read_original_image(source: str | Path | BinaryIO) -> np.ndarray:
     """Read an image with its original values and type, channels last (for measuring).
 
     Unlike :func:`read_image` nothing is scaled or converted: 16-bit stays
-    16-bit, float stays float, every channel is kept.
+    16-bit, float stays float, every channel is kept. ``source`` is a path or
+    an open binary file (e.g. the bytes of a served request).
 
     Raises
     ------
     ImageReadError
         Naming the file, when it is missing, unreadable or not 2-D / channels-last 3-D.
     """
-    path = Path(path)
+    name = source if isinstance(source, str | Path) else "the given image"
     try:
-        raw = skimage.io.imread(path)
+        raw = skimage.io.imread(Path(source) if isinstance(source, str) else source)
     except Exception as error:
-        raise ImageReadError(f"cannot read image {path}: {error}") from error
+        raise ImageReadError(f"cannot read image {name}: {error}") from error
     if raw.ndim == 3 and raw.shape[0] in (3, 4) and raw.shape[2] > 4:
         raw = np.moveaxis(raw, 0, -1)  # channel-first TIFF
     if raw.ndim not in (2, 3):
-        raise ImageReadError(f"unusable image {path}: expected 2-D or channels-last 3-D, got shape {raw.shape}")
+        raise ImageReadError(f"unusable image {name}: expected 2-D or channels-last 3-D, got shape {raw.shape}")
     return raw
 
 
