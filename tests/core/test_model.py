@@ -9,6 +9,7 @@ from nuclei_pipeline.core.model import (
     as_float32,
     build_loss,
     build_unet,
+    model_precision,
     network_stride,
 )
 from nuclei_pipeline.precision import native_bfloat16_available, resolve_precision
@@ -84,6 +85,7 @@ def test_mixed_precision_model_trains_and_converts_to_float32():
     model = build_unet((None, None, 3), filters=(8, 16), dropout=(0, 0), output_channels=2,
                        batch_norm=True, precision="mixed_bfloat16")
     assert model.get_layer("down0_conv1").compute_dtype == "bfloat16"
+    assert model_precision(model) == "mixed_bfloat16"
     assert model.get_layer("probabilities").compute_dtype == "float32"
     model.compile(optimizer="adam", loss=build_loss("bce_dice"))
     first = model.train_on_batch(images, targets)
@@ -92,6 +94,7 @@ def test_mixed_precision_model_trains_and_converts_to_float32():
     assert np.isfinite(last) and last < first
     converted = as_float32(model)
     assert {layer.compute_dtype for layer in converted.layers if layer.weights} == {"float32"}
+    assert model_precision(converted) == "float32"
     for before, after in zip(model.get_weights(), converted.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)
     mixed_output = model.predict_on_batch(images)

@@ -116,6 +116,11 @@ def build_unet(
     return keras.Model(inputs, outputs, name="unet")
 
 
+def model_precision(model: keras.Model) -> str:
+    """The dtype policy a U-Net of :func:`build_unet` computes its hidden layers in."""
+    return model.get_layer("down0_conv1").dtype_policy.name
+
+
 def as_float32(model: keras.Model) -> keras.Model:
     """A float32 copy of a (possibly mixed-precision) U-Net with the same weights.
 

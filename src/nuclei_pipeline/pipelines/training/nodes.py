@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from nuclei_pipeline.core.augment import augment, random_crop, random_zoomed_crop, tiles, zoom_range
 from nuclei_pipeline.core.images import IMAGE_TYPES
-from nuclei_pipeline.core.model import SeedIoU, as_float32, build_loss, build_unet
+from nuclei_pipeline.core.model import SeedIoU, as_float32, build_loss, build_unet, model_precision
 from nuclei_pipeline.core.time_budget import ShrinkableCosineDecay, TimeBudget, budget_seconds
 from nuclei_pipeline.precision import resolve_precision
 
@@ -129,12 +129,12 @@ def training_nucleus_diameter(inputs: dict[str, Any], training: dict[str, Any]) 
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "shipped_model" / "unet.keras"
 
 
-def start_from(model: keras.Model, initial_model: str | None) -> str | None:
+def start_from(model: keras.Model, initial_model: str | None) -> None:
     """Copy the weights of a saved model of the same architecture into ``model`` (fine-tuning).
 
     ``training.initial_model``: ``null`` trains from scratch; ``shipped`` starts
     from the model shipped with the package; else the path of a ``.keras``
-    model (e.g. ``data/06_models/default/unet.keras``). Returns the path used.
+    model (e.g. ``data/06_models/default/unet.keras``).
 
     Raises
     ------
@@ -142,12 +142,10 @@ def start_from(model: keras.Model, initial_model: str | None) -> str | None:
         Naming the parameter when the file is missing or its architecture differs.
     """
     if initial_model is None:
-        return None
+        return
     path = SHIPPED_MODEL if initial_model == "shipped" else Path(str(initial_model))
     if not path.is_file():
         raise ValueError(f"training.initial_model: no model file {path} (null, shipped or a .keras path)")
-    import nuclei_pipeline.core.model  # noqa: F401  (registers the custom layers)
-
     source = keras.models.load_model(path, compile=False)
     shapes = [w.shape for w in source.get_weights()]
     if shapes != [w.shape for w in model.get_weights()]:
@@ -157,7 +155,6 @@ def start_from(model: keras.Model, initial_model: str | None) -> str | None:
         )
     model.set_weights(source.get_weights())
     logger.info("training starts from the weights of %s", path)
-    return str(initial_model)
 
 
 def _zoom_scale(training: dict[str, Any], inputs: dict[str, Any]) -> float:
@@ -332,8 +329,7 @@ def fit_model(
             metrics=[SeedIoU()],
         )
     logger.info("training (%d parameters, %s) on %d images, %d steps/epoch, validating on %d crops",
-                model.count_params(), resolve_precision(str(training.get("precision", "float32"))),
-                len(data["train_ids"]), steps,
+                model.count_params(), model_precision(model), len(data["train_ids"]), steps,
                 len(data["validation"][0]))
     started = time.perf_counter()
     folder, best_so_far = training_backup(training, model_params, data["train_ids"], data["validation_ids"])
@@ -367,7 +363,7 @@ def select_checkpoint(
 ) -> tuple[keras.Model, keras.Model, dict[str, list[dict[str, float]]], dict[str, Any]]:
     """The best and the final model as float32, the per-epoch metrics and the model spec."""
     best, final, history, seconds = fit["best"], fit["final"], fit["history"], fit["seconds"]
-    precision = resolve_precision(str(training.get("precision", "float32")))
+    precision = model_precision(final)
     if precision != "float32":
         best, final = as_float32(best), as_float32(final)
     epochs_run = len(history["loss"])
