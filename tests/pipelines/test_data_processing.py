@@ -89,9 +89,10 @@ def test_model_input_records_each_images_nucleus_diameter(samples):
     split = {"train": [s["id"] for s in samples[:6]], "validation": [s["id"] for s in samples[6:]]}
     samples[0]["labels"] = np.zeros_like(samples[0]["labels"])
     samples[0]["labels"][10:30, 10:30] = 1  # one 20 × 20 square: 22.6 px equivalent diameter
-    train, _ = prepare_model_input(
+    train, validation = prepare_model_input(
         samples, build_image_table(samples), split, {"input_mode": "native", "target_channels": ["mask"]}
     )
+    assert "labels" not in validation  # only training crops are zoomed
     assert train["nucleus_diameters"][0] == pytest.approx(np.sqrt(4 * 400 / np.pi))
     assert train["nucleus_diameters"][1:] == [median_diameter(s["labels"]) for s in samples[1:6]]
     # Native inputs keep the instance labels: zoomed crops compute their targets from them.

@@ -35,10 +35,6 @@ def with_fallback(base: type[AbstractDataset]) -> type[AbstractDataset]:
         def trained_filepath(self) -> str:
             return str(self._filepath)
 
-        @property
-        def shipped_filepath(self) -> str | None:
-            return self._fallback_filepath
-
         def has_trained(self) -> bool:
             return bool(self._exists())
 
@@ -50,8 +46,6 @@ def with_fallback(base: type[AbstractDataset]) -> type[AbstractDataset]:
             return base(**kwargs).load()
 
         def load(self):
-            if self.source not in SOURCES:
-                raise ValueError(f"inference.model must be one of {list(SOURCES)}, got {self.source!r}")
             if self.source == "shipped":
                 return self._load_shipped()
             if not self._exists():

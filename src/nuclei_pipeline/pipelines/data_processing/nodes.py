@@ -205,7 +205,8 @@ def _model_input(
         targets.append(target.astype(np.float16))
     if mode == "resize" and images:
         images, targets = np.stack(images), np.stack(targets)
-    native = {"labels": [sample["labels"].astype(np.int32) for sample in samples]} if mode == "native" else {}
+    # The samples' own uint16 arrays, not copies.
+    native = {"labels": [sample["labels"] for sample in samples]} if mode == "native" else {}
     return {
         **native,  # zoomed training crops compute their targets from the resized labels
         "ids": [sample["id"] for sample in samples],
@@ -258,4 +259,6 @@ def prepare_model_input(
         raise ValueError(f"extra samples of {sorted(unrequested)} have no share in training.extra_datasets")
     train = _model_input(_select(samples, split["train"]) + extra_samples, types, preprocessing)
     train["source_shares"] = {name: share for name, share in shares.items() if name in present}
-    return train, _model_input(_select(samples, split["validation"]), types, preprocessing)
+    validation = _model_input(_select(samples, split["validation"]), types, preprocessing)
+    validation.pop("labels", None)  # validation tiles are never zoomed
+    return train, validation
