@@ -150,3 +150,25 @@ def test_no_out_of_distribution_set_adds_no_metric(validation):
     summary, metrics = summarise_scores(scores, empty)
     assert not any(name.startswith("ood") for name in metrics)
     assert set(summary["dataset"]) == {"validation"}
+
+
+def test_validation_maps_follow_the_nucleus_size_setting():
+    import keras
+
+    from nuclei_pipeline.core.measure import median_diameter
+    from nuclei_pipeline.core.predict import predict_with_spec
+    from nuclei_pipeline.pipelines.evaluation.nodes import predict_validation
+
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid",
+                                                    kernel_initializer=keras.initializers.Constant(20.0),
+                                                    bias_initializer=keras.initializers.Constant(-15.0))(inputs))
+    image, truth = make_nuclei((96, 96), count=6, radius=(4, 5), seed=2, touching_pair=False)
+    spec = {"input_mode": "native", "nucleus_diameter": 2 * median_diameter(truth)}
+    post = {"method": "components", "threshold": 0.5}
+    samples = [{"id": "a", "image": image, "labels": truth}]
+    auto = predict_validation(model, samples, spec, {}, {"nucleus_diameter": "auto"}, post)["a"]
+    plain = predict_validation(model, samples, spec, {}, {}, post)["a"]
+    assert auto.shape == plain.shape == (96, 96, 1)
+    np.testing.assert_allclose(auto, predict_with_spec(model, image, spec, scale=2.0).astype(np.float16))
+    assert np.abs(auto.astype(np.float32) - plain.astype(np.float32)).max() > 1e-3  # really predicted enlarged

@@ -268,22 +268,6 @@ def nucleus_scale(
     return diameter, scale, maps if whole and scale == 1.0 else None
 
 
-def predict_at_nucleus_size(
-    model: keras.Model,
-    image: np.ndarray,
-    model_spec: dict,
-    postprocessing: dict,
-    test_time_augmentation: bool = False,
-    prediction: dict | None = None,
-) -> np.ndarray:
-    """:func:`predict_with_spec` at the scale :func:`nucleus_scale` chooses (maps at the image's size)."""
-    diameter, scale, maps = nucleus_scale(model, image, model_spec, postprocessing, test_time_augmentation,
-                                          prediction)
-    if maps is not None:
-        return maps
-    return predict_with_spec(model, image, model_spec, test_time_augmentation, prediction, scale)
-
-
 def predict_labels(
     model: keras.Model,
     image: np.ndarray,
@@ -304,15 +288,16 @@ def predict_labels(
     """
     prediction = prediction or {}
     block = prediction.get("block_size")
-    margin = int(prediction.get("block_margin", 128))
-    if not block or model_spec.get("input_mode") != "native" or max(image.shape[:2]) <= block:
-        maps = predict_at_nucleus_size(model, image, model_spec, postprocessing, test_time_augmentation, prediction)
+    _, scale, maps = nucleus_scale(model, image, model_spec, postprocessing, test_time_augmentation, prediction)
+    if maps is not None:  # the size estimate's own prediction, already at the right scale
         return probabilities_to_labels(maps, **postprocessing)
-    _, scale, _ = nucleus_scale(model, image, model_spec, postprocessing, test_time_augmentation, prediction)
 
     def segment_region(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         maps = predict_with_spec(model, image[y0:y1, x0:x1], model_spec, test_time_augmentation, prediction,
                                  scale)
         return probabilities_to_labels(maps, **postprocessing)
+
+    if not block or model_spec.get("input_mode") != "native" or max(image.shape[:2]) <= block:
+        return segment_region(0, image.shape[0], 0, image.shape[1])
     logger.info("segmenting a %d × %d image in blocks of %d²", image.shape[0], image.shape[1], block)
-    return assemble_blocks(image.shape[:2], int(block), margin, segment_region)
+    return assemble_blocks(image.shape[:2], int(block), int(prediction.get("block_margin", 128)), segment_region)

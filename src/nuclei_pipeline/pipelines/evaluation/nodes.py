@@ -24,7 +24,7 @@ from nuclei_pipeline.core.metrics import (
 )
 from nuclei_pipeline.core.overlays import PREDICTED_COLOUR, TRUE_COLOUR, draw_outlines
 from nuclei_pipeline.core.postprocess import probabilities_to_labels
-from nuclei_pipeline.core.predict import predict_at_nucleus_size, predict_labels
+from nuclei_pipeline.core.predict import nucleus_scale, predict_labels, predict_with_spec
 from nuclei_pipeline.core.tuning import mean_scores
 from nuclei_pipeline.serving import NucleiModel
 
@@ -57,14 +57,14 @@ def predict_validation(
     ``prediction.nucleus_diameter: auto`` the first-pass nuclei are found with
     ``postprocessing`` (the configured settings: tuning comes after).
     """
-    return {
-        sample["id"]: predict_at_nucleus_size(
-            model, sample["image"], model_spec, postprocessing or {},
-            test_time_augmentation=bool(evaluation.get("test_time_augmentation", False)),
-            prediction=prediction,
-        ).astype(np.float16)
-        for sample in samples
-    }
+    tta = bool(evaluation.get("test_time_augmentation", False))
+    probabilities = {}
+    for sample in samples:
+        _, scale, maps = nucleus_scale(model, sample["image"], model_spec, postprocessing or {}, tta, prediction)
+        if maps is None:  # the size estimate's own maps are reused when no rescaling is needed
+            maps = predict_with_spec(model, sample["image"], model_spec, tta, prediction, scale)
+        probabilities[sample["id"]] = maps.astype(np.float16)
+    return probabilities
 
 
 def _tuning_workers(workers: Any) -> int:
