@@ -18,6 +18,32 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data" / "dsb2018"
 
 
+def base_parameters() -> dict:
+    """Every parameter group as ``conf/base`` gives it (the one home of defaults)."""
+    import yaml
+
+    values = {}
+    for path in sorted((PROJECT_ROOT / "conf" / "base").glob("parameters_*.yml")):
+        values.update(yaml.safe_load(path.read_text()))
+    return values
+
+
+def parameters(group: str, **overrides):
+    """The typed parameter group ``group`` of ``conf/base`` with some keys replaced.
+
+    A dict given for a nested group (``augmentation={"scale": 1.0}``,
+    ``tuning={"enabled": False}``) replaces only the keys it names.
+    """
+    from nuclei_pipeline.parameters import GROUPS
+
+    values = dict(base_parameters()[group])
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict) and key != "extra_datasets":
+            value = {**values[key], **value}
+        values[key] = value
+    return GROUPS[group].from_conf(values)
+
+
 def make_nuclei(
     shape=(64, 64), count=6, radius=(4, 7), seed=0, touching_pair=True, light_background=False
 ):

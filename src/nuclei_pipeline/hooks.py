@@ -71,7 +71,7 @@ class ProjectHooks:
 
     def _prepare_run(self, pipeline, catalog):
         # Refuse bad parameters by name before any node runs (all problems in one message).
-        from nuclei_pipeline.parameter_checks import check_parameters
+        from nuclei_pipeline.parameters import check_parameters
 
         groups = [name.removeprefix("params:") for name in pipeline.inputs() if name.startswith("params:")]
         if groups:

@@ -407,7 +407,7 @@ def test_model_card_reports_the_validation_scores(project, monkeypatch):
 
 @pytest.mark.slow
 def test_a_bad_parameter_is_refused_before_any_node_runs(project, monkeypatch):
-    from nuclei_pipeline.parameter_checks import ParameterError
+    from nuclei_pipeline.parameters import ParameterError
 
     marker = project / "data" / "02_intermediate" / "train_samples.pkl"
     before = marker.stat().st_mtime_ns if marker.exists() else None

@@ -1,0 +1,317 @@
+"""One typed definition per parameter group of ``conf/``.
+
+``conf/base/parameters_*.yml`` is the one place that gives values (defaults
+included); these classes say what each value may be. The project hook
+validates every group a pipeline uses before any node runs
+(:func:`check_parameters`: all problems in one message, each named
+``group.key``), and nodes declare the typed group in their signature
+(:func:`typed_parameters` turns the dict Kedro passes into it), so a node reads
+``training.epochs``, never ``training.get("epochs", 96)``.
+
+The classes are frozen and refuse unknown keys, so a misspelt ``--params``
+key is an error instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any, ClassVar, Literal, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Share = Annotated[float, Field(gt=0, lt=1)]
+Positive = Annotated[float, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+Count = Annotated[int, Field(ge=1)]
+Size = Annotated[int, Field(ge=0)]
+
+TARGET_CHANNELS = ("mask", "boundary", "touching", "distance")
+EXPORTS = ("table_csv", "label_tiff", "imagej_rois", "geojson")
+
+
+class ParameterError(ValueError):
+    """One or more parameters have values the pipelines cannot use."""
+
+
+class Parameters(BaseModel):
+    """A parameter group: strict types (``"3"`` is not 3), no unknown keys, immutable."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    group: ClassVar[str]
+
+    @classmethod
+    def from_conf(cls, values: Parameters | Mapping[str, Any] | None):
+        """The typed group from its ``conf`` mapping (an instance is returned as it is).
+
+        Raises
+        ------
+        ParameterError
+            Listing every bad value by its full name (``training.epochs``).
+        """
+        if isinstance(values, cls):
+            return values
+        try:
+            return cls.model_validate(dict(values or {}))
+        except ValidationError as error:
+            raise ParameterError(_message(_problems(cls.group, error))) from None
+
+
+class Split(Parameters):
+    group: ClassVar[str] = "split"
+    val_fraction: Share
+    seed: int
+
+
+class Preprocessing(Parameters):
+    """Image → model input; recorded in the trained model's ``model_spec.json``."""
+
+    group: ClassVar[str] = "preprocessing"
+    input_mode: Literal["resize", "native"]
+    size: Count
+    target_channels: Annotated[list[Literal[TARGET_CHANNELS]], Field(min_length=1)]
+    invert_light_background: bool
+    normalize_percentiles: Annotated[list[Annotated[float, Field(ge=0, le=100)]], Field(min_length=2, max_length=2)] | None
+
+    @field_validator("normalize_percentiles")
+    @classmethod
+    def _low_below_high(cls, value):
+        if value is not None and not value[0] < value[1]:
+            raise ValueError("must be [low, high] percentiles with low < high")
+        return value
+
+
+class Postprocessing(Parameters):
+    """Probabilities → instances (:func:`nuclei_pipeline.core.postprocess.probabilities_to_labels`)."""
+
+    group: ClassVar[str] = "postprocessing"
+    method: Literal["components", "watershed"]
+    threshold: Probability
+    min_size: Size
+    border_channel: Count | None
+    border_threshold: Probability
+    marker_threshold: Probability
+    min_marker_size: Size
+    distance_channel: Count | None
+    distance_threshold: Probability
+    min_mean_probability: Probability
+
+
+class Tuning(Parameters):
+    group: ClassVar[str] = "evaluation.tuning"
+    enabled: bool
+    strategy: Literal["coordinate", "grid"]
+    max_sweeps: Count
+    workers: Count | None
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]]
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_keys(cls, grid):
+        unknown = sorted(set(grid) - set(Postprocessing.model_fields))
+        if unknown:
+            raise ValueError(f"unknown post-processing key(s) {unknown}; choose from {sorted(Postprocessing.model_fields)}")
+        return grid
+
+
+class Evaluation(Parameters):
+    group: ClassVar[str] = "evaluation"
+    test_time_augmentation: bool
+    gallery_size: Count
+    tuning: Tuning
+
+
+class Inference(Parameters):
+    group: ClassVar[str] = "inference"
+    model: Literal["auto", "shipped", "trained"]
+    test_time_augmentation: bool
+    resume: bool
+    figure_images: Count
+    seed: int
+    pixel_size_um: Positive | None
+    executor: Literal["local", "dask"]
+    dask_scheduler: str | None
+    dask_workers: Count | None
+    exports: list[Literal[EXPORTS]]
+
+    @field_validator("dask_scheduler")
+    @classmethod
+    def _address(cls, value):
+        if value is not None and "://" not in value:
+            raise ValueError("must be null or a scheduler address like tcp://host:8786")
+        return value
+
+    @field_validator("exports", mode="before")
+    @classmethod
+    def _joined_exports(cls, value):
+        # On the command line Kedro's --params splits at commas: `label_tiff+geojson` or `all`.
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return list(EXPORTS) if value == "all" else value.split("+")
+        return value
+
+
+class Prediction(Parameters):
+    """How evaluation and inference run the network over an image."""
+
+    group: ClassVar[str] = "prediction"
+    tile_size: Count | None
+    tile_overlap: Size
+    block_size: Count | None
+    block_margin: Size
+    nucleus_diameter: Literal["auto"] | Positive | None
+
+    @field_validator("nucleus_diameter", mode="before")
+    @classmethod
+    def _diameter(cls, value):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (value is None or value == "auto" or (number and value > 0)):
+            raise ValueError("must be null, 'auto' or a positive number of pixels")
+        return value
+
+    @model_validator(mode="after")
+    def _overlap_inside_tile(self):
+        if self.tile_size is not None and self.tile_overlap >= self.tile_size:
+            raise ValueError(f"tile_overlap ({self.tile_overlap}) must be smaller than tile_size ({self.tile_size})")
+        return self
+
+
+class Model(Parameters):
+    group: ClassVar[str] = "model"
+    filters: Annotated[list[Count], Field(min_length=2)]
+    dropout: list[Annotated[float, Field(ge=0, lt=1)]] | Annotated[float, Field(ge=0, lt=1)]
+    batch_norm: list[bool] | bool
+
+    @model_validator(mode="after")
+    def _one_value_per_level(self):
+        for name in ("dropout", "batch_norm"):
+            value = getattr(self, name)
+            if isinstance(value, list) and len(value) != len(self.filters):
+                raise ValueError(f"{name} needs one value per level of filters ({len(self.filters)}), "
+                                 f"got {len(value)}")
+        return self
+
+
+class Augmentation(Parameters):
+    group: ClassVar[str] = "training.augmentation"
+    flip: bool
+    rotate90: bool
+    stain: Probability
+    brightness: Probability
+    contrast: Probability
+    hue: Probability
+    grey: Probability
+    invert: Probability
+    scale: Probability
+
+
+class Training(Parameters):
+    group: ClassVar[str] = "training"
+    epochs: Count
+    batch_size: Count
+    initial_model: str | None
+    learning_rate: Positive
+    cosine_decay: bool
+    time_budget_minutes: Positive | None
+    loss: Literal["binary_crossentropy", "bce_dice"]
+    dice_weight: Annotated[float, Field(ge=0)]
+    early_stopping_patience: Count
+    precision: Literal["auto", "float32", "mixed_bfloat16"]
+    seed: int
+    type_weights: dict[str, Positive] | None
+    extra_datasets: dict[str, Share] | None
+    crop_size: Count
+    steps_per_epoch: Count | None
+    validation_tiles_per_image: Count | None
+    distribution: Literal["mirrored"] | None
+    resume: bool
+    backup_dir: str
+    verbose: Literal[0, 1, 2]
+    augmentation: Augmentation | None
+
+    @field_validator("extra_datasets")
+    @classmethod
+    def _shares_below_one(cls, shares):
+        if shares and sum(shares.values()) >= 1:
+            raise ValueError("shares must add up to less than 1 (the rest of the crops are DSB2018)")
+        return shares
+
+    @property
+    def extra_shares(self) -> dict[str, float]:
+        """``extra_datasets`` as ``{set name: share}``, empty for the CC0 DSB2018 data alone."""
+        return dict(self.extra_datasets or {})
+
+
+GROUPS: dict[str, type[Parameters]] = {
+    cls.group: cls for cls in (Split, Preprocessing, Postprocessing, Evaluation, Inference, Prediction, Model, Training)
+}
+
+
+def _problems(group: str, error: ValidationError) -> list[str]:
+    by_name: dict[str, tuple[list[str], str]] = {}
+    for detail in error.errors():
+        # Union members add their type names to the location; the parameter's name is what a user wrote.
+        where = ".".join(str(part) for part in detail["loc"] if not _is_type_tag(part))
+        name = f"{group}.{where}" if where else group
+        # A whole-group check (nothing to point at) and a missing key show no value.
+        given = "" if detail["type"] == "missing" or not where else f", got {detail['input']!r}"
+        message = detail["msg"].removeprefix("Value error, ")
+        if detail["type"] == "extra_forbidden":
+            message = f"{group} has no such parameter (misspelt?)"
+        messages, _ = by_name.setdefault(name, ([], given))
+        messages.append(message)
+    # A value no member of a union accepts gets one line: "… or …".
+    return [f"{name}: {' or '.join(dict.fromkeys(messages))}{given}" for name, (messages, given) in by_name.items()]
+
+
+def _is_type_tag(part: Any) -> bool:
+    return isinstance(part, str) and (part.startswith(("literal[", "function-", "nullable[", "constrained-"))
+                                      or part in {"float", "int", "str", "bool", "list", "dict", "tuple", "is-instance"}
+                                      or "[" in part)
+
+
+def _message(problems: list[str]) -> str:
+    return f"{len(problems)} parameter problem(s), nothing was run:\n- " + "\n- ".join(problems)
+
+
+def check_parameters(parameters: Mapping[str, Any], groups: Iterable[str]) -> dict[str, Parameters]:
+    """The typed groups named in ``groups`` (``training``, ``training.extra_datasets`` → ``training`` …).
+
+    Raises
+    ------
+    ParameterError
+        Listing every bad value of all the groups at once.
+    """
+    problems, typed = [], {}
+    for group in sorted({name.split(".")[0] for name in groups} & set(GROUPS)):
+        try:
+            typed[group] = GROUPS[group].from_conf(parameters.get(group))
+        except ParameterError as error:
+            problems.extend(str(error).split("\n- ")[1:])
+    if problems:
+        raise ParameterError(_message(problems))
+    return typed
+
+
+def typed_parameters(function: Callable) -> Callable:
+    """Let a node declare typed parameter groups: Kedro's dicts become those types on the way in.
+
+    Each argument annotated with a :class:`Parameters` subclass (``training: Training``)
+    is converted with its ``from_conf``; other arguments pass untouched.
+    """
+    hints = get_type_hints(function)
+    typed = {name: hint for name, hint in hints.items()
+             if inspect.isclass(hint) and issubclass(hint, Parameters) and name != "return"}
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        for name, cls in typed.items():
+            if name in bound.arguments:
+                bound.arguments[name] = cls.from_conf(bound.arguments[name])
+        return function(*bound.args, **bound.kwargs)
+
+    return wrapper
