@@ -186,3 +186,48 @@ def test_atomic_csv_keeps_the_old_file_when_a_save_breaks(tmp_path):
         dataset.save(Broken({"ImageId": ["b"]}))
     assert path.read_text().splitlines() == ["ImageId,EncodedPixels", "a,1 2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["submission.csv"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "make", "options"),
+    [
+        ("16-bit grey, strips", lambda rng: rng.integers(100, 4000, (300, 200), dtype=np.uint16), {}),
+        ("RGB, zlib tiles", lambda rng: rng.integers(0, 255, (300, 200, 3), dtype=np.uint8),
+         {"tile": (64, 64), "compression": "zlib"}),
+        ("RGBA, channel-first", lambda rng: rng.integers(0, 255, (4, 300, 200), dtype=np.uint8),
+         {"photometric": "rgb", "planarconfig": "separate"}),
+        ("float grey", lambda rng: rng.random((300, 200)).astype(np.float32), {}),
+    ],
+)
+def test_a_large_tiff_reads_region_by_region_as_the_whole_image_would(tmp_path, monkeypatch, kind, make, options):
+    import tifffile
+
+    from nuclei_pipeline.core.images import pixel_digest
+    from nuclei_pipeline.datasets import image_files
+
+    path = tmp_path / "plate.tif"
+    tifffile.imwrite(path, make(np.random.default_rng(0)), **options)
+    whole = image_files.read_image(path)
+    monkeypatch.setattr(image_files, "LAZY_PIXELS", 100 * 100)
+    lazy = image_files.read_image_lazily(path)
+    assert isinstance(lazy, image_files.LazyImage) and lazy.shape == whole.shape
+    # Regions, strides and the whole match a whole read (16-bit stretched by the whole image's range, not the region's).
+    assert np.array_equal(lazy[40:170, 30:190], whole[40:170, 30:190])
+    assert np.array_equal(lazy[::7, ::3], whole[::7, ::3])
+    assert np.array_equal(np.asarray(lazy), whole)
+    assert pixel_digest(lazy) == pixel_digest(whole)  # a resumed run recognises the same picture either way
+    monkeypatch.setattr(image_files, "LAZY_PIXELS", 300 * 200)
+    assert isinstance(image_files.read_image_lazily(path), np.ndarray)  # not larger than the limit: read whole
+
+
+def test_a_lazily_read_image_with_nan_is_refused_by_name(tmp_path, monkeypatch):
+    import tifffile
+
+    from nuclei_pipeline.datasets import image_files
+
+    values = np.ones((200, 200), np.float32)
+    values[150, 20] = np.nan
+    tifffile.imwrite(tmp_path / "broken.tif", values)
+    monkeypatch.setattr(image_files, "LAZY_PIXELS", 100)
+    with pytest.raises(image_files.ImageReadError, match=r"broken\.tif.*NaN"):
+        image_files.read_image_lazily(tmp_path / "broken.tif")

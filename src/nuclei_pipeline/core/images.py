@@ -7,6 +7,7 @@ the rules for 8/16-bit, float, grey/RGB/RGBA live in one place.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ class ImageReadError(ValueError):
     """An image or mask file that cannot be read or does not fit its sample."""
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
+def to_uint8(image: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Scale an integer or float image to uint8.
 
     uint8 passes unchanged. Other types are stretched from their minimum to
@@ -29,6 +30,9 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     ----------
     image : ndarray
         Any numeric array.
+    value_range : (low, high), optional
+        The whole image's minimum and maximum when ``image`` is a region of
+        it, so every region is stretched alike (default: ``image``'s own).
 
     Returns
     -------
@@ -42,14 +46,16 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     if not np.isfinite(values).all():
         # min/max would be NaN and the whole image silently black
         raise ValueError(f"{np.count_nonzero(~np.isfinite(values))} pixel(s) are NaN or infinite")
-    low, high = float(values.min()), float(values.max())
+    low, high = (float(values.min()), float(values.max())) if value_range is None else map(float, value_range)
     if high <= low:
         return np.zeros(image.shape, dtype=np.uint8)
-    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+    return np.round((values.clip(low, high) - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
-def to_rgb(image: np.ndarray) -> np.ndarray:
+def to_rgb(image: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Return an ``(H, W, 3)`` uint8 image from grey, grey+alpha, RGB or RGBA.
+
+    ``value_range``: see :func:`to_uint8`.
 
     Raises
     ------
@@ -57,7 +63,7 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
         If the array is not 2-D or 3-D with 1 to 4 channels, or holds NaN or
         infinite values.
     """
-    image = to_uint8(np.asarray(image))
+    image = to_uint8(np.asarray(image), value_range)
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
@@ -66,6 +72,19 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     if channels in (1, 2):  # grey or grey + alpha
         return np.repeat(image[:, :, :1], 3, axis=2)
     return np.ascontiguousarray(image[:, :, :3])  # alpha dropped
+
+
+def pixel_digest(image) -> str:
+    """Short SHA-256 of an image's pixels (C order), the same for an array and for its lazily read file.
+
+    An object with ``row_strips()`` (a large TIFF read region by region) is
+    hashed strip by strip, which gives the digest of the whole array without
+    holding it.
+    """
+    digest = hashlib.sha256()
+    for strip in image.row_strips() if hasattr(image, "row_strips") else (image,):
+        digest.update(np.ascontiguousarray(strip).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def labels_from_masks(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 from skimage.segmentation import find_boundaries
 
+#: Overlays and figures of larger images are drawn from every n-th pixel, so that they stay viewable and small.
+OVERVIEW_SIDE = 4096
+
 TRUE_COLOUR = (0, 255, 0)
 PREDICTED_COLOUR = (255, 0, 255)
 
@@ -26,3 +29,21 @@ def colour_labels(labels: np.ndarray, seed: int = 0) -> np.ndarray:
     palette = rng.integers(64, 256, size=(int(labels.max()) + 1, 3), dtype=np.uint8)
     palette[0] = 0
     return palette[labels]
+
+
+def overview_step(shape: tuple[int, ...], max_side: int = OVERVIEW_SIDE) -> int:
+    """Stride that brings an image of ``shape`` within ``max_side`` pixels a side (1 when it already is)."""
+    return max(1, -(-max(shape[:2]) // max_side))
+
+
+def overview(image, labels: np.ndarray, max_side: int = OVERVIEW_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` and its ``labels`` at every :func:`overview_step`-th pixel, as arrays.
+
+    ``image`` may be any array-like that slices (a lazily read TIFF reads
+    only what it returns); labels are taken as they are (nearest neighbour),
+    so outlines drawn on the result stay one object each.
+    """
+    step = overview_step(labels.shape, max_side)
+    if step == 1:
+        return np.asarray(image), labels
+    return np.asarray(image[::step, ::step]), labels[::step, ::step]

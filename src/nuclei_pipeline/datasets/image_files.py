@@ -38,6 +38,96 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"unusable image {path}: {error}") from error
 
 
+#: Images with more pixels than this (4096²) are read region by region when their format allows (TIFF).
+LAZY_PIXELS = 4096 * 4096
+
+
+class LazyImage:
+    """A large TIFF read region by region: ``image[y0:y1, x0:x1]`` is that region as ``(h, w, 3)`` uint8 RGB.
+
+    Only the file's strips or tiles under a region are read (``tifffile``'s
+    Zarr store), so a 20,000² plate never lies in memory whole. Values are
+    converted as :func:`read_image` converts a whole image
+    (:func:`nuclei_pipeline.core.images.to_rgb`): a 16-bit or float image is
+    stretched between the minimum and maximum of the whole image, found in
+    one pass over its rows at opening (alpha included, as for a whole image).
+    ``np.asarray(image)`` reads it all.
+    """
+
+    def __init__(self, path: str | Path, rows_per_pass: int = 1024):
+        import zarr
+
+        self.path = Path(path)
+        self._rows = rows_per_pass
+        try:
+            self._store = tifffile.imread(self.path, aszarr=True, level=0)
+            self._array = zarr.open(self._store, mode="r")
+        except Exception as error:
+            raise ImageReadError(f"cannot read image {self.path}: {error}") from error
+        raw_shape = self._array.shape
+        self._channel_first = len(raw_shape) == 3 and raw_shape[0] in (3, 4) and raw_shape[2] > 4
+        shape = (raw_shape[1], raw_shape[2], raw_shape[0]) if self._channel_first else raw_shape
+        if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 2, 3, 4)):
+            raise ImageReadError(f"unusable image {self.path}: expected 2-D or 1-4 channels, got shape {shape}")
+        self.shape = (shape[0], shape[1], 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+        self._range = None if self._array.dtype == np.uint8 else self._value_range()
+
+    def _raw(self, rows: slice, columns: slice) -> np.ndarray:
+        if self._channel_first:
+            return np.moveaxis(self._array[:, rows, columns], 0, -1)
+        return self._array[rows, columns]
+
+    def _value_range(self) -> tuple[float, float]:
+        low, high = np.inf, -np.inf
+        for top in range(0, self.shape[0], self._rows):
+            strip = self._raw(slice(top, top + self._rows), slice(None))
+            if strip.dtype.kind == "f" and not np.isfinite(strip).all():
+                raise ImageReadError(f"unusable image {self.path}: it holds NaN or infinite values")
+            low, high = min(low, float(strip.min())), max(high, float(strip.max()))
+        return low, high
+
+    def __getitem__(self, region) -> np.ndarray:
+        region = region if isinstance(region, tuple) else (region,)
+        rows, columns = (tuple(region[:2]) + (slice(None), slice(None)))[:2]
+        try:
+            rgb = to_rgb(self._raw(rows, columns), self._range)
+        except ValueError as error:
+            raise ImageReadError(f"unusable image {self.path}: {error}") from error
+        return rgb[(slice(None), slice(None), *region[2:])] if len(region) > 2 else rgb
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self[:, :]
+        return whole if dtype is None else whole.astype(dtype)
+
+    def row_strips(self):
+        """The image as consecutive full-width strips of RGB rows (for hashing it without holding it)."""
+        for top in range(0, self.shape[0], self._rows):
+            yield self[top : top + self._rows, :]
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __repr__(self) -> str:
+        return f"LazyImage({str(self.path)!r}, shape={self.shape})"
+
+
+def read_image_lazily(path: str | Path) -> np.ndarray | LazyImage:
+    """:func:`read_image`, except that a TIFF of more than :data:`LAZY_PIXELS` pixels comes as a :class:`LazyImage`."""
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        try:
+            with tifffile.TiffFile(path) as tiff:
+                page = tiff.pages[0]
+                pixels = int(np.prod(page.shape[:2] if page.shape[-1] <= 4 else page.shape[-2:]))
+        except Exception as error:
+            raise ImageReadError(f"cannot read image {path}: {error}") from error
+        if pixels > LAZY_PIXELS:
+            return LazyImage(path)
+    return read_image(path)
+
+
 def read_original_image(source: str | Path | BinaryIO) -> np.ndarray:
     """Read an image with its original values and type, channels last (for measuring).
 

@@ -12,7 +12,7 @@ from kedro.io import AbstractDataset, DatasetError
 
 from nuclei_pipeline.datasets.image_files import (
     list_images,
-    read_image,
+    read_image_lazily,
     read_original_image,
     read_pixel_size_um,
 )
@@ -27,7 +27,10 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
 
     ``load()`` returns ``{image_id: loader}``; ``loader()`` returns the
     image as ``(H, W, 3)`` uint8 RGB or raises
-    :class:`~nuclei_pipeline.core.images.ImageReadError` naming the file.
+    :class:`~nuclei_pipeline.core.images.ImageReadError` naming the file;
+    a TIFF larger than 4096² comes as a
+    :class:`~nuclei_pipeline.datasets.image_files.LazyImage`, read region by
+    region as it is predicted.
     Sub-folders are searched; the DSB layout (``<id>/images/<id>.png``)
     therefore works too. Two files with the same name are an error.
 
@@ -64,7 +67,7 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
                     f"two images share the ImageId {image_id!r}: {sources[image_id]} and {path}"
                 )
             sources[image_id] = path
-            images[image_id] = partial(_read_original if self._original else read_image, path)
+            images[image_id] = partial(_read_original if self._original else read_image_lazily, path)
         if not images:
             raise DatasetError(f"no PNG, TIF or JPG images found in {self._path}")
         return images
