@@ -1,26 +1,28 @@
 """Copy a trained model into the package with a model card.
 
-``python -m nuclei_pipeline.ship_model`` (from the project root, after a full
-``kedro run``) copies ``data/06_models/<preset>/`` (model, model spec,
-post-processing settings) to ``src/nuclei_pipeline/shipped_model/`` and
-writes ``MODEL_CARD.md`` from the evaluation reports. Inference loads the
-shipped model whenever the project has not trained its own.
+``python -m nuclei_pipeline.ship_model [--env <preset>]`` (from the project
+root, after a full ``kedro run``) loads the trained model, its spec, tuned
+post-processing, evaluation summary and split through the project's catalog
+(the preset's own files, never the shipped fallback), copies them to
+``src/nuclei_pipeline/shipped_model/`` and writes ``MODEL_CARD.md``.
+Inference loads the shipped model whenever the project has not trained its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-import yaml
 
 SHIPPED = Path(__file__).parent / "shipped_model"
-FILES = ("unet.keras", "model_spec.json", "postprocessing.json")
+# Catalog entries shipped, and the fallback files they are written to.
+SHIPPED_FILES = {"trained_model": "unet.keras", "model_spec": "model_spec.json",
+                 "postprocessing_settings": "postprocessing.json"}
 
 
 def _table(summary: pd.DataFrame) -> str:
@@ -61,26 +63,34 @@ def _relative(path: str, root: Path) -> str:
         return str(path)
 
 
-def _merged(base: dict, override: dict) -> dict:
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = _merged(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
+def load_trained(root: Path, env: str | None = None) -> dict[str, Any]:
+    """What a model card and the shipped files are made of, loaded through the project's catalog.
+
+    The model, spec and post-processing datasets are pointed at the preset's
+    trained files (``source = "trained"``), so a missing one is an error,
+    never the shipped fallback. ``parameters`` are the run's, ``conf/<env>``
+    merged into ``conf/base`` as Kedro merges them.
+    """
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(root)
+    with KedroSession.create(project_path=root, env=env) as session:
+        context = session.load_context()
+        catalog = context.catalog
+        loaded = {"preset": context.config_loader["globals"]["preset"], "parameters": context.params}
+        for name in SHIPPED_FILES:
+            catalog.get(name).source = "trained"
+            loaded[name] = catalog.load(name)
+        for name in ("evaluation_summary", "train_validation_split"):
+            loaded[name] = catalog.load(name)
+    return loaded
 
 
-def model_card(root: Path, preset: str, env: str | None = None) -> str:
-    """Markdown model card for ``data/06_models/<preset>`` (parameters of conf/base, overridden by ``conf/<env>``)."""
-    models = root / "data" / "06_models" / preset
-    reports = root / "data" / "08_reporting" / preset
-    spec = json.loads((models / "model_spec.json").read_text())
-    post = json.loads((models / "postprocessing.json").read_text())
-    summary = pd.read_csv(reports / "evaluation_summary.csv")
-    split = json.loads((root / "data" / "03_primary" / "train_validation_split.json").read_text())
-    parameters = {}
-    for name in ("data_processing", "training"):
-        parameters.update(yaml.safe_load((root / "conf" / "base" / f"parameters_{name}.yml").read_text()))
-    for override in sorted((root / "conf" / env).glob("parameters*.yml")) if env else []:
-        parameters = _merged(parameters, yaml.safe_load(override.read_text()) or {})
+def model_card(trained: dict[str, Any], root: Path) -> str:
+    """Markdown model card from :func:`load_trained`'s result (``root``: the project, for relative paths and the commit)."""
+    spec, post, summary = trained["model_spec"], trained["postprocessing_settings"], trained["evaluation_summary"]
+    split, parameters, preset = trained["train_validation_split"], trained["parameters"], trained["preset"]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=root).stdout.strip()
     size_mb = spec["parameters"] * 4 / 1e6  # float32 weights
     sections = [
@@ -93,7 +103,7 @@ def model_card(root: Path, preset: str, env: str | None = None) -> str:
         "## Data",
         f"DSB2018 / BBBC038 stage-1 training set with the community's corrections (664 images, CC0). "
         f"Split: {len(split['train'])} training / {len(split['validation'])} validation images, seeded "
-        f"and stratified by image type (`split` parameters: {parameters.get('split')}).",
+        f"and stratified by image type (`split` parameters: {parameters['split']}).",
         "",
         _sources(spec.get("training_sources") or {"dsb2018": 1.0}),
         "",
@@ -106,8 +116,8 @@ def model_card(root: Path, preset: str, env: str | None = None) -> str:
             if spec.get("normalize_percentiles") else ""
         )
         + (" and light backgrounds inverted" if spec.get("invert_light_background") else "") + ".",
-        f"- Parameters: `model` {parameters.get('model')}",
-        f"- `training` {parameters.get('training')}",
+        f"- Parameters: `model` {parameters['model']}",
+        f"- `training` {parameters['training']}",
         f"- Trained {spec['epochs_run']} epochs in {spec['train_seconds'] / 60:.1f} min on 2 CPU cores "
         f"({spec.get('precision', 'float32')} arithmetic; weights stored as float32); "
         f"best epoch {spec['best_epoch']} (lowest val_loss) is the shipped checkpoint.",
@@ -133,30 +143,23 @@ def model_card(root: Path, preset: str, env: str | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="default")
-    parser.add_argument("--env", default=None, help="Kedro environment the model was trained with (its parameters override conf/base)")
+    parser.add_argument("--env", default=None, help="Kedro environment (preset) the model was trained with")
     parser.add_argument("--project-root", type=Path, default=Path.cwd())
     args = parser.parse_args(argv)
-    source = args.project_root / "data" / "06_models" / args.preset
-    missing = [name for name in FILES if not (source / name).is_file()]
-    if missing:
-        raise SystemExit(f"{source} lacks {', '.join(missing)}: run `kedro run` first")
-    card = model_card(args.project_root, args.preset, args.env)
+    try:
+        trained = load_trained(args.project_root, args.env)
+    except Exception as error:  # noqa: BLE001 - any missing output means the same thing to the user
+        raise SystemExit(f"cannot ship the trained model: {error}\nrun `kedro run` (with the same --env) first") from None
+    card = model_card(trained, args.project_root)
     SHIPPED.mkdir(exist_ok=True)
-    for name in FILES[1:]:
-        shutil.copy2(source / name, SHIPPED / name)
-    # Loaded without compiling, the model is saved without its optimizer state
-    # (a third of the size); inference does not need it.
-    import keras
-
-    import nuclei_pipeline.core.model  # noqa: F401  (registers the custom loss and metric)
-
-    keras.models.load_model(source / FILES[0], compile=False).save(SHIPPED / FILES[0])
+    # Loaded without compiling, the model is saved without its optimizer state (a third of the size).
+    trained["trained_model"].save(SHIPPED / SHIPPED_FILES["trained_model"])
+    for name in ("model_spec", "postprocessing_settings"):
+        (SHIPPED / SHIPPED_FILES[name]).write_text(json.dumps(trained[name], indent=2) + "\n")
     (SHIPPED / "MODEL_CARD.md").write_text(card)
     # Inference quotes the shipped model's validation score from it (nuclei_pipeline.model_choice).
-    shutil.copy2(args.project_root / "data" / "08_reporting" / args.preset / "evaluation_summary.csv",
-                 SHIPPED / "evaluation_summary.csv")
-    print(f"shipped {source} -> {SHIPPED}")
+    trained["evaluation_summary"].to_csv(SHIPPED / "evaluation_summary.csv", index=False)
+    print(f"shipped the {trained['preset']} model -> {SHIPPED}")
     return 0
 
 

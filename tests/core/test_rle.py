@@ -39,3 +39,20 @@ def test_labels_to_rles_one_per_object_and_disjoint():
     decoded = [rle_decode(e, labels.shape) for e in encoded]
     assert np.array_equal(decoded[0], labels == 1) and np.array_equal(decoded[1], labels == 5)
     assert not (decoded[0] & decoded[1]).any()
+
+
+def test_labels_to_rles_equals_encoding_each_mask_of_the_whole_image():
+    from skimage.measure import label
+
+    rng = np.random.default_rng(3)
+    for shape in [(7, 5), (40, 33), (64, 64)]:
+        labels = label(rng.random(shape) > 0.55, connectivity=1).astype(np.int32)
+        labels[labels == 2] = 0  # a gap in the numbering is skipped, as np.unique skips it
+        wrap = np.zeros(shape, np.int32)
+        wrap[-2:, 1] = 1  # bottom of one column, top of the next: one run in Kaggle's pixel order
+        wrap[:3, 2] = 1
+        wrap[:, 3:5] = 2  # whole columns: one run over both
+        for case in (labels, wrap):
+            expected = [rle_encode(case == value) for value in np.unique(case) if value != 0]
+            assert labels_to_rles(case) == expected
+    assert labels_to_rles(np.zeros((4, 4), np.int32)) == []

@@ -381,11 +381,14 @@ def test_mlflow_server_serves_the_runs_for_comparison(project, monkeypatch):
 
 @pytest.mark.slow
 def test_model_card_reports_the_validation_scores(project, monkeypatch):
-    from nuclei_pipeline.ship_model import model_card
+    from nuclei_pipeline.ship_model import load_trained, model_card
 
     if not (project / "data" / "06_models" / "default" / "postprocessing.json").is_file():
         run(project, monkeypatch, "tiny")
-    card = model_card(project, "default")
+    monkeypatch.chdir(project)
+    trained = load_trained(project, "tiny")
+    assert trained["preset"] == "default" and trained["parameters"]["training"]["epochs"] == 2  # tiny's, merged
+    card = model_card(trained, project)
     summary = pd.read_csv(project / "data" / "08_reporting" / "default" / "evaluation_summary.csv")
     assert (f"| validation | all | {summary.loc[0, 'images']} | "
             f"{summary.loc[0, 'mean_average_precision']:.4f} |") in card
@@ -395,13 +398,8 @@ def test_model_card_reports_the_validation_scores(project, monkeypatch):
     assert "20%: MoNuSeg 2018" in card and "CC BY-NC-SA 4.0 (non-commercial" in card
     assert "Post-processing (tuned on the validation split)" in card
     assert "percentiles" not in card  # the default divides by 255
-    spec_path = project / "data" / "06_models" / "default" / "model_spec.json"
-    spec = json.loads(spec_path.read_text())
-    spec_path.write_text(json.dumps({**spec, "normalize_percentiles": [1.0, 99.8]}))
-    try:
-        card = model_card(project, "default")
-    finally:
-        spec_path.write_text(json.dumps(spec))
+    trained["model_spec"] = {**trained["model_spec"], "normalize_percentiles": [1.0, 99.8]}
+    card = model_card(trained, project)
     assert "scaled to [0, 1] and stretched so that their 1 and 99.8 percentiles map to 0 and 1." in card
 
 
