@@ -1,22 +1,23 @@
-"""Measure what the post-processing and test-time levers add on the trained default model.
+"""Measure what the post-processing and test-time levers add on a preset's trained model.
 
-Run after `kedro run`: ``.venv/bin/python benchmarks/ablate_levers.py [--preset default]``.
+Run after `kedro run`: ``.venv/bin/python benchmarks/ablate_levers.py [--env exp21] [--limit 10]``.
 It reuses the validation probabilities the evaluation pipeline saved (with TTA) and
-predicts once more without TTA; the training-time levers (native crops, extra channels,
-augmentation, loss) need retraining and are compared through the seed preset instead.
+predicts once more without TTA (its ``predict_validation`` node, the environment's
+``prediction`` settings); the model, its spec and its tuned post-processing are the
+environment's trained ones, all read through the catalog. The training-time levers
+(native crops, extra channels, augmentation, loss) need retraining and are compared
+through the seed preset instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 
-import keras
-from validation_data import DATA, load_validation
+from project import load_model, open_project
+from validation_data import load_validation
 
-import nuclei_pipeline.core.model  # noqa: F401  (registers the custom loss and metric)
-from nuclei_pipeline.core.predict import predict_with_spec
 from nuclei_pipeline.core.tuning import mean_scores
+from nuclei_pipeline.pipelines.evaluation.nodes import predict_validation
 
 
 def mean_ap(truths, probabilities, settings):
@@ -24,15 +25,20 @@ def mean_ap(truths, probabilities, settings):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--preset", default="default")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default=None, help="Kedro environment (preset) whose trained model is measured")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N validation images")
     args = parser.parse_args()
-    samples, truths, with_tta = load_validation(args.preset)
-    models = DATA / "06_models" / args.preset
-    tuned = json.loads((models / "postprocessing.json").read_text())
-    spec = json.loads((models / "model_spec.json").read_text())
-    model = keras.models.load_model(models / "unet.keras", compile=False)
-    without_tta = {i: predict_with_spec(model, s["image"], spec) for i, s in samples.items()}
+    catalog, _, groups = open_project(args.env)
+    samples, truths, with_tta = load_validation(catalog)
+    if args.limit:
+        samples = dict(list(samples.items())[: args.limit])
+        truths = {i: truths[i] for i in samples}
+    model, spec, postprocessing = load_model(catalog, "trained")
+    tuned = postprocessing.model_dump()
+    no_tta = groups["evaluation"].model_copy(update={"test_time_augmentation": False})
+    without_tta = predict_validation(model, list(samples.values()), spec, no_tta, groups["prediction"],
+                                     groups["postprocessing"])
     components = {**tuned, "method": "components"}
     no_distance = {**tuned, "distance_channel": None}
     rows = [
@@ -42,8 +48,8 @@ def main():
         ("watershed on the touching channel, no distance", mean_ap(truths, with_tta, {**no_distance, "border_channel": 1})),
         ("watershed on the boundary channel, no distance", mean_ap(truths, with_tta, {**no_distance, "border_channel": 2})),
     ]
-    if "distance" in spec["target_channels"]:
-        distance = spec["target_channels"].index("distance")
+    if "distance" in spec.target_channels:
+        distance = spec.target_channels.index("distance")
         rows += [
             ("watershed on the distance channel only (no border)",
              mean_ap(truths, with_tta, {**tuned, "border_channel": None, "distance_channel": distance})),

@@ -2,8 +2,10 @@
 LocalClusters of 1 and 2 workers, on the same images in one run.
 
 Run: ``.venv/bin/python benchmarks/bench_dask_inference.py [--images data/01_raw/stage1_test --count 200]``.
-The folder's images are repeated (under new names) up to ``--count``; the shipped model, its
-post-processing and flip TTA, as ``kedro run --pipeline inference`` does it, nothing written.
+The folder (the catalog's ``inference_images``, ``input_dir``; its default without ``--images``)
+has its images repeated (under new names) up to ``--count``; the shipped model, its post-processing,
+flip TTA and the ``prediction`` settings of ``conf``, as ``kedro run --pipeline inference`` does it
+(``--env`` reads another environment's conf), nothing written.
 A local cluster's start-up (workers importing TensorFlow, receiving the model) is timed apart
 from the per-image rate. Ratios are the figures to compare: per image, Dask with one worker
 against this process (the path's overhead; the issue's goal ≤ 10 %), and two workers against one.
@@ -12,33 +14,32 @@ against this process (the path's overhead; the issue's goal ≤ 10 %), and two w
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import time
 from itertools import cycle, islice
-from pathlib import Path
 
-import keras
+from project import load_model, open_project
 
-from nuclei_pipeline.datasets import ImageFolderDataset
 from nuclei_pipeline.executors import DaskExecutor, run_locally
 from nuclei_pipeline.pipelines.inference.nodes import predict_one, prediction_key
-
-SHIPPED = Path(__file__).resolve().parents[1] / "src" / "nuclei_pipeline" / "shipped_model"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", default="data/01_raw/stage1_test")
+    parser.add_argument("--images", default=None, help="image folder (input_dir; default: the catalog's)")
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--no-tta", action="store_true")
+    parser.add_argument("--env", default=None, help="Kedro environment whose conf is read")
     args = parser.parse_args()
-    model = keras.models.load_model(SHIPPED / "unet.keras", compile=False)
-    spec = json.loads((SHIPPED / "model_spec.json").read_text())
-    post = json.loads((SHIPPED / "postprocessing.json").read_text())
-    inference = {"test_time_augmentation": not args.no_tta, "resume": False}
-    settings = {"model_key": prediction_key(model, spec, post, inference), "resume": False,
-                "test_time_augmentation": not args.no_tta, "prediction": {"tile_size": 1024, "tile_overlap": 128}}
-    loaders = list(islice(cycle(ImageFolderDataset(args.images).load().values()), args.count))
+    catalog, _, groups = open_project(args.env, {"input_dir": args.images} if args.images else None)
+    model, spec, post = load_model(catalog, "shipped")
+    inference = groups["inference"].model_copy(update={"test_time_augmentation": not args.no_tta, "resume": False})
+    prediction = groups["prediction"]
+    settings = {"model_key": prediction_key(model, spec, post, inference, prediction), "resume": False,
+                "test_time_augmentation": inference.test_time_augmentation, "prediction": prediction}
+    images = catalog.load("inference_images")
+    folder = os.path.relpath(catalog.get("inference_images")._path)
+    loaders = list(islice(cycle(images.values()), args.count))
     tasks = {f"image{index:05d}": (loader, spec, post, settings, None) for index, loader in enumerate(loaders)}
 
     def rate(run, warm_up: int = 2) -> float:
@@ -60,7 +61,7 @@ def main() -> None:
         print(f"local cluster of {workers}: started in {time.perf_counter() - started:.1f} s")
         rates[f"Dask, {workers} worker(s)"] = rate(executor.run, warm_up=4 * workers)
         executor.close()
-    print(f"{len(tasks)} images from {args.images}, TTA {'off' if args.no_tta else 'on'}")
+    print(f"{len(tasks)} images from {folder}, TTA {'off' if args.no_tta else 'on'}")
     for name, value in rates.items():
         print(f"{name:>20}: {value:.2f} images/s")
     print(f"Dask overhead per image (1 worker against this process): "

@@ -1,8 +1,9 @@
 """Print what measuring and exporting add to inference time, as a ratio measured in one run.
 
-Run: ``.venv/bin/python benchmarks/bench_measure_export.py [--images data/01_raw/stage1_test]``.
-For every image: the prediction node's work (shipped model, its post-processing, flip TTA,
-writing the label PNG), then the per-nucleus table (Parquet) and the three exports (label
+Run: ``.venv/bin/python benchmarks/bench_measure_export.py [--images data/01_raw/stage1_test] [--limit N]``.
+The folder is the catalog's ``inference_images`` / ``inference_originals`` (``input_dir``; its
+default without ``--images``). For every image: the prediction node's work (shipped model, its
+post-processing, flip TTA, the conf's ``prediction`` and ``inference`` settings, writing the label PNG), then the per-nucleus table (Parquet) and the three exports (label
 TIFF, ImageJ ROI set, GeoJSON) written to a temporary folder. Both run in the same process on
 the same images; the ratio is the figure to compare (the issue's goal: at most +10 %).
 """
@@ -10,56 +11,54 @@ the same images; the ratio is the figure to compare (the issue's goal: at most +
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
-import keras
+from project import load_model, open_project
 
-import nuclei_pipeline.core.model  # noqa: F401  (registers the custom layers)
 from nuclei_pipeline.datasets import (
     AtomicJSONDataset,
     AtomicParquetDataset,
-    ImageFolderDataset,
     ImageJRoiSetDataset,
     LabelTiffDataset,
     PngFolderDataset,
 )
 from nuclei_pipeline.pipelines.inference.nodes import export_masks, measure_masks, predict_masks
 
-SHIPPED = Path(__file__).resolve().parents[1] / "src" / "nuclei_pipeline" / "shipped_model"
-EXPORTS = {"exports": ["label_tiff", "imagej_rois", "geojson"]}
+EXPORTS = ["label_tiff", "imagej_rois", "geojson"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", default="data/01_raw/stage1_test")
+    parser.add_argument("--images", default=None, help="image folder (input_dir; default: the catalog's)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    parser.add_argument("--env", default=None, help="Kedro environment whose conf is read")
     args = parser.parse_args()
-    model = keras.models.load_model(SHIPPED / "unet.keras", compile=False)
-    spec = json.loads((SHIPPED / "model_spec.json").read_text())
-    post = json.loads((SHIPPED / "postprocessing.json").read_text())
-    images = ImageFolderDataset(args.images).load()
-    originals = ImageFolderDataset(args.images, original=True).load()
+    catalog, _, groups = open_project(args.env, {"input_dir": args.images} if args.images else None)
+    model, spec, post = load_model(catalog, "shipped")
+    inference = groups["inference"].model_copy(
+        update={"test_time_augmentation": True, "resume": False, "exports": EXPORTS})
+    images = catalog.load("inference_images")
+    originals = catalog.load("inference_originals")
     if args.limit:
         images = dict(list(images.items())[: args.limit])
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
         masks = PngFolderDataset(str(out / "masks"))
         started = time.perf_counter()
-        masks.save(predict_masks(images, model, spec, post, {"test_time_augmentation": True}, {}))
+        masks.save(predict_masks(images, model, spec, post, inference, {}, groups["prediction"]))
         predict_seconds = time.perf_counter() - started
         stored = masks.load()
         started = time.perf_counter()
         tables = {}
-        for image_id, table in measure_masks(originals, stored, {}).items():
+        for image_id, table in measure_masks(originals, stored, inference).items():
             tables[image_id] = table()
             AtomicParquetDataset(filepath=str(out / "nuclei" / f"{image_id}.parquet")).save(tables[image_id])
         measure_seconds = time.perf_counter() - started
         started = time.perf_counter()
         measured = {image_id: (lambda t=table: t) for image_id, table in tables.items()}
-        _, tiffs, rois, geojson = export_masks(stored, measured, EXPORTS)
+        _, tiffs, rois, geojson = export_masks(stored, measured, inference)
         nuclei = 0
         for image_id in tiffs:
             LabelTiffDataset(str(out / "tif" / f"{image_id}.tif")).save(tiffs[image_id]())

@@ -1,7 +1,10 @@
-"""Print the training step time of the default U-Net in float32 and bfloat16 mixed precision,
-or (``--batch-norm``) with batch normalisation at every level, at the deep levels only, or none.
+"""Print the training step time of the configured U-Net in float32 and bfloat16 mixed precision,
+or (``--batch-norm``) with batch normalisation at every level, at the levels of conf's ``model.batch_norm``, or none.
 
-Run: ``.venv/bin/python benchmarks/bench_training_step.py [--batch 8 --crop 256 --steps 5]``.
+Run: ``.venv/bin/python benchmarks/bench_training_step.py [--batch 8 --crop 256 --steps 5] [--batch-norm] [--env ENV]``.
+The network (``model.filters``, ``model.dropout``, one output per ``preprocessing.target_channels``),
+the loss (``training.loss``, ``training.dice_weight``) and the default batch (``training.batch_size``)
+and crop size (``training.crop_size``) are those of the project's conf (``--env``: another environment's).
 Both precisions are timed in the same process, interleaved, on the same random batch; the
 ratio is the figure to compare (absolute times on a shared 2-core machine are noisy). It also
 reports how far the float32 copy of the mixed-precision model (what training saves) is from
@@ -15,11 +18,10 @@ import time
 
 import keras
 import numpy as np
+from project import open_project
 
 from nuclei_pipeline.core.model import as_float32, build_loss, build_unet
 from nuclei_pipeline.precision import native_bfloat16_available, resolve_precision
-
-DEFAULT_BATCH_NORM = [False, False, True, True, True]  # conf/base/parameters_training.yml: model.batch_norm
 
 
 def timed_steps(model, images, targets, steps):
@@ -30,21 +32,25 @@ def timed_steps(model, images, targets, steps):
     return (time.perf_counter() - started) / steps
 
 
-def random_batch(args):
-    """One fixed random batch of images and 4-channel targets."""
+def random_batch(args, groups):
+    """One fixed random batch of images and targets (one channel per ``preprocessing.target_channels``)."""
     rng = np.random.default_rng(0)
+    channels = len(groups["preprocessing"].target_channels)
     images = rng.random((args.batch, args.crop, args.crop, 3)).astype(np.float32)
-    targets = (rng.random((args.batch, args.crop, args.crop, 4)) > 0.5).astype(np.float32)
+    targets = (rng.random((args.batch, args.crop, args.crop, channels)) > 0.5).astype(np.float32)
     return images, targets
 
 
-def interleaved_seconds(variants, images, targets, args):
-    """Best seconds per step of each U-Net variant (``name: build_unet kwargs``), timed in turns."""
+def interleaved_seconds(variants, images, targets, args, groups):
+    """Best seconds per step of each U-Net variant (``name: build_unet kwargs`` over conf's ``model``), timed in turns."""
+    model_conf, training = groups["model"], groups["training"]
     models = {}
     for name, kwargs in variants.items():
         keras.utils.set_random_seed(0)
-        model = build_unet((None, None, 3), output_channels=4, **kwargs)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=build_loss("bce_dice"))
+        model = build_unet((None, None, 3), output_channels=targets.shape[-1],
+                           **{"filters": model_conf.filters, "dropout": model_conf.dropout, **kwargs})
+        model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                      loss=build_loss(training.loss, dice_weight=training.dice_weight))
         models[name] = model
     seconds = {name: [] for name in models}
     for _ in range(args.rounds):
@@ -54,20 +60,24 @@ def interleaved_seconds(variants, images, targets, args):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=256)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: conf's training.batch_size)")
+    parser.add_argument("--crop", type=int, default=None, help="crop size (default: conf's training.crop_size)")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-norm", action="store_true", help="compare batch-norm layouts instead")
+    parser.add_argument("--env", default=None, help="Kedro environment whose conf is read")
     args = parser.parse_args()
+    _, _, groups = open_project(args.env)
+    args.batch = args.batch or groups["training"].batch_size
+    args.crop = args.crop or groups["training"].crop_size
     if args.batch_norm:
-        compare_batch_norm(args)
+        compare_batch_norm(args, groups)
         return
-    images, targets = random_batch(args)
+    images, targets = random_batch(args, groups)
     models, seconds = interleaved_seconds(
         {precision: {"batch_norm": True, "precision": precision} for precision in ("float32", "mixed_bfloat16")},
-        images, targets, args,
+        images, targets, args, groups,
     )
     print(f"CPU advertises bfloat16: {native_bfloat16_available()}; batch {args.batch} × {args.crop}²")
     for precision, value in seconds.items():
@@ -78,22 +88,26 @@ def main():
     print(f"float32 copy vs mixed model output: max |Δp| {difference.max():.4f}, mean {difference.mean():.5f}")
 
 
-def compare_batch_norm(args):
-    """Step time of three batch-norm layouts, interleaved, in the precision training would use."""
-    images, targets = random_batch(args)
-    precision = resolve_precision("auto")
+def compare_batch_norm(args, groups):
+    """Step time of three batch-norm layouts (every level, conf's ``model.batch_norm``, none),
+    interleaved, in the precision training would use (conf's ``training.precision``)."""
+    images, targets = random_batch(args, groups)
+    precision = resolve_precision(groups["training"].precision)
+    model = groups["model"]
+    configured = (f"levels of {'/'.join(str(f) for f, on in zip(model.filters, model.batch_norm, strict=True) if on)} filters"
+                  if isinstance(model.batch_norm, list) else "conf's model.batch_norm")
     layouts = {
         "every level": True,
-        "deep levels (64+ filters)": DEFAULT_BATCH_NORM,
+        configured: model.batch_norm,
         "none": False,
     }
     _, seconds = interleaved_seconds(
         {name: {"batch_norm": layout, "precision": precision} for name, layout in layouts.items()},
-        images, targets, args,
+        images, targets, args, groups,
     )
     print(f"{precision}, batch {args.batch} × {args.crop}²")
     for name, value in seconds.items():
-        print(f"batch norm at {name:>26}: {value:.3f} s/step, {seconds['every level'] / value:.2f}× the speed of every level")
+        print(f"batch norm at {name:>28}: {value:.3f} s/step, {seconds['every level'] / value:.2f}× the speed of every level")
 
 
 if __name__ == "__main__":

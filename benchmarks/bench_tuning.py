@@ -1,8 +1,9 @@
 """Time post-processing tuning in one process against worker processes.
 
 Run after `kedro run` (it reuses the saved validation probabilities):
-``.venv/bin/python benchmarks/bench_tuning.py [--preset default] [--max-sweeps 1] [--workers 2]``.
-Both runs score the same trials; the script checks they agree and prints the
+``.venv/bin/python benchmarks/bench_tuning.py [--env exp21] [--max-sweeps 1] [--workers 2] [--limit N]``.
+The probabilities, validation samples and the ``postprocessing`` / ``evaluation.tuning``
+parameters are the environment's (preset's), through the catalog. Both runs score the same trials; the script checks they agree and prints the
 wall times and their ratio.
 """
 
@@ -10,31 +11,35 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import pandas as pd
-import yaml
+from project import open_project
 from validation_data import load_validation
 
 from nuclei_pipeline.pipelines.evaluation.nodes import tune_postprocessing
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--preset", default="default")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default=None, help="Kedro environment (preset) whose validation probabilities are tuned")
     parser.add_argument("--max-sweeps", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N validation images")
     args = parser.parse_args()
     if args.workers < 2:
         parser.error("--workers must be at least 2 (it is compared with 1)")
-    samples, truths, probabilities = load_validation(args.preset)
-    parameters = yaml.safe_load(Path("conf/base/parameters_evaluation.yml").read_text())
-    tuning = {**parameters["evaluation"]["tuning"], "enabled": True, "max_sweeps": args.max_sweeps}
+    catalog, _, groups = open_project(args.env)
+    samples, _, probabilities = load_validation(catalog)
+    if args.limit:
+        samples = dict(list(samples.items())[: args.limit])
+    evaluation = groups["evaluation"]
+    tuning = evaluation.tuning.model_copy(update={"enabled": True, "max_sweeps": args.max_sweeps})
     results = {}
     for workers in (1, args.workers):
         started = time.perf_counter()
-        best, trials = tune_postprocessing(probabilities, list(samples.values()), parameters["postprocessing"],
-                                           {"tuning": {**tuning, "workers": workers}})
+        with_workers = evaluation.model_copy(update={"tuning": tuning.model_copy(update={"workers": workers})})
+        best, trials = tune_postprocessing(probabilities, list(samples.values()), groups["postprocessing"],
+                                           with_workers)
         results[workers] = (time.perf_counter() - started, best, trials)
         print(f"workers={workers}: {results[workers][0]:.1f} s, {len(trials)} trials, "
               f"best validation mAP {trials['validation_map'].iloc[0]:.4f}", flush=True)

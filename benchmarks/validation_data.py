@@ -1,23 +1,23 @@
-"""Load what a finished `kedro run` left for the validation split (shared by the benchmarks)."""
+"""Load what a finished `kedro run` left for the validation split, through the catalog (shared by the benchmarks)."""
 
 from __future__ import annotations
 
-import json
-import pickle
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-DATA = Path("data")
+from nuclei_pipeline.pipelines.evaluation.nodes import select_validation_samples
 
 
-def load_validation(preset: str = "default") -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Validation samples, true labels and saved (TTA) probabilities of ``preset``, keyed by image id."""
-    split = json.loads((DATA / "03_primary" / "train_validation_split.json").read_text())
-    with open(DATA / "02_intermediate" / "train_samples.pkl", "rb") as handle:
-        samples = {s["id"]: s for s in pickle.load(handle) if s["id"] in set(split["validation"])}
-    with open(DATA / "07_model_output" / preset / "validation_probabilities.pkl", "rb") as handle:
-        probabilities = pickle.load(handle)
+def load_validation(catalog) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Validation samples, true labels and saved (TTA) probabilities of the catalog's environment, keyed by image id.
+
+    ``train_samples`` and ``train_validation_split`` give the samples (as the
+    evaluation pipeline selects them), ``validation_probabilities`` the maps
+    its ``predict_validation`` node saved.
+    """
+    chosen = select_validation_samples(catalog.load("train_samples"), catalog.load("train_validation_split"))
+    samples = {sample["id"]: sample for sample in chosen}
+    probabilities = catalog.load("validation_probabilities")
     truths = {i: s["labels"].astype(np.int32) for i, s in samples.items()}
     return samples, truths, probabilities

@@ -38,7 +38,7 @@ def parameters(group: str, **overrides):
 
     values = dict(base_parameters()[group])
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(values.get(key), dict) and key != "extra_datasets":
+        if isinstance(value, dict) and isinstance(values.get(key), dict) and key not in ("extra_datasets", "type_weights"):
             value = {**values[key], **value}
         values[key] = value
     return GROUPS[group].from_conf(values)

@@ -10,8 +10,9 @@ import pytest
 
 from nuclei_pipeline.core.model import build_unet
 from nuclei_pipeline.executors import DaskExecutor, executor_for, run_locally
+from nuclei_pipeline.parameters import ModelSpec
 from nuclei_pipeline.pipelines.inference.nodes import predict_masks
-from tests.conftest import make_nuclei
+from tests.conftest import make_nuclei, parameters
 
 
 def _slow_square(delay: float, value: int) -> tuple[int, int]:
@@ -27,9 +28,8 @@ def test_local_execution_is_lazy_and_ordered():
     assert pending["b"]() == 12 and pending["a"]() == 11 and calls == [2, 1]
 
 
-def test_unknown_executor_is_named():
-    with pytest.raises(ValueError, match="inference.executor must be one of"):
-        executor_for({"executor": "spark"})
+def test_the_local_executor_runs_here():
+    assert executor_for(parameters("inference", executor="local")) is run_locally
 
 
 @pytest.mark.slow
@@ -37,10 +37,14 @@ def test_a_local_cluster_predicts_the_same_masks_as_this_process():
     keras.utils.set_random_seed(0)
     model = build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0))
     images = {f"image{k}": (lambda k=k: make_nuclei((48, 64), seed=k)[0]) for k in range(5)}
-    post, spec = {"method": "components", "threshold": 0.5}, {"input_mode": "native"}
-    here = {name: compute() for name, compute in predict_masks(images, model, spec, post, {}, {}).items()}
+    post = parameters("postprocessing", method="components", threshold=0.5, min_mean_probability=0.0)
+    spec = ModelSpec.from_conf({"input_mode": "native", "size": None, "target_channels": ["mask"],
+                                "invert_light_background": False})
+    prediction, local = parameters("prediction"), parameters("inference", executor="local")
+    dask = parameters("inference", executor="dask", dask_scheduler=None, dask_workers=2)
+    here = {name: compute() for name, compute in predict_masks(images, model, spec, post, local, {}, prediction).items()}
     there = {name: compute() for name, compute in
-             predict_masks(images, model, spec, post, {"executor": "dask", "dask_workers": 2}, {}).items()}
+             predict_masks(images, model, spec, post, dask, {}, prediction).items()}
     assert sorted(there) == sorted(here)
     for name in images:
         assert there[name]["key"] == here[name]["key"]

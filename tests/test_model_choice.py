@@ -5,6 +5,8 @@ import pytest
 
 from nuclei_pipeline.datasets import JSONWithFallbackDataset
 from nuclei_pipeline.model_choice import choose_model, describe_choice, validation_map
+from nuclei_pipeline.parameters import ParameterError
+from tests.conftest import parameters
 
 
 def _datasets(tmp_path, trained: tuple[str, ...]):
@@ -40,8 +42,8 @@ def test_every_model_file_comes_from_one_source(tmp_path, choice, trained, expec
 def test_trained_without_a_trained_model_names_the_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="postprocessing_settings.json does not exist: run `kedro run`"):
         choose_model(_datasets(tmp_path, ("model_spec",)), "trained")
-    with pytest.raises(ValueError, match="inference.model must be one of"):
-        choose_model(_datasets(tmp_path, ()), "newest")
+    with pytest.raises(ParameterError, match="inference.model: Input should be 'auto', 'shipped' or 'trained'"):
+        parameters("inference", model="newest")
 
 
 def test_the_choice_is_said_with_its_validation_score():

@@ -9,7 +9,6 @@ from nuclei_pipeline.parameters import (
     Prediction,
     Training,
     check_parameters,
-    typed_parameters,
 )
 from tests.conftest import PROJECT_ROOT, base_parameters
 
@@ -105,18 +104,35 @@ def test_typed_groups_are_immutable():
         training.epochs = 3
 
 
-def test_a_node_declares_its_groups_and_receives_them_typed():
-    @typed_parameters
-    def node(images: list, training: Training, prediction: Prediction | None = None):
-        return images, training, prediction
+def test_every_node_parameter_input_is_declared_with_its_typed_group():
+    # Kedro builds a node's typed group from conf only when the node's signature names the type.
+    import inspect
+    from typing import get_type_hints
 
-    values = base_parameters()
-    images, training, prediction = node([1], values["training"])
-    assert images == [1] and isinstance(training, Training) and training.epochs == values["training"]["epochs"]
-    assert prediction is None  # only what is passed is converted
-    with pytest.raises(ParameterError, match="training.epochs"):
-        node([1], {**values["training"], "epochs": 0})
-    assert node([1], training)[1] is training
+    from nuclei_pipeline.pipeline_registry import register_pipelines
+
+    for node in register_pipelines()["__default__"].nodes:
+        names = list(inspect.signature(node.func).parameters)
+        hints = get_type_hints(node.func)
+        for position, dataset in enumerate(node.inputs):
+            if dataset.startswith("params:"):
+                group = dataset.removeprefix("params:")
+                assert hints.get(names[position]) is GROUPS[group], (node.name, dataset)
+
+
+def test_kedro_hands_nodes_typed_groups_and_refuses_bad_values_at_once(tmp_path, monkeypatch):
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(PROJECT_ROOT)
+    with KedroSession.create(project_path=PROJECT_ROOT, runtime_params={"training": {"epochs": 3}}) as session:
+        parameters = session.load_context().params
+    assert isinstance(parameters["training"], Training) and parameters["training"].epochs == 3
+    assert isinstance(parameters["prediction"], Prediction)
+    runtime = {"training": {"epochs": 0}, "inference": {"resume": "maybe"}}
+    with KedroSession.create(project_path=PROJECT_ROOT, runtime_params=runtime) as session:
+        with pytest.raises(Exception, match=r"(?s)training\.epochs: Input should be greater.*inference\.resume"):
+            _ = session.load_context().params
 
 
 def test_presets_only_name_what_they_change():

@@ -11,8 +11,13 @@ import tifffile
 
 from nuclei_pipeline.core.images import ImageReadError
 from nuclei_pipeline.core.rle import rle_decode
+from nuclei_pipeline.parameters import ModelSpec
 from nuclei_pipeline.serving import NucleiModel, decode_image
-from tests.conftest import make_nuclei
+from tests.conftest import make_nuclei, parameters
+
+SPEC = ModelSpec.from_conf({"input_mode": "native", "size": None, "target_channels": ["mask"],
+                            "invert_light_background": False})
+COMPONENTS = parameters("postprocessing", method="components", threshold=0.5, min_size=0, min_mean_probability=0.0)
 
 
 def _bright_is_nucleus():
@@ -33,8 +38,8 @@ def _encoded(image: np.ndarray, tiff: bool = False) -> str:
 
 def test_a_request_gets_every_nucleus_with_its_measurements_and_outline():
     image, truth = make_nuclei((64, 80), count=6, radius=(4, 7), seed=5, touching_pair=False)
-    served = NucleiModel(_bright_is_nucleus(), {"input_mode": "native"}, {"method": "components", "threshold": 0.5},
-                         test_time_augmentation=False, prediction=None)
+    served = NucleiModel(_bright_is_nucleus(), SPEC, COMPONENTS, test_time_augmentation=False,
+                         prediction=parameters("prediction"))
     served = pickle.loads(pickle.dumps(served))  # as MLflow stores and loads it
     grey16 = image[..., 0].astype(np.uint16) * 257
     request = pd.DataFrame({"id": ["rgb", "grey16"], "image": [_encoded(image), _encoded(grey16, tiff=True)]})
@@ -53,7 +58,7 @@ def test_a_request_gets_every_nucleus_with_its_measurements_and_outline():
 
 
 def test_a_bad_request_is_refused_with_what_is_wrong():
-    served = NucleiModel(_bright_is_nucleus(), {"input_mode": "native"}, {"method": "components"}, False, None)
+    served = NucleiModel(_bright_is_nucleus(), SPEC, COMPONENTS, False, None)
     with pytest.raises(ValueError, match="'image' column"):
         served.predict(None, pd.DataFrame({"id": ["a"]}))
     with pytest.raises(ImageReadError, match="cannot read image the given image"):

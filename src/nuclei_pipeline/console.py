@@ -11,6 +11,7 @@ that says all there is to say.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,12 +64,22 @@ def _raised_by_project(error: BaseException) -> bool:
     return Path(trace.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR)
 
 
+def _bad_parameters(error: Exception) -> bool:
+    # Kedro's parameter validation gathers the problems our typed definitions name (nuclei_pipeline.parameters).
+    return type(error).__name__ == "ParameterValidationError" and type(error).__module__.startswith("kedro.")
+
+
+def _readable(message: str) -> str:
+    """Kedro's parameter validation message without its per-group preamble (each problem names itself)."""
+    return re.sub(r"Parameter '[\w.]+': Failed to instantiate \w+ for parameter '[\w.]+': ", "", message)
+
+
 def known_error(error: BaseException) -> BaseException | None:
     """The project's own error in ``error``'s chain of causes (Kedro wraps dataset errors), else ``None``."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, Exception) and _raised_by_project(error):
+        if isinstance(error, Exception) and (_raised_by_project(error) or _bad_parameters(error)):
             return error
         error = error.__cause__ or error.__context__
     return None
@@ -83,7 +94,7 @@ def short_error_hook(fallback):
             fallback(kind, error, trace)
             return
         # A wrapper's message (Kedro's names the dataset) when it quotes the cause, else the cause's.
-        message = str(error) if str(known) in str(error) else str(known)
+        message = _readable(str(error) if str(known) in str(error) else str(known))
         print(f"\nError: {message}\n(the full traceback: {TRACEBACK_VARIABLE}=1 kedro run …)", file=sys.stderr)
 
     return hook

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from nuclei_pipeline.parameters import Inference
 
-EXECUTORS = ("local", "dask")
+logger = logging.getLogger(__name__)
 
 
 def worker_environment(threads: int) -> dict[str, str]:
@@ -132,17 +132,10 @@ class DaskExecutor:
             self._cluster = None
 
 
-def executor_for(inference: dict[str, Any]):
-    """The ``run`` function ``inference.executor`` names (``local`` or ``dask``).
-
-    Raises
-    ------
-    ValueError
-        Naming ``inference.executor`` when it is neither.
-    """
-    kind = inference.get("executor", "local")
-    if kind not in EXECUTORS:
-        raise ValueError(f"inference.executor must be one of {list(EXECUTORS)}, got {kind!r}")
-    if kind == "local":
+def executor_for(inference: Inference):
+    """The ``run`` function ``inference.executor`` names: :func:`run_locally` for ``local``, else
+    :meth:`DaskExecutor.run` on ``inference.dask_scheduler`` (``null``: a local cluster of
+    ``inference.dask_workers``)."""
+    if inference.executor == "local":
         return run_locally
-    return DaskExecutor(inference.get("dask_scheduler"), inference.get("dask_workers")).run
+    return DaskExecutor(inference.dask_scheduler, inference.dask_workers).run

@@ -1,4 +1,4 @@
-"""Project hooks: check parameters, choose the model, name, tag and close every MLflow run."""
+"""Project hooks: choose the model, name, tag and close every MLflow run; log typed parameters to MLflow."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import subprocess
 import mlflow
 import pandas as pd
 from kedro.framework.hooks import hook_impl
+from kedro_mlflow.framework.hooks import MlflowHook
 
 from nuclei_pipeline.console import install_short_errors
+from nuclei_pipeline.parameters import Inference, Parameters
 from nuclei_pipeline.run_tracking import (
     close_abandoned_runs,
     end_on_signal,
@@ -70,12 +72,7 @@ class ProjectHooks:
         self._signals = end_on_signal()
 
     def _prepare_run(self, pipeline, catalog):
-        # Refuse bad parameters by name before any node runs (all problems in one message).
-        from nuclei_pipeline.parameters import check_parameters
-
-        groups = [name.removeprefix("params:") for name in pipeline.inputs() if name.startswith("params:")]
-        if groups:
-            check_parameters(catalog.load("parameters"), groups)
+        # Bad parameters were refused by Kedro's validation (nuclei_pipeline.parameters) before this.
         self._choose_model(pipeline, catalog)
 
     @hook_impl
@@ -100,7 +97,7 @@ class ProjectHooks:
         free = [name for name in MODEL_DATASETS if name in pipeline.inputs()]
         if not free:
             return
-        choice = (catalog.load("parameters").get("inference") or {}).get("model", "auto")
+        choice = Inference.from_conf(catalog.load("parameters")["inference"]).model
         datasets = {name: catalog.get(name) for name in free}
         source, missing = choose_model(datasets, choice)
         trained = None
@@ -123,3 +120,23 @@ class ProjectHooks:
             mlflow.MlflowClient().set_experiment_tag(
                 run.info.experiment_id, "mlflow.experimentKind", "custom_model_development")
             self._tagged_run_id = run.info.run_id
+
+
+class TypedParametersMlflowHook(MlflowHook):
+    """kedro-mlflow's hook, given each typed parameter group as the dict it was built from.
+
+    Kedro hands nodes typed groups (``nuclei_pipeline.parameters``); kedro-mlflow
+    logs a node's ``params:`` inputs and flattens only dicts, so without this a
+    run would log ``training = "epochs=96 batch_size=8 …"`` instead of
+    ``training.epochs = 96``, and runs could not be compared by parameter.
+    """
+
+    @hook_impl
+    def after_context_created(self, context):
+        logging.getLogger("kedro_mlflow").setLevel(logging.WARNING)  # its resolver chatter, logged before ours runs
+        return super().after_context_created(context)
+
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs, is_async):
+        plain = {name: value.model_dump() if isinstance(value, Parameters) else value for name, value in inputs.items()}
+        return super().before_node_run(node=node, catalog=catalog, inputs=plain, is_async=is_async)

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
-
-from nuclei_pipeline.datasets.fallback import SOURCES
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +30,7 @@ def validation_map(summary: pd.DataFrame | None) -> float | None:
     return float(rows["mean_average_precision"].iloc[0]) if len(rows) else None
 
 
-def choose_model(datasets: dict[str, Any], choice: str) -> tuple[str, list[str]]:
+def choose_model(datasets: dict[str, Any], choice: Literal["auto", "shipped", "trained"]) -> tuple[str, list[str]]:
     """Point every model dataset at the same source; returns it and the trained files that are missing.
 
     Parameters
@@ -40,15 +38,13 @@ def choose_model(datasets: dict[str, Any], choice: str) -> tuple[str, list[str]]
     datasets : dict
         Catalog datasets with a shipped fallback (:mod:`nuclei_pipeline.datasets.fallback`).
     choice : {"auto", "shipped", "trained"}
-        ``inference.model``.
+        ``inference.model`` (:class:`~nuclei_pipeline.parameters.Inference` allows no other value).
 
     Raises
     ------
     FileNotFoundError
         ``trained`` when a trained file is missing, naming them all.
     """
-    if choice not in SOURCES:
-        raise ValueError(f"inference.model must be one of {list(SOURCES)}, got {choice!r}")
     missing = [dataset.trained_filepath for dataset in datasets.values() if not dataset.has_trained()]
     if choice == "trained" and missing:
         raise FileNotFoundError(f"inference.model is 'trained' but {', '.join(missing)} "

@@ -1,11 +1,10 @@
 """One typed definition per parameter group of ``conf/``.
 
 ``conf/base/parameters_*.yml`` is the one place that gives values (defaults
-included); these classes say what each value may be. The project hook
-validates every group a pipeline uses before any node runs
-(:func:`check_parameters`: all problems in one message, each named
-``group.key``), and nodes declare the typed group in their signature
-(:func:`typed_parameters` turns the dict Kedro passes into it), so a node reads
+included); these classes say what each value may be. Nodes declare the typed
+group in their signature (``training: Training``), and Kedro's parameter
+validation builds it from conf before any node of the run starts (every bad
+value of every group in one error, each named ``group.key``), so a node reads
 ``training.epochs``, never ``training.get("epochs", 96)``.
 
 The classes are frozen and refuse unknown keys, so a misspelt ``--params``
@@ -14,10 +13,8 @@ key is an error instead of a silently ignored setting.
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, Any, ClassVar, Literal, get_type_hints
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -42,20 +39,23 @@ class Parameters(BaseModel):
     group: ClassVar[str]
 
     @classmethod
-    def from_conf(cls, values: Parameters | Mapping[str, Any] | None):
-        """The typed group from its ``conf`` mapping (an instance is returned as it is).
+    def model_validate(cls, obj: Any, **kwargs):
+        """Pydantic's ``model_validate`` (which Kedro calls), its errors as one line per bad value.
 
         Raises
         ------
         ParameterError
-            Listing every bad value by its full name (``training.epochs``).
+            Listing every bad value by its full name (``training.epochs: …, got 0``).
         """
-        if isinstance(values, cls):
-            return values
         try:
-            return cls.model_validate(dict(values or {}))
+            return super().model_validate(obj, **kwargs)
         except ValidationError as error:
-            raise ParameterError(_message(_problems(cls.group, error))) from None
+            raise ParameterError("\n- ".join(_problems(cls.group, error))) from None
+
+    @classmethod
+    def from_conf(cls, values: Parameters | Mapping[str, Any] | None):
+        """The typed group from its ``conf`` mapping (an instance is returned as it is)."""
+        return values if isinstance(values, cls) else cls.model_validate(dict(values or {}))
 
 
 class Split(Parameters):
@@ -161,7 +161,8 @@ class Prediction(Parameters):
     tile_overlap: Size
     block_size: Count | None
     block_margin: Size
-    nucleus_diameter: Literal["auto"] | Positive | None
+    # An integer stays one (20, not 20.0), so masks keep their prediction keys.
+    nucleus_diameter: Literal["auto"] | Annotated[int, Field(gt=0)] | Positive | None
 
     @field_validator("nucleus_diameter", mode="before")
     @classmethod
@@ -289,29 +290,34 @@ def check_parameters(parameters: Mapping[str, Any], groups: Iterable[str]) -> di
         try:
             typed[group] = GROUPS[group].from_conf(parameters.get(group))
         except ParameterError as error:
-            problems.extend(str(error).split("\n- ")[1:])
+            problems.extend(str(error).split("\n- "))
     if problems:
         raise ParameterError(_message(problems))
     return typed
 
 
-def typed_parameters(function: Callable) -> Callable:
-    """Let a node declare typed parameter groups: Kedro's dicts become those types on the way in.
+class ModelSpec(Parameters):
+    """A trained model's ``model_spec.json`` (written by training, not a ``conf`` group): how to prepare images for it.
 
-    Each argument annotated with a :class:`Parameters` subclass (``training: Training``)
-    is converted with its ``from_conf``; other arguments pass untouched.
+    Lenient where the ``conf`` groups are strict: files of any version load.
+    ``normalize_percentiles`` and ``nucleus_diameter`` are absent from files of
+    models trained before they were recorded (``None``: not used); the
+    training record's other keys (``best_epoch``, ``training_sources`` …) are
+    kept as they are. Nodes convert the loaded JSON with :meth:`from_conf`.
     """
-    hints = get_type_hints(function)
-    typed = {name: hint for name, hint in hints.items()
-             if inspect.isclass(hint) and issubclass(hint, Parameters) and name != "return"}
-    signature = inspect.signature(function)
 
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)
-        for name, cls in typed.items():
-            if name in bound.arguments:
-                bound.arguments[name] = cls.from_conf(bound.arguments[name])
-        return function(*bound.args, **bound.kwargs)
+    model_config = ConfigDict(strict=False, extra="allow", frozen=True)
+    group: ClassVar[str] = "model_spec"
+    input_mode: Literal["resize", "native"]
+    size: Count | None  # the model's input size in `resize` mode (null in `native` mode)
+    target_channels: Annotated[list[Literal[TARGET_CHANNELS]], Field(min_length=1)]
+    invert_light_background: bool
+    # As the file gives them (1, not 1.0): inference's prediction key hashes them.
+    normalize_percentiles: list[int | float] | None = None
+    nucleus_diameter: float | None = None  # median nucleus diameter (px) of the training images
 
-    return wrapper
+    @model_validator(mode="after")
+    def _size_for_resize(self):
+        if self.input_mode == "resize" and self.size is None:
+            raise ValueError("a model of input_mode resize needs its input size")
+        return self

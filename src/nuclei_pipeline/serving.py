@@ -26,6 +26,7 @@ from nuclei_pipeline.core.measure import measure_nuclei
 from nuclei_pipeline.core.predict import predict_labels
 from nuclei_pipeline.core.rle import labels_to_rles
 from nuclei_pipeline.datasets.image_files import read_original_image
+from nuclei_pipeline.parameters import ModelSpec, Postprocessing, Prediction
 
 
 def decode_image(data: str | bytes) -> np.ndarray:
@@ -37,24 +38,31 @@ def decode_image(data: str | bytes) -> np.ndarray:
 class NucleiModel(mlflow.pyfunc.PythonModel):
     """U-Net, input settings and tuned post-processing in one servable object."""
 
-    def __init__(self, model, model_spec: dict[str, Any], postprocessing: dict[str, Any],
-                 test_time_augmentation: bool, prediction: dict[str, Any] | None):
+    def __init__(self, model, model_spec: ModelSpec, postprocessing: Postprocessing,
+                 test_time_augmentation: bool, prediction: Prediction | None):
         self.model = model  # a Keras 3 model pickles through its .keras form
-        self.model_spec = dict(model_spec)
-        self.postprocessing = dict(postprocessing)
-        self.test_time_augmentation = bool(test_time_augmentation)
-        self.prediction = dict(prediction or {})
+        # Kept as plain values: the pickle MLflow stores outlives these classes' versions.
+        self.model_spec = model_spec.model_dump()
+        self.postprocessing = postprocessing.model_dump()
+        self.test_time_augmentation = test_time_augmentation
+        self.prediction = prediction.model_dump() if prediction else None
+
+    def _settings(self) -> tuple[ModelSpec, Postprocessing, Prediction | None]:
+        # Typed again for each request (an older pickle holds the same values as dicts: {} for no prediction).
+        return (ModelSpec.from_conf(self.model_spec), Postprocessing.from_conf(self.postprocessing),
+                Prediction.from_conf(self.prediction) if self.prediction else None)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """One row per nucleus of every image of ``model_input`` (columns ``image``, optional ``id``)."""
         if "image" not in model_input:
             raise ValueError("the request needs an 'image' column: base64-encoded PNG, TIFF or JPG files")
+        model_spec, postprocessing, prediction = self._settings()
         tables = []
         for index, row in enumerate(model_input.to_dict("records")):
             image_id = str(row.get("id", index))
             original = decode_image(row["image"])
-            labels = predict_labels(self.model, to_rgb(original), self.model_spec, self.postprocessing,
-                                    self.test_time_augmentation, self.prediction)
+            labels = predict_labels(self.model, to_rgb(original), model_spec, postprocessing,
+                                    self.test_time_augmentation, prediction)
             table = measure_nuclei(labels, original)
             table.insert(0, "id", image_id)
             table["rle"] = labels_to_rles(labels)  # label order, as the table's rows

@@ -5,11 +5,13 @@ from pathlib import Path
 from kedro.config import OmegaConfigLoader
 
 from nuclei_pipeline.console import import_tensorflow_quietly
-from nuclei_pipeline.hooks import ProjectHooks
+from nuclei_pipeline.hooks import ProjectHooks, TypedParametersMlflowHook
 
 import_tensorflow_quietly()  # before the pipelines import Keras: no CUDA start-up lines on CPU machines
 
-HOOKS = (ProjectHooks(),)
+# kedro-mlflow's own hook is replaced by one that logs typed parameter groups as their values.
+HOOKS = (ProjectHooks(), TypedParametersMlflowHook())
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")  # the distribution name as installed (either spelling)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -19,6 +19,8 @@ from typing import Any
 
 import pandas as pd
 
+from nuclei_pipeline.parameters import Parameters
+
 SHIPPED = Path(__file__).parent / "shipped_model"
 # Catalog entries shipped, and the fallback files they are written to.
 SHIPPED_FILES = {"trained_model": "unet.keras", "model_spec": "model_spec.json",
@@ -78,7 +80,9 @@ def load_trained(root: Path, env: str | None = None) -> dict[str, Any]:
     with KedroSession.create(project_path=root, env=env) as session:
         context = session.load_context()
         catalog = context.catalog
-        loaded = {"preset": context.config_loader["globals"]["preset"], "parameters": context.params}
+        parameters = {name: value.model_dump() if isinstance(value, Parameters) else value
+                      for name, value in context.params.items()}
+        loaded = {"preset": context.config_loader["globals"]["preset"], "parameters": parameters}
         for name in SHIPPED_FILES:
             catalog.get(name).source = "trained"
             loaded[name] = catalog.load(name)

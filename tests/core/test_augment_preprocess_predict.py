@@ -15,6 +15,26 @@ from nuclei_pipeline.core.augment import (
 from nuclei_pipeline.core.model import build_unet
 from nuclei_pipeline.core.predict import predict_probabilities, predict_with_spec
 from nuclei_pipeline.core.preprocess import pad_to_multiple, scale_image, stretch_percentiles
+from nuclei_pipeline.parameters import ModelSpec, ParameterError
+from tests.conftest import parameters
+
+NATIVE = {"input_mode": "native", "size": None, "target_channels": ["mask"], "invert_light_background": False}
+# The seed's post-processing: every bright blob a nucleus (the pixelwise model is not confident enough for conf's
+# min_mean_probability).
+COMPONENTS = {"method": "components", "threshold": 0.5, "min_mean_probability": 0.0}
+
+
+def _spec(**keys) -> ModelSpec:
+    return ModelSpec.from_conf({**NATIVE, **keys})
+
+
+NO_AUGMENTATION = {"flip": False, "rotate90": False, "stain": 0.0, "brightness": 0.0, "contrast": 0.0, "hue": 0.0,
+                   "grey": 0.0, "invert": 0.0, "scale": 0.0}
+
+
+def _augmentation(**settings):
+    """``training.augmentation`` with only ``settings`` on."""
+    return parameters("training", augmentation={**NO_AUGMENTATION, **settings}).augmentation
 
 
 def test_random_crop_keeps_image_and_target_aligned():
@@ -77,10 +97,10 @@ def test_a_small_image_shrunk_by_the_zoom_is_padded_to_the_crop_size():
     assert (crop[..., 0] > 0.5).sum() == pytest.approx((crop_target[..., 0] > 0.5).sum(), rel=0.1)
 
 
-@pytest.mark.parametrize("scale", [-0.1, 1.5, "big", float("nan")])
+@pytest.mark.parametrize("scale", [-0.1, 1.5, "big", float("nan"), True])
 def test_bad_zoom_scale_is_named(scale):
-    with pytest.raises(ValueError, match="training.augmentation.scale"):
-        zoom_range(scale)
+    with pytest.raises(ParameterError, match=r"training\.augmentation\.scale: Input should be"):
+        parameters("training", augmentation={"scale": scale})
 
 
 def test_tiles_cover_the_image():
@@ -93,7 +113,7 @@ def test_augment_moves_image_and_target_together():
     rng = np.random.default_rng(3)
     image = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
     target = image[..., :1] > 0.5
-    settings = {"flip": True, "rotate90": True}
+    settings = _augmentation(flip=True, rotate90=True)
     for _ in range(10):
         augmented, augmented_target = augment(image, target.astype(np.float32), rng, settings)
         assert np.array_equal(augmented[..., :1] > 0.5, augmented_target > 0.5)
@@ -103,7 +123,7 @@ def test_colour_augmentation_keeps_range_and_target():
     rng = np.random.default_rng(0)
     image = np.random.default_rng(1).random((8, 8, 3)).astype(np.float32)
     target = np.ones((8, 8, 1), np.float32)
-    settings = {"brightness": 0.5, "contrast": 0.5, "hue": 1.0, "grey": 0.5, "invert": 0.5}
+    settings = _augmentation(brightness=0.5, contrast=0.5, hue=1.0, grey=0.5, invert=0.5)
     augmented, same_target = augment(image, target, rng, settings)
     assert augmented.min() >= 0 and augmented.max() <= 1
     assert not np.allclose(augmented, image)
@@ -166,34 +186,48 @@ def test_predictions_come_back_at_the_image_resolution(mode):
     assert probabilities.min() >= 0 and probabilities.max() <= 1
 
 
-def test_unknown_input_mode_is_named():
+def test_unknown_input_mode_and_resize_without_size_are_named():
     model = build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0))
     with pytest.raises(ValueError, match="input_mode"):
         predict_probabilities(model, np.zeros((8, 8, 3), np.uint8), "crop")
+    with pytest.raises(ValueError, match="'resize' needs the model's input size"):
+        predict_probabilities(model, np.zeros((8, 8, 3), np.uint8), "resize")
 
 
 def test_predict_with_spec_follows_the_model_spec():
     model = build_unet((32, 32, 3), filters=(4, 8), dropout=(0, 0))
     image = np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8)
-    spec = {"input_mode": "resize", "size": 32, "invert_light_background": True}
+    spec = ModelSpec.from_conf({"input_mode": "resize", "size": 32, "target_channels": ["mask"],
+                                "invert_light_background": True})
     np.testing.assert_allclose(
         predict_with_spec(model, image, spec),
         predict_probabilities(model, image, "resize", size=32, invert_light_background=True),
     )
-    with pytest.raises(KeyError):
-        predict_with_spec(model, image, {"size": 32})
+    with pytest.raises(ParameterError, match="model_spec.input_mode: Field required"):
+        ModelSpec.from_conf({"size": 32, "target_channels": ["mask"], "invert_light_background": False})
+
+
+def test_a_model_spec_of_any_version_loads_and_keeps_its_record():
+    # As the first version wrote it: no normalize_percentiles, no nucleus_diameter; provenance keys.
+    first = ModelSpec.from_conf({"input_mode": "resize", "size": 256, "target_channels": ["mask", "touching"],
+                                 "invert_light_background": False, "best_epoch": 7, "train_seconds": 93.5})
+    assert first.normalize_percentiles is None and first.nucleus_diameter is None
+    assert first.best_epoch == 7 and first.model_dump()["train_seconds"] == 93.5
+    # The values as the file gives them (the prediction key hashes them).
+    assert _spec(normalize_percentiles=[1, 99.8]).normalize_percentiles == [1, 99.8]
+    with pytest.raises(ParameterError, match="model_spec: a model of input_mode resize needs its input size"):
+        ModelSpec.from_conf({**NATIVE, "input_mode": "resize"})
 
 
 def test_predict_with_spec_normalizes_as_the_model_was_trained():
     keras.utils.set_random_seed(0)
     model = build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0))
     image = _blobs_on_noise(30)
-    spec = {"input_mode": "native", "normalize_percentiles": [1.0, 99.8]}
-    normalized = predict_with_spec(model, image, spec)
+    normalized = predict_with_spec(model, image, _spec(normalize_percentiles=[1.0, 99.8]))
     np.testing.assert_allclose(
         normalized, predict_probabilities(model, image, "native", normalize_percentiles=(1.0, 99.8))
     )
-    plain = predict_with_spec(model, image, {"input_mode": "native"})
+    plain = predict_with_spec(model, image, _spec())
     assert np.abs(normalized - plain).max() > 1e-3
 
 
@@ -224,9 +258,9 @@ def test_stain_augmentation_spares_dark_fluorescence():
     rng = np.random.default_rng(0)
     dark = np.random.default_rng(1).random((8, 8, 3)).astype(np.float32) * 0.3
     target = np.ones((8, 8, 1), np.float32)
-    same, _ = augment(dark, target, rng, {"stain": 0.5})
+    same, _ = augment(dark, target, rng, _augmentation(stain=0.5))
     assert np.array_equal(same, dark)
-    changed, _ = augment(_stained_tissue(), np.ones((32, 32, 1), np.float32), rng, {"stain": 0.5})
+    changed, _ = augment(_stained_tissue(), np.ones((32, 32, 1), np.float32), rng, _augmentation(stain=0.5))
     assert not np.allclose(changed, _stained_tissue(), atol=0.01)
 
 
@@ -275,12 +309,11 @@ def test_blockwise_prediction_finds_every_nucleus_once_on_a_large_image():
     from tests.conftest import make_nuclei
 
     image, truth = make_nuclei((3000, 4000), count=900, radius=(5, 12), seed=4, touching_pair=False)
-    post = {"method": "components", "threshold": 0.5}
-    spec = {"input_mode": "native"}
+    post, spec = parameters("postprocessing", **COMPONENTS), _spec()
     model = _pixelwise_model()
-    whole = predict_labels(model, image, spec, post)
-    blocks = predict_labels(model, image, spec, post,
-                            prediction={"block_size": 1024, "block_margin": 64, "tile_size": 512, "tile_overlap": 32})
+    whole = predict_labels(model, image, spec, post)  # no prediction settings: all at once
+    blocks = predict_labels(model, image, spec, post, prediction=parameters(
+        "prediction", block_size=1024, block_margin=64, tile_size=512, tile_overlap=32, nucleus_diameter=None))
     assert whole.max() == truth.max() == blocks.max()  # every nucleus once: none dropped or duplicated
     assert np.array_equal(np.unique(blocks), np.arange(blocks.max() + 1))
     assert (iou_matrix(whole, blocks).max(axis=1) == 1.0).all()  # none cut at a block border
@@ -317,14 +350,14 @@ def test_auto_nucleus_diameter_predicts_small_nuclei_enlarged_and_returns_them_a
     from tests.conftest import make_nuclei
 
     image, truth = make_nuclei((128, 160), count=12, radius=(4, 5), seed=3, touching_pair=False)
-    post = {"method": "components", "threshold": 0.5}
-    spec = {"input_mode": "native", "nucleus_diameter": 2 * median_diameter(truth)}
+    post, auto = parameters("postprocessing", **COMPONENTS), parameters("prediction", nucleus_diameter="auto")
+    spec = _spec(nucleus_diameter=2 * median_diameter(truth))
     model = _pixelwise_model()
-    diameter, scale, _ = nucleus_scale(model, image, spec, post, prediction={"nucleus_diameter": "auto"})
+    diameter, scale, _ = nucleus_scale(model, image, spec, post, prediction=auto)
     assert diameter == pytest.approx(median_diameter(truth), rel=0.1)
     assert scale == pytest.approx(2.0, rel=0.1)
     shapes = _recorded_forward(monkeypatch)
-    labels = predict_labels(model, image, spec, post, prediction={"nucleus_diameter": "auto"})
+    labels = predict_labels(model, image, spec, post, prediction=auto)
     assert max(shape[0] for shape in shapes) >= 2 * 128  # the second pass ran on the enlarged image
     assert labels.shape == truth.shape
     assert average_precision(truth, labels) > 0.9
@@ -337,11 +370,12 @@ def test_nucleus_diameter_of_the_trained_size_predicts_once(monkeypatch):
     from tests.conftest import make_nuclei
 
     image, truth = make_nuclei((96, 96), count=6, radius=(6, 8), seed=1, touching_pair=False)
-    post = {"method": "components", "threshold": 0.5}
-    spec = {"input_mode": "native", "nucleus_diameter": median_diameter(truth)}
+    post = parameters("postprocessing", **COMPONENTS)
+    spec = _spec(nucleus_diameter=median_diameter(truth))
     shapes = _recorded_forward(monkeypatch)
-    plain = predict_labels(_pixelwise_model(), image, {"input_mode": "native"}, post)
-    auto = predict_labels(_pixelwise_model(), image, spec, post, prediction={"nucleus_diameter": "auto"})
+    plain = predict_labels(_pixelwise_model(), image, _spec(), post)
+    auto = predict_labels(_pixelwise_model(), image, spec, post, prediction=parameters("prediction",
+                                                                                       nucleus_diameter="auto"))
     assert len(shapes) == 2  # one for each call: the first pass is reused
     assert np.array_equal(plain, auto)
 
@@ -350,10 +384,10 @@ def test_nucleus_diameter_needs_a_model_that_records_its_training_size():
     from nuclei_pipeline.core.predict import nucleus_scale
 
     image = np.zeros((32, 32, 3), np.uint8)
+    post, twelve = parameters("postprocessing"), parameters("prediction", nucleus_diameter=12)
     with pytest.raises(ValueError, match="model_spec.json lacks"):
-        nucleus_scale(_pixelwise_model(), image, {"input_mode": "native"}, {}, prediction={"nucleus_diameter": 12})
-    with pytest.raises(ValueError, match="prediction.nucleus_diameter.*'large'"):
-        nucleus_scale(_pixelwise_model(), image, {"input_mode": "native", "nucleus_diameter": 20}, {},
-                      prediction={"nucleus_diameter": "large"})
-    assert nucleus_scale(_pixelwise_model(), image, {"input_mode": "native", "nucleus_diameter": 20}, {},
-                         prediction={"nucleus_diameter": 10})[:2] == (10.0, 2.0)
+        nucleus_scale(_pixelwise_model(), image, _spec(), post, prediction=twelve)
+    assert nucleus_scale(_pixelwise_model(), image, _spec(nucleus_diameter=20), post,
+                         prediction=parameters("prediction", nucleus_diameter=10))[:2] == (10.0, 2.0)
+    assert nucleus_scale(_pixelwise_model(), image, _spec(nucleus_diameter=20), post,
+                         prediction=parameters("prediction", nucleus_diameter=None)) == (None, 1.0, None)

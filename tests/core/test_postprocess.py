@@ -4,7 +4,7 @@ import pytest
 from nuclei_pipeline.core.metrics import average_precision
 from nuclei_pipeline.core.postprocess import probabilities_to_labels
 from nuclei_pipeline.core.targets import make_targets
-from tests.conftest import make_nuclei
+from tests.conftest import make_nuclei, parameters
 
 
 def test_components_keep_separate_objects_and_drop_small_ones():
@@ -84,7 +84,9 @@ def test_blockwise_labels_match_whole_image_labels_across_block_borders():
     # nuclei scattered over a 160 × 200 image, many straddling the 48-pixel block borders
     _, truth = make_nuclei((160, 200), count=40, radius=(4, 9), seed=3)
     maps = make_targets(truth, ["mask", "touching"]) * 0.9
-    settings = {"method": "watershed", "threshold": 0.5, "border_channel": 1, "marker_threshold": 0.7}
+    # conf's settings for a two-channel (mask, touching) model
+    settings = parameters("postprocessing", method="watershed", threshold=0.5, border_channel=1, marker_threshold=0.7,
+                          distance_channel=None, min_mean_probability=0.0).model_dump()
     whole = probabilities_to_labels(maps, **settings)
     blocks = blockwise_labels(maps, block_size=48, margin=24, **settings)
     assert blocks.max() == whole.max() == truth.max()  # none dropped, none duplicated

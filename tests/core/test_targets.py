@@ -47,11 +47,6 @@ def test_distance_is_one_at_each_centre():
     assert np.all(distance[labels == 0] == 0)
 
 
-def test_unknown_channel_is_named():
-    with pytest.raises(ValueError, match="colour"):
-        make_targets(two_touching(), ["mask", "colour"])
-
-
 def test_distance_has_a_valley_between_touching_nuclei():
     labels = np.zeros((12, 24), np.int32)
     labels[2:10, 2:12] = 1

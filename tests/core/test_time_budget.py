@@ -1,6 +1,5 @@
 import keras
 import numpy as np
-import pytest
 
 from nuclei_pipeline.core.time_budget import ShrinkableCosineDecay, TimeBudget, budget_seconds
 
@@ -64,12 +63,6 @@ def test_a_sufficient_budget_changes_nothing():
 
 def test_a_first_epoch_over_budget_ends_the_run():
     assert _run(20, [30] + [10] * 9) == (1, 1 * 4)
-
-
-@pytest.mark.parametrize("minutes", [0, -5, "80", True])
-def test_bad_budget_is_named(minutes):
-    with pytest.raises(ValueError, match="training.time_budget_minutes"):
-        budget_seconds(minutes)
 
 
 def test_no_budget_is_none_and_minutes_become_seconds():

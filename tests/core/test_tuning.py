@@ -2,7 +2,7 @@ import numpy as np
 
 from nuclei_pipeline.core.metrics import average_precision
 from nuclei_pipeline.core.tuning import image_scores, mean_scores, split_by_pixels
-from tests.conftest import make_nuclei
+from tests.conftest import make_nuclei, parameters
 
 
 def test_split_by_pixels_balances_and_keeps_every_image():
@@ -18,7 +18,7 @@ def test_image_scores_score_each_size_on_one_segmentation():
     _, labels = make_nuclei(count=5, seed=3, touching_pair=False)
     labels = labels.astype(np.int32)
     probabilities = {"x": (labels > 0).astype(np.float32)[..., None]}
-    settings = {"method": "components", "threshold": 0.5, "min_size": 7}
+    settings = parameters("postprocessing", method="components", threshold=0.5, min_size=7).model_dump()
     scores = image_scores(probabilities, {"x": labels}, [(settings, [0, 10**6])])
     assert scores == [{"x": [average_precision(labels, labels), 0.0]}]  # everything vs nothing left
     means = mean_scores(probabilities, {"x": labels}, [(settings, [0, 10**6])])

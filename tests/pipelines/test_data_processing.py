@@ -3,20 +3,30 @@ import pandas as pd
 import pytest
 
 from nuclei_pipeline.datasets import DSBSampleDataset
+from nuclei_pipeline.parameters import ParameterError
 from nuclei_pipeline.pipelines.data_processing.nodes import (
     build_image_table,
-    extra_dataset_shares,
     fingerprint_samples,
     prepare_model_input,
     read_extra_samples,
     read_samples,
     split_train_validation,
 )
+from tests.conftest import parameters
 
 
 @pytest.fixture
 def samples(dsb_folder):
     return read_samples(DSBSampleDataset(str(dsb_folder)).load())
+
+
+def _dsb_alone():
+    return parameters("training", extra_datasets=None)
+
+
+def _prepare(samples, table, split, **preprocessing):
+    """Model input of the DSB samples alone, with conf's preprocessing but for ``preprocessing``."""
+    return prepare_model_input(samples, table, split, parameters("preprocessing", **preprocessing), [], _dsb_alone())
 
 
 def test_image_table_has_types_sizes_and_counts(samples):
@@ -31,9 +41,9 @@ def test_split_is_seeded_stratified_and_disjoint():
         "id": [f"f{i}" for i in range(50)] + [f"h{i}" for i in range(10)] + ["b0", "b1", "b2"],
         "type": ["fluorescence"] * 50 + ["histology"] * 10 + ["brightfield"] * 3,
     })
-    split = split_train_validation(table, {"val_fraction": 0.1, "seed": 1})
-    assert split == split_train_validation(table, {"val_fraction": 0.1, "seed": 1})
-    assert split != split_train_validation(table, {"val_fraction": 0.1, "seed": 2})
+    split = split_train_validation(table, parameters("split", val_fraction=0.1, seed=1))
+    assert split == split_train_validation(table, parameters("split", val_fraction=0.1, seed=1))
+    assert split != split_train_validation(table, parameters("split", val_fraction=0.1, seed=2))
     validation = set(split["validation"])
     assert not validation & set(split["train"])
     assert len(validation) + len(split["train"]) == 63
@@ -42,16 +52,10 @@ def test_split_is_seeded_stratified_and_disjoint():
     assert sum(i.startswith("b") for i in validation) == 1  # every kind is represented
 
 
-def test_bad_val_fraction_is_named():
-    with pytest.raises(ValueError, match="val_fraction"):
-        split_train_validation(pd.DataFrame({"id": ["a"], "type": ["x"]}), {"val_fraction": 1.5})
-
-
 def test_resize_mode_is_the_seed_preprocessing(samples):
     split = {"train": [s["id"] for s in samples[:6]], "validation": [s["id"] for s in samples[6:]]}
-    train, validation = prepare_model_input(
-        samples, build_image_table(samples), split, {"input_mode": "resize", "size": 32, "target_channels": ["mask"]}
-    )
+    train, validation = _prepare(samples, build_image_table(samples), split, input_mode="resize", size=32,
+                                 target_channels=["mask"])
     assert train["images"].shape == (6, 32, 32, 3) and validation["targets"].shape == (2, 32, 32, 1)
     assert 0.0 <= float(train["images"].min()) and float(train["images"].max()) <= 1.0
     assert set(np.unique(train["targets"])) <= {0.0, 1.0}
@@ -59,9 +63,8 @@ def test_resize_mode_is_the_seed_preprocessing(samples):
 
 def test_native_mode_keeps_resolution_and_extra_channels(samples):
     split = {"train": [samples[0]["id"]], "validation": [samples[1]["id"]]}
-    train, _ = prepare_model_input(
-        samples, build_image_table(samples), split, {"input_mode": "native", "target_channels": ["mask", "touching", "distance"]}
-    )
+    train, _ = _prepare(samples, build_image_table(samples), split, input_mode="native",
+                        target_channels=["mask", "touching", "distance"])
     assert train["images"][0].shape == (64, 64, 3) and train["targets"][0].shape == (64, 64, 3)
     assert train["target_channels"] == ["mask", "touching", "distance"]
 
@@ -75,9 +78,8 @@ def test_fingerprint_changes_with_the_pixels(samples):
 
 def test_model_input_records_each_image_type(samples):
     split = {"train": [s["id"] for s in samples[:6]], "validation": [s["id"] for s in samples[6:]]}
-    train, validation = prepare_model_input(
-        samples, build_image_table(samples), split, {"input_mode": "native", "target_channels": ["mask"]}
-    )
+    train, validation = _prepare(samples, build_image_table(samples), split, input_mode="native",
+                                 target_channels=["mask"])
     table = build_image_table(samples).set_index("id")
     assert train["types"] == [table.loc[i, "type"] for i in train["ids"]]
     assert validation["types"] == [table.loc[i, "type"] for i in validation["ids"]]
@@ -89,9 +91,8 @@ def test_model_input_records_each_images_nucleus_diameter(samples):
     split = {"train": [s["id"] for s in samples[:6]], "validation": [s["id"] for s in samples[6:]]}
     samples[0]["labels"] = np.zeros_like(samples[0]["labels"])
     samples[0]["labels"][10:30, 10:30] = 1  # one 20 × 20 square: 22.6 px equivalent diameter
-    train, validation = prepare_model_input(
-        samples, build_image_table(samples), split, {"input_mode": "native", "target_channels": ["mask"]}
-    )
+    train, validation = _prepare(samples, build_image_table(samples), split, input_mode="native",
+                                 target_channels=["mask"])
     assert "labels" not in validation  # only training crops are zoomed
     assert train["nucleus_diameters"][0] == pytest.approx(np.sqrt(4 * 400 / np.pi))
     assert train["nucleus_diameters"][1:] == [median_diameter(s["labels"]) for s in samples[1:6]]
@@ -103,25 +104,19 @@ def test_samples_missing_from_the_image_table_are_named(samples):
     split = {"train": [s["id"] for s in samples[:6]], "validation": [s["id"] for s in samples[6:]]}
     table = build_image_table(samples).iloc[1:]
     with pytest.raises(ValueError, match=f"image_table has no type.*{samples[0]['id']}"):
-        prepare_model_input(samples, table, split, {"input_mode": "native", "target_channels": ["mask"]})
+        _prepare(samples, table, split, input_mode="native", target_channels=["mask"])
 
 
 def test_percentile_normalization_is_applied_and_recorded(samples):
     split = {"train": [s["id"] for s in samples[:6]], "validation": [s["id"] for s in samples[6:]]}
     settings = {"input_mode": "native", "target_channels": ["mask"], "normalize_percentiles": [1, 99.8]}
-    train, validation = prepare_model_input(samples, build_image_table(samples), split, settings)
+    train, validation = _prepare(samples, build_image_table(samples), split, **settings)
     assert train["normalize_percentiles"] == validation["normalize_percentiles"] == [1.0, 99.8]
+    assert all(isinstance(value, float) for value in train["normalize_percentiles"])
     for image in train["images"]:
         assert float(image.min()) == 0.0 and float(image.max()) == 1.0
-    plain, _ = prepare_model_input(samples, build_image_table(samples), split, {**settings, "normalize_percentiles": None})
+    plain, _ = _prepare(samples, build_image_table(samples), split, **{**settings, "normalize_percentiles": None})
     assert plain["normalize_percentiles"] is None
-
-
-def test_bad_normalize_percentiles_fail_before_any_image(samples):
-    split = {"train": [s["id"] for s in samples[:6]], "validation": [s["id"] for s in samples[6:]]}
-    settings = {"input_mode": "native", "target_channels": ["mask"], "normalize_percentiles": [99, 1]}
-    with pytest.raises(ValueError, match="preprocessing.normalize_percentiles"):
-        prepare_model_input(samples, build_image_table(samples), split, settings)
 
 
 @pytest.fixture
@@ -134,13 +129,14 @@ def extra_raw(tmp_path):
 
 
 def test_extra_sets_join_training_only_with_their_share(samples, extra_raw):
-    extra = read_extra_samples(extra_raw, {"he_tiles": 0.3})
+    training = parameters("training", extra_datasets={"he_tiles": 0.3})
+    extra = read_extra_samples(extra_raw, training)
     assert [s["id"] for s in extra] == ["he_tiles/tile00", "he_tiles/tile01"]
     assert {s["source"] for s in extra} == {"he_tiles"} and extra[0]["labels"].dtype == np.uint16
     table = build_image_table(samples)
-    split = split_train_validation(table, {"val_fraction": 0.25, "seed": 0})
-    preprocessing = {"input_mode": "native", "target_channels": ["mask"]}
-    train, validation = prepare_model_input(samples, table, split, preprocessing, extra, {"he_tiles": 0.3})
+    split = split_train_validation(table, parameters("split", val_fraction=0.25, seed=0))
+    preprocessing = parameters("preprocessing", input_mode="native", target_channels=["mask"])
+    train, validation = prepare_model_input(samples, table, split, preprocessing, extra, training)
     assert train["ids"][-2:] == ["he_tiles/tile00", "he_tiles/tile01"]
     assert train["sources"].count("he_tiles") == 2 and train["types"][-1] == "histology"
     assert train["source_shares"] == {"he_tiles": 0.3}
@@ -149,35 +145,43 @@ def test_extra_sets_join_training_only_with_their_share(samples, extra_raw):
 
 
 def test_no_extra_sets_train_on_dsb_alone(samples, extra_raw):
-    assert read_extra_samples(extra_raw, {}) == [] and read_extra_samples(extra_raw, None) == []
+    assert read_extra_samples(extra_raw, parameters("training", extra_datasets={})) == []
+    assert read_extra_samples(extra_raw, _dsb_alone()) == []
     table = build_image_table(samples)
-    split = split_train_validation(table, {"val_fraction": 0.25, "seed": 0})
-    train, _ = prepare_model_input(samples, table, split, {"input_mode": "native"}, [], {})
+    split = split_train_validation(table, parameters("split", val_fraction=0.25, seed=0))
+    train, _ = _prepare(samples, table, split, input_mode="native")
     assert train["source_shares"] == {} and set(train["sources"]) == {"dsb2018"}
+
+
+def test_extra_samples_without_a_share_are_named(samples, extra_raw):
+    extra = read_extra_samples(extra_raw, parameters("training", extra_datasets={"he_tiles": 0.3}))
+    split = {"train": [s["id"] for s in samples[:6]], "validation": [s["id"] for s in samples[6:]]}
+    with pytest.raises(ValueError, match=r"extra samples of \['he_tiles'\] have no share in training.extra_datasets"):
+        prepare_model_input(samples, build_image_table(samples), split, parameters("preprocessing"), extra,
+                            _dsb_alone())
 
 
 def test_an_unavailable_extra_set_is_warned_about(extra_raw, caplog):
     with caplog.at_level("WARNING"):
-        assert read_extra_samples(extra_raw, {"elsewhere": 0.2}) == []
+        assert read_extra_samples(extra_raw, parameters("training", extra_datasets={"elsewhere": 0.2})) == []
     assert "elsewhere" in caplog.text
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (["monuseg_train"], "must map"),
-        ({"monuseg_train": 1.5}, r"extra_datasets\.monuseg_train"),
-        ({"monuseg_train": True}, r"extra_datasets\.monuseg_train"),
-        ({"a": 0.6, "b": 0.5}, "less than 1"),
+        # (shares out of (0, 1) or adding up to 1 or more: tests/test_parameters.py)
+        (["monuseg_train"], r"training\.extra_datasets: Input should be a valid dictionary"),
+        ({"monuseg_train": True}, r"training\.extra_datasets\.monuseg_train: Input should be a valid number"),
     ],
 )
 def test_bad_extra_datasets_are_named(value, message):
-    with pytest.raises(ValueError, match=f"training.{message}" if message.startswith("extra") else message):
-        extra_dataset_shares(value)
+    with pytest.raises(ParameterError, match=message):
+        parameters("training", extra_datasets=value)
 
 
 def test_fingerprint_covers_the_extra_samples(samples, extra_raw):
-    extra = read_extra_samples(extra_raw, {"he_tiles": 0.3})
+    extra = read_extra_samples(extra_raw, parameters("training", extra_datasets={"he_tiles": 0.3}))
     alone = fingerprint_samples(samples)["training_data_fingerprint"]
     joined = fingerprint_samples(samples, extra)
     assert joined["training_data_fingerprint"] != alone

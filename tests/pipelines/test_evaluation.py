@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from nuclei_pipeline.core.targets import make_targets
+from nuclei_pipeline.parameters import ModelSpec, ParameterError
 from nuclei_pipeline.pipelines.evaluation.nodes import (
     postprocess_predictions,
     score_images,
@@ -11,10 +12,17 @@ from nuclei_pipeline.pipelines.evaluation.nodes import (
     summarise_scores,
     tune_postprocessing,
 )
-from tests.conftest import make_nuclei
+from tests.conftest import make_nuclei, parameters
 
-POSTPROCESSING = {"method": "components", "threshold": 0.7, "min_size": 0, "border_channel": None,
-                  "border_threshold": 0.5, "marker_threshold": 0.7, "min_marker_size": 4}
+# Two-channel maps (mask, touching) of a model only 55 % sure: no distance channel, no confidence filter.
+SETTINGS = {"method": "components", "threshold": 0.7, "min_size": 0, "border_channel": None, "border_threshold": 0.5,
+            "marker_threshold": 0.7, "min_marker_size": 4, "distance_channel": None, "min_mean_probability": 0.0}
+POSTPROCESSING = parameters("postprocessing", **SETTINGS)
+
+
+def tuning(**keys):
+    """``evaluation`` with tuning on and these ``tuning`` keys (one process unless ``workers`` says otherwise)."""
+    return parameters("evaluation", tuning={"enabled": True, "workers": 1, **keys})
 
 
 @pytest.fixture
@@ -40,15 +48,16 @@ def test_the_validation_samples_are_those_of_the_split(validation):
 
 def test_tuning_finds_the_threshold_and_method_that_work(validation):
     samples, probabilities, _ = validation
-    evaluation = {"tuning": {"enabled": True, "grid": {
+    evaluation = tuning(strategy="grid", grid={
         "threshold": [0.6, 0.5], "method": ["components", "watershed"], "border_channel": [1],
-        "marker_threshold": [0.5]}}}
+        "marker_threshold": [0.5]})
     best, trials = tune_postprocessing(probabilities, samples, POSTPROCESSING, evaluation)
     assert len(trials) == 4 and trials["validation_map"].is_monotonic_decreasing
     assert best["threshold"] == 0.5 and best["method"] == "watershed"
     assert trials.iloc[-1]["validation_map"] == 0.0  # threshold 0.6 finds nothing
-    assert set(best) == set(POSTPROCESSING)
+    assert set(best) == set(POSTPROCESSING.model_dump())
     assert isinstance(best["border_channel"], int)  # usable as an index, not 1.0
+    assert postprocess_predictions(probabilities, best).keys() == probabilities.keys()  # a valid group as saved
 
 
 def test_coordinate_tuning_finds_the_grid_optimum_with_fewer_trials(validation):
@@ -56,10 +65,9 @@ def test_coordinate_tuning_finds_the_grid_optimum_with_fewer_trials(validation):
     grid = {"threshold": [0.8, 0.7, 0.6, 0.5, 0.4, 0.3], "method": ["components", "watershed"],
             "border_channel": [1], "marker_threshold": [0.9, 0.8, 0.7, 0.5], "min_size": [0, 5000]}
     full, full_trials = tune_postprocessing(probabilities, samples, POSTPROCESSING,
-                                            {"tuning": {"enabled": True, "grid": grid}})
-    fast, fast_trials = tune_postprocessing(
-        probabilities, samples, POSTPROCESSING,
-        {"tuning": {"enabled": True, "strategy": "coordinate", "grid": grid}})
+                                            tuning(strategy="grid", grid=grid))
+    fast, fast_trials = tune_postprocessing(probabilities, samples, POSTPROCESSING,
+                                            tuning(strategy="coordinate", grid=grid))
     assert fast_trials["validation_map"].max() == full_trials["validation_map"].max() > 0.5
     assert fast["min_size"] == 0 and fast["threshold"] in (0.5, 0.4)
     def segmentations(trials):
@@ -67,47 +75,37 @@ def test_coordinate_tuning_finds_the_grid_optimum_with_fewer_trials(validation):
 
     assert segmentations(fast_trials) < segmentations(full_trials)
     assert segmentations(full_trials) == 48
-    with pytest.raises(ValueError, match="tuning.strategy"):
-        tune_postprocessing(probabilities, samples, POSTPROCESSING,
-                            {"tuning": {"enabled": True, "strategy": "random", "grid": grid}})
+    with pytest.raises(ParameterError, match="evaluation.tuning.strategy"):
+        tuning(strategy="random", grid=grid)
 
 
 def test_tuning_in_worker_processes_gives_the_same_trials(validation):
     samples, probabilities, _ = validation
     grid = {"threshold": [0.6, 0.5, 0.4], "method": ["components", "watershed"], "border_channel": [1],
             "min_size": [0, 30, 5000]}
-    tuning = {"enabled": True, "strategy": "coordinate", "grid": grid}
     serial, serial_trials = tune_postprocessing(probabilities, samples, POSTPROCESSING,
-                                                {"tuning": {**tuning, "workers": 1}})
+                                                tuning(strategy="coordinate", grid=grid, workers=1))
     parallel, parallel_trials = tune_postprocessing(probabilities, samples, POSTPROCESSING,
-                                                    {"tuning": {**tuning, "workers": 2}})
+                                                    tuning(strategy="coordinate", grid=grid, workers=2))
     assert parallel == serial
     pd.testing.assert_frame_equal(parallel_trials, serial_trials)
     assert serial_trials["validation_map"].nunique() > 2  # the settings do differ
     for workers in (0, -1, 1.5, True, "all"):
-        with pytest.raises(ValueError, match="evaluation.tuning.workers"):
-            tune_postprocessing(probabilities, samples, POSTPROCESSING,
-                                {"tuning": {**tuning, "workers": workers}})
+        with pytest.raises(ParameterError, match="evaluation.tuning.workers"):
+            tuning(strategy="coordinate", grid=grid, workers=workers)
 
 
 def test_tuning_off_returns_the_configured_settings(validation):
     samples, probabilities, _ = validation
-    for evaluation in ({}, {"tuning": {"enabled": False, "grid": {"threshold": [0.5]}}}):
+    for evaluation in (parameters("evaluation", tuning={"enabled": False}),
+                       parameters("evaluation", tuning={"enabled": False, "grid": {"threshold": [0.5]}})):
         best, trials = tune_postprocessing(probabilities, samples, POSTPROCESSING, evaluation)
-        assert best == POSTPROCESSING and len(trials) == 1
-
-
-def test_tuning_grid_with_unknown_key_is_named(validation):
-    samples, probabilities, _ = validation
-    with pytest.raises(ValueError, match="colour"):
-        tune_postprocessing(probabilities, samples, POSTPROCESSING,
-                            {"tuning": {"enabled": True, "grid": {"colour": [1]}}})
+        assert best == POSTPROCESSING.model_dump() and len(trials) == 1
 
 
 def test_scores_and_summary_by_type(validation):
     samples, probabilities, table = validation
-    settings = {**POSTPROCESSING, "threshold": 0.5}
-    predictions = postprocess_predictions(probabilities, settings)
+    predictions = postprocess_predictions(probabilities, parameters("postprocessing", **{**SETTINGS, "threshold": 0.5}))
     scores = score_images(samples, predictions, table)
     assert list(scores["id"])[-1] != "s0"  # sorted worst first: s0 has a merged pair
     assert scores.set_index("id").loc["s0", "merged"] == 1
@@ -164,11 +162,14 @@ def test_validation_maps_follow_the_nucleus_size_setting():
                                                     kernel_initializer=keras.initializers.Constant(20.0),
                                                     bias_initializer=keras.initializers.Constant(-15.0))(inputs))
     image, truth = make_nuclei((96, 96), count=6, radius=(4, 5), seed=2, touching_pair=False)
-    spec = {"input_mode": "native", "nucleus_diameter": 2 * median_diameter(truth)}
-    post = {"method": "components", "threshold": 0.5}
+    spec = ModelSpec.from_conf({"input_mode": "native", "size": None, "target_channels": ["mask"],
+                                "invert_light_background": False, "nucleus_diameter": 2 * median_diameter(truth)})
+    post = parameters("postprocessing", method="components", threshold=0.5, min_mean_probability=0.0)
+    evaluation = parameters("evaluation", test_time_augmentation=False)
     samples = [{"id": "a", "image": image, "labels": truth}]
-    auto = predict_validation(model, samples, spec, {}, {"nucleus_diameter": "auto"}, post)["a"]
-    plain = predict_validation(model, samples, spec, {}, {}, post)["a"]
+    auto = predict_validation(model, samples, spec, evaluation, parameters("prediction", nucleus_diameter="auto"),
+                              post)["a"]
+    plain = predict_validation(model, samples, spec, evaluation, parameters("prediction"), post)["a"]
     assert auto.shape == plain.shape == (96, 96, 1)
     np.testing.assert_allclose(auto, predict_with_spec(model, image, spec, scale=2.0).astype(np.float16))
     assert np.abs(auto.astype(np.float32) - plain.astype(np.float32)).max() > 1e-3  # really predicted enlarged

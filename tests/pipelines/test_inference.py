@@ -5,42 +5,75 @@ from scipy.ndimage import binary_dilation
 from skimage.draw import polygon2mask
 
 from nuclei_pipeline.core.model import build_unet
+from nuclei_pipeline.parameters import ModelSpec, ParameterError
 from nuclei_pipeline.pipelines.inference.nodes import (
-    check_measurement_settings,
     export_masks,
     measure_masks,
     prediction_key,
     summarise_masks,
 )
-from tests.conftest import make_nuclei
+from tests.conftest import make_nuclei, parameters
+
+NATIVE = {"input_mode": "native", "size": None, "target_channels": ["mask"], "invert_light_background": False}
+COMPONENTS = parameters("postprocessing", method="components", threshold=0.5, min_mean_probability=0.0)
+
+
+def _spec(**keys) -> ModelSpec:
+    return ModelSpec.from_conf({**NATIVE, **keys})
+
+
+def _pixelwise_model():
+    """Constant weights: the same on every machine. Bright pixels: nucleus."""
+    return keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(
+        1, 1, activation="sigmoid", kernel_initializer=keras.initializers.Constant(20.0),
+        bias_initializer=keras.initializers.Constant(-15.0))])
+
+
+def test_prediction_key_of_the_same_settings_is_that_of_earlier_versions():
+    # Keys the dict-based inference (before the typed parameters) gave these settings: old masks are kept.
+    spec = {"input_mode": "native", "size": None, "target_channels": ["mask", "touching", "boundary", "distance"],
+            "invert_light_background": False, "normalize_percentiles": None, "best_epoch": 6, "nucleus_diameter": 21.56}
+    tuned = {"method": "watershed", "threshold": 0.5, "min_size": 15, "border_channel": 1, "border_threshold": 0.1,
+             "marker_threshold": 0.5, "min_marker_size": 9, "distance_channel": 3, "distance_threshold": 0.2,
+             "min_mean_probability": 0.8}
+    tiling = {"tile_size": 1024, "tile_overlap": 128, "block_size": 2048, "block_margin": 128}
+    model, post = _pixelwise_model(), parameters("postprocessing", **tuned)
+    tta = parameters("inference", test_time_augmentation=True)
+    assert prediction_key(model, ModelSpec.from_conf(spec), post, tta,
+                          parameters("prediction", **tiling, nucleus_diameter=None)) == "d8a362e8738cc24f"
+    assert prediction_key(model, ModelSpec.from_conf({**spec, "normalize_percentiles": [1, 99.8]}), post, tta,
+                          parameters("prediction", **tiling, nucleus_diameter="auto")) == "098452c526696d3c"
+    resized = ModelSpec.from_conf({"input_mode": "resize", "size": 256, "target_channels": ["mask"],
+                                   "invert_light_background": True})
+    assert prediction_key(model, resized, post, parameters("inference", test_time_augmentation=False),
+                          parameters("prediction", **{**tiling, "tile_size": None})) == "1b707ec8096e80f6"
 
 
 def test_prediction_key_tracks_the_input_normalization():
     keras.utils.set_random_seed(0)
     model = build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0))
-    post, inference = {"method": "components", "threshold": 0.5}, {"test_time_augmentation": True}
-    plain = prediction_key(model, {"input_mode": "native"}, post, inference)
+    post, inference = COMPONENTS, parameters("inference", test_time_augmentation=True)
+    prediction = parameters("prediction")
+    plain = prediction_key(model, ModelSpec.from_conf(NATIVE), post, inference, prediction)
     # A spec from before the setting existed and one with it off give the same key: no re-prediction.
-    assert prediction_key(model, {"input_mode": "native", "normalize_percentiles": None}, post, inference) == plain
-    stretched = prediction_key(model, {"input_mode": "native", "normalize_percentiles": [1.0, 99.8]}, post, inference)
+    assert prediction_key(model, _spec(normalize_percentiles=None), post, inference, prediction) == plain
+    stretched = prediction_key(model, _spec(normalize_percentiles=[1.0, 99.8]), post, inference, prediction)
     assert stretched != plain
-    assert prediction_key(model, {"input_mode": "native", "normalize_percentiles": [2.0, 99.0]}, post, inference) != stretched
+    assert prediction_key(model, _spec(normalize_percentiles=[2.0, 99.0]), post, inference, prediction) != stretched
 
 
 def test_prediction_key_tracks_tta_and_the_nucleus_size_setting():
     keras.utils.set_random_seed(0)
     model = build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0))
-    post, spec = {"method": "components", "threshold": 0.5}, {"input_mode": "native"}
-    plain = prediction_key(model, spec, post, {"test_time_augmentation": True}, {"tile_size": 1024})
-    assert prediction_key(model, spec, post, {"test_time_augmentation": False}, {"tile_size": 1024}) != plain
-    # Masks made before the setting existed keep their key while it is off.
-    assert prediction_key(model, spec, post, {"test_time_augmentation": True},
-                          {"tile_size": 1024, "nucleus_diameter": None}) == plain
-    auto = prediction_key(model, spec, post, {"test_time_augmentation": True},
-                          {"tile_size": 1024, "nucleus_diameter": "auto"})
+    post, spec = COMPONENTS, _spec()
+    tta, no_tta = (parameters("inference", test_time_augmentation=value) for value in (True, False))
+    plain = prediction_key(model, spec, post, tta, parameters("prediction", nucleus_diameter=None))
+    assert prediction_key(model, spec, post, no_tta, parameters("prediction", nucleus_diameter=None)) != plain
+    auto = prediction_key(model, spec, post, tta, parameters("prediction", nucleus_diameter="auto"))
     assert auto != plain
-    assert prediction_key(model, spec, post, {"test_time_augmentation": True},
-                          {"tile_size": 1024, "nucleus_diameter": 20}) not in (plain, auto)
+    assert prediction_key(model, spec, post, tta, parameters("prediction", nucleus_diameter=20)) not in (plain, auto)
+    assert prediction_key(model, spec, post, tta, parameters("prediction", nucleus_diameter=None,
+                                                               tile_size=512)) != plain
 
 
 # ------------------------------------------------------------ measuring and exports
@@ -62,7 +95,7 @@ def predicted():
 
 def test_measurements_cover_every_nucleus_and_feed_the_report(predicted):
     images, originals, masks, truth = predicted
-    measurements = measure_masks(originals, masks, {})
+    measurements = measure_masks(originals, masks, parameters("inference", pixel_size_um=None))
     assert sorted(measurements) == ["a", "b"]
     table_b = measurements["b"]()
     assert len(table_b) == truth["b"].max() and set(table_b["image_id"]) == {"b"}
@@ -75,16 +108,16 @@ def test_measurements_cover_every_nucleus_and_feed_the_report(predicted):
     assert report.loc["a", "area_median"] == pytest.approx(np.median(np.bincount(truth["a"].ravel())[1:]))
     assert report.loc["b", "pixel_size_um"] == 0.65 and np.isnan(report.loc["a", "pixel_size_um"])
     assert report.loc["broken", "status"] == "unreadable"
-    configured = measure_masks(originals, masks, {"pixel_size_um": 0.2})["b"]()
+    configured = measure_masks(originals, masks, parameters("inference", pixel_size_um=0.2))["b"]()
     assert configured["pixel_size_um"].eq(0.2).all()  # the parameter wins over metadata
 
 
 def test_exports_are_made_only_when_asked(predicted):
     _, originals, masks, truth = predicted
-    measurements = measure_masks(originals, masks, {})
-    table_csv, tiffs, rois, geojson = export_masks(masks, measurements, {})
+    measurements = measure_masks(originals, masks, parameters("inference", pixel_size_um=None))
+    table_csv, tiffs, rois, geojson = export_masks(masks, measurements, parameters("inference", exports=[]))
     assert table_csv == [] and tiffs == {} and rois == {} and geojson == {}
-    everything = {"exports": ["table_csv", "label_tiff", "imagej_rois", "geojson"]}
+    everything = parameters("inference", exports=["table_csv", "label_tiff", "imagej_rois", "geojson"])
     table_csv, tiffs, rois, geojson = export_masks(masks, measurements, everything)
     assert [len(t()) for t in table_csv] == [truth["a"].max(), truth["b"].max()]
     assert sorted(tiffs) == sorted(rois) == sorted(geojson) == ["a", "b"]
@@ -102,37 +135,32 @@ def test_exports_are_made_only_when_asked(predicted):
     assert not (drawn & ~binary_dilation(nucleus)).any() and not (nucleus & ~binary_dilation(drawn)).any()
 
 
-def test_exports_from_the_command_line_as_one_string():
-    assert check_measurement_settings({"exports": "label_tiff+geojson"})[1] == ["label_tiff", "geojson"]
-    assert check_measurement_settings({"exports": "all"})[1] == ["table_csv", "label_tiff", "imagej_rois", "geojson"]
-    assert check_measurement_settings({"exports": "geojson"})[1] == ["geojson"]
+def test_exports_from_the_command_line_as_one_string(predicted):
+    _, originals, masks, _ = predicted
+    measurements = measure_masks(originals, masks, parameters("inference"))
+    inference = parameters("inference", exports="label_tiff+geojson")  # as `--params` gives it
+    table_csv, tiffs, rois, geojson = export_masks(masks, measurements, inference)
+    assert table_csv == [] and rois == {} and sorted(tiffs) == sorted(geojson) == ["a", "b"]
+    assert parameters("inference", exports="geojson").exports == ["geojson"]
 
 
 @pytest.mark.parametrize(
-    ("settings", "message"),
-    [
-        ({"pixel_size_um": 0}, "inference.pixel_size_um"),
-        ({"pixel_size_um": "0.5"}, "inference.pixel_size_um"),
-        ({"exports": ["zip"]}, "inference.exports"),
-        ({"exports": "geojson+zip"}, "inference.exports"),
-        ({"exports": 3}, "inference.exports"),
-    ],
+    ("key", "value"),
+    [("pixel_size_um", "0.5"), ("exports", 3), ("figure_images", -1), ("figure_images", "2"), ("figure_images", True)],
 )
-def test_bad_measurement_settings_are_named(settings, message):
-    with pytest.raises(ValueError, match=message):
-        check_measurement_settings(settings)
+def test_settings_the_nodes_checked_are_refused_by_their_type(key, value):
+    with pytest.raises(ParameterError, match=f"inference.{key}"):
+        parameters("inference", **{key: value})
 
 
-def test_the_figure_never_fails_for_lack_of_masks_and_checks_its_count(predicted):
+def test_the_figure_never_fails_for_lack_of_masks(predicted):
     from nuclei_pipeline.pipelines.inference.nodes import plot_sample_predictions
 
     images, _, masks, _ = predicted
-    empty = plot_sample_predictions(images, {}, {})
+    empty = plot_sample_predictions(images, {}, parameters("inference"))
     assert "unreadable" in empty.texts[0].get_text()
-    assert len(plot_sample_predictions(images, masks, {"figure_images": 2}).axes) == 4
-    for bad in (0, -1, "2", True):
-        with pytest.raises(ValueError, match="inference.figure_images"):
-            plot_sample_predictions(images, masks, {"figure_images": bad})
+    assert len(plot_sample_predictions(images, masks, parameters("inference", figure_images=2)).axes) == 4
+    assert len(plot_sample_predictions(images, masks, parameters("inference", figure_images=9)).axes) == 4  # 2 masks
 
 
 def test_a_mask_is_reused_only_for_the_same_picture(tmp_path):
@@ -141,21 +169,23 @@ def test_a_mask_is_reused_only_for_the_same_picture(tmp_path):
 
     keras.utils.set_random_seed(0)
     model = build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0))
-    post, spec = {"method": "components", "threshold": 0.5}, {"input_mode": "native"}
+    post, spec, prediction = COMPONENTS, NATIVE, parameters("prediction")  # the spec as the catalog loads it
+    inference = parameters("inference", resume=True, test_time_augmentation=False)
     first, other = make_nuclei((32, 32), seed=1)[0], make_nuclei((32, 32), seed=2)[0]
     masks = PngFolderDataset(str(tmp_path / "masks"))
     keys = PngFolderDataset(str(tmp_path / "masks"), load_keys=True)
-    masks.save(predict_masks({"cells": lambda: first}, model, spec, post, {}, keys.load()))
+    masks.save(predict_masks({"cells": lambda: first}, model, spec, post, inference, keys.load(), prediction))
     written = (tmp_path / "masks" / "cells.png").stat().st_mtime_ns
-    again = predict_masks({"cells": lambda: first}, model, spec, post, {}, keys.load())
+    again = predict_masks({"cells": lambda: first}, model, spec, post, inference, keys.load(), prediction)
     assert again["cells"]() == {"unchanged": True}  # same picture, same model: kept
     masks.save(again)
     assert (tmp_path / "masks" / "cells.png").stat().st_mtime_ns == written
     # another folder's picture with the same name is predicted, not served the first one's mask
-    replaced = predict_masks({"cells": lambda: other}, model, spec, post, {}, keys.load())["cells"]()
+    replaced = predict_masks({"cells": lambda: other}, model, spec, post, inference, keys.load(), prediction)["cells"]()
     assert "image" in replaced and replaced["key"] != keys.load()["cells"]
-    assert "image" in predict_masks({"cells": lambda: first}, model, spec, post, {"resume": False},
-                                    keys.load())["cells"]()
+    fresh = parameters("inference", resume=False, test_time_augmentation=False)
+    assert "image" in predict_masks({"cells": lambda: first}, model, spec, post, fresh, keys.load(),
+                                    prediction)["cells"]()
 
 
 def test_an_awkward_folder_is_predicted_image_by_image_and_reported(tmp_path):
@@ -187,14 +217,11 @@ def test_an_awkward_folder_is_predicted_image_by_image_and_reported(tmp_path):
 
     images = ImageFolderDataset(str(folder)).load()
     assert "notes" not in images
-    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(
-        1, 1, activation="sigmoid", kernel_initializer=keras.initializers.Constant(20.0),
-        bias_initializer=keras.initializers.Constant(-15.0))])  # bright pixels: nucleus
     masks = PngFolderDataset(str(tmp_path / "masks"))
-    masks.save(predict_masks(images, model, {"input_mode": "native"}, {"method": "components", "threshold": 0.5},
-                             {}, {}))
+    masks.save(predict_masks(images, _pixelwise_model(), _spec(), COMPONENTS,
+                             parameters("inference", test_time_augmentation=False), {}, parameters("prediction")))
     originals = ImageFolderDataset(str(folder), original=True).load()
-    measurements = measure_masks(originals, masks.load(), {})
+    measurements = measure_masks(originals, masks.load(), parameters("inference"))
     submission, report = summarise_masks(images, masks.load(), measurements)
     status = report.set_index("id")["status"].to_dict()
     assert status == {"fake": "unreadable", "float": "ok", "grey16": "ok", "nan": "unreadable",
@@ -208,3 +235,35 @@ def test_an_awkward_folder_is_predicted_image_by_image_and_reported(tmp_path):
     assert rows["one_pixel"] == [""] and counts["one_pixel"] == 0
     assert len(rows["rgba"]) == counts["rgba"] and "" not in rows["rgba"]
     assert set(rows) == {i for i, s in status.items() if s == "ok"}
+
+
+def test_a_large_tiff_is_read_region_by_region_and_gives_the_masks_of_a_whole_read(tmp_path, monkeypatch):
+    import tifffile
+
+    from nuclei_pipeline.core import overlays
+    from nuclei_pipeline.datasets import image_files
+    from nuclei_pipeline.datasets.image_folder import ImageFolderDataset
+    from nuclei_pipeline.pipelines.inference import nodes
+
+    # 16-bit, so each region must be stretched by the whole image's range; nuclei across block borders.
+    image, truth = make_nuclei((300, 260), count=40, radius=(5, 9), seed=5, touching_pair=False)
+    grey = image[..., 0].astype(np.uint16) * 50 + 1000
+    tifffile.imwrite(tmp_path / "plate.tif", grey, tile=(64, 64), compression="zlib")
+    model, spec = _pixelwise_model(), _spec()
+    inference = parameters("inference", test_time_augmentation=False)
+    prediction = parameters("prediction", block_size=96, block_margin=24, tile_size=64, tile_overlap=16)
+    results = {}
+    for limit in (10**9, 100 * 100):  # read whole, then lazily
+        monkeypatch.setattr(image_files, "LAZY_PIXELS", limit)
+        images = ImageFolderDataset(str(tmp_path)).load()
+        assert isinstance(images["plate"](), image_files.LazyImage) == (limit < 10**9)
+        results[limit] = nodes.predict_masks(images, model, spec.model_dump(), COMPONENTS, inference, {},
+                                             prediction)["plate"]()
+    whole, lazy = results.values()
+    assert whole["key"] == lazy["key"]  # the same picture: a resumed run keeps its mask
+    assert np.array_equal(whole["image"], lazy["image"]) and 35 <= lazy["image"].max() <= 45
+    # Overlays and figures of a huge image are overviews drawn from every n-th pixel.
+    monkeypatch.setattr(overlays, "OVERVIEW_SIDE", 100)
+    overlay = nodes.draw_overlays(images, {"plate": lambda: lazy["image"]})["plate"]()
+    assert overlay.shape == (100, 87, 3) and overlay.dtype == np.uint8
+

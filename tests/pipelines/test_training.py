@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+from nuclei_pipeline.parameters import ParameterError
 from nuclei_pipeline.pipelines.training.nodes import (
     sampling_weights,
     train_model,
@@ -9,6 +10,22 @@ from nuclei_pipeline.pipelines.training.nodes import (
     training_nucleus_diameter,
     training_sources,
 )
+from tests.conftest import parameters
+
+# A tiny U-Net for the runs below.
+TINY = {"filters": [4, 8], "dropout": [0.0, 0.0], "batch_norm": False}
+
+
+def _unweighted():
+    """conf's training without type weights: draws by area (native) or plain epochs (resize)."""
+    return parameters("training", type_weights=None)
+
+
+def _run(**overrides):
+    """conf's training for a few quick steps on resized 16 × 16 images (no progress kept between runs)."""
+    values = {"batch_size": 4, "precision": "float32", "verbose": 0, "type_weights": None, "backup_dir": "",
+              **overrides}
+    return parameters("training", **values)
 
 
 def _inputs(mode="native"):
@@ -22,7 +39,7 @@ def _inputs(mode="native"):
 
 
 def test_native_sampling_follows_the_square_root_of_the_area():
-    weights = sampling_weights(_inputs(), {})
+    weights = sampling_weights(_inputs(), _unweighted())
     assert weights.sum() == pytest.approx(1.0)
     assert weights[2] / weights[0] == pytest.approx(2.0)  # 4× the area, 2× the chance
     assert weights[1] == pytest.approx(weights[0])
@@ -30,42 +47,43 @@ def test_native_sampling_follows_the_square_root_of_the_area():
 
 def test_training_nucleus_diameter_is_the_median_the_sampler_sees():
     inputs = {**_inputs(), "nucleus_diameters": [10.0, 12.0, None, 40.0], "sources": ["dsb2018"] * 3 + ["extra"]}
-    assert training_nucleus_diameter(inputs, {}) == 12.0  # a, b (and c's weight, unmeasured, ignored), d
-    assert training_nucleus_diameter({**inputs, "source_shares": {"extra": 0.6}}, {}) == 40.0
+    training = _unweighted()
+    assert training_nucleus_diameter(inputs, training) == 12.0  # a, b (and c's weight, unmeasured, ignored), d
+    assert training_nucleus_diameter({**inputs, "source_shares": {"extra": 0.6}}, training) == 40.0
     even = {**inputs, "nucleus_diameters": [10.0, 10.0, 10.0, 40.0]}
-    assert training_nucleus_diameter({**even, "source_shares": {"extra": 0.45}}, {}) == 10.0
-    assert training_nucleus_diameter({**even, "source_shares": {"extra": 0.55}}, {}) == 40.0
-    assert training_nucleus_diameter(_inputs(), {}) is None  # model input made before diameters were kept
-    assert training_nucleus_diameter({**inputs, "input_mode": "resize"}, {}) is None
+    assert training_nucleus_diameter({**even, "source_shares": {"extra": 0.45}}, training) == 10.0
+    assert training_nucleus_diameter({**even, "source_shares": {"extra": 0.55}}, training) == 40.0
+    assert training_nucleus_diameter(_inputs(), training) is None  # model input made before diameters were kept
+    assert training_nucleus_diameter({**inputs, "input_mode": "resize"}, training) is None
 
 
 def test_type_weights_multiply_the_chance_of_their_type():
-    weights = sampling_weights(_inputs(), {"type_weights": {"histology": 3.0, "brightfield": 0.5}})
+    weights = sampling_weights(_inputs(), parameters("training", type_weights={"histology": 3.0, "brightfield": 0.5}))
     assert weights.sum() == pytest.approx(1.0)
     assert weights[1] / weights[0] == pytest.approx(3.0)
     assert weights[3] / weights[0] == pytest.approx(0.5)
 
 
 def test_resize_mode_keeps_plain_epochs_unless_types_are_weighted():
-    assert sampling_weights(_inputs("resize"), {"type_weights": None}) is None
-    weights = sampling_weights(_inputs("resize"), {"type_weights": {"histology": 2.0}})
+    assert sampling_weights(_inputs("resize"), _unweighted()) is None
+    # Merged into conf's weights: brightfield is named to keep it at 1.
+    weighted = parameters("training", type_weights={"histology": 2.0, "brightfield": 1.0})
+    weights = sampling_weights(_inputs("resize"), weighted)
     assert weights.tolist() == pytest.approx([0.2, 0.4, 0.2, 0.2])
 
 
-@pytest.mark.parametrize(
-    ("type_weights", "message"),
-    [({"histologie": 2.0}, "unknown image types"), ({"histology": 0.0}, "must be positive")],
-)
-def test_bad_type_weights_are_named(type_weights, message):
-    with pytest.raises(ValueError, match=f"training.type_weights.*{message}"):
-        sampling_weights(_inputs(), {"type_weights": type_weights})
+def test_bad_type_weights_are_named():
+    with pytest.raises(ValueError, match="training.type_weights.*unknown image types"):
+        sampling_weights(_inputs(), parameters("training", type_weights={"histologie": 2.0}))
+    with pytest.raises(ParameterError, match=r"training\.type_weights\.histology: Input should be greater than 0"):
+        parameters("training", type_weights={"histology": 0.0})
 
 
 def test_type_weights_need_types_in_the_model_input():
     inputs = _inputs()
     del inputs["types"]
     with pytest.raises(ValueError, match="re-run data_processing"):
-        sampling_weights(inputs, {"type_weights": {"histology": 2.0}})
+        sampling_weights(inputs, parameters("training", type_weights={"histology": 2.0}))
 
 
 def test_the_saved_model_is_the_checkpoint_with_the_lowest_validation_loss():
@@ -74,23 +92,30 @@ def test_the_saved_model_is_the_checkpoint_with_the_lowest_validation_loss():
     targets = (images[..., :1] > 0.5).astype(np.float32)
     inputs = {"ids": list("abcdefgh"), "images": images, "targets": targets, "input_mode": "resize",
               "target_channels": ["mask"], "invert_light_background": False}
-    training = {"epochs": 3, "batch_size": 4, "steps_per_epoch": 2, "learning_rate": 0.05,
-                "loss": "binary_crossentropy", "early_stopping_patience": 5, "precision": "float32", "verbose": 0}
-    best, final, metrics, spec = train_model(inputs, inputs, {"filters": [4, 8], "dropout": [0.0, 0.0]}, training)
+    training = _run(epochs=3, steps_per_epoch=2, learning_rate=0.05, loss="binary_crossentropy",
+                    early_stopping_patience=5)
+    best, final, metrics, spec = train_model(inputs, inputs, parameters("model", **TINY), training)
     val_losses = [entry["value"] for entry in metrics["val_loss"]]
     checkpoint_loss = float(keras.losses.binary_crossentropy(targets, best.predict(images, verbose=0)).numpy().mean())
     assert checkpoint_loss == pytest.approx(min(val_losses), abs=1e-4)
     assert spec["best_epoch"] == int(np.argmin(val_losses)) + 1
 
 
+def test_a_zoom_of_resized_inputs_is_named_before_training():
+    inputs = {"ids": ["a"], "images": np.zeros((1, 16, 16, 3)), "input_mode": "resize"}
+    with pytest.raises(ValueError, match="training.augmentation.scale zooms native crops: it needs "
+                                         "preprocessing.input_mode: native"):
+        train_model(inputs, inputs, parameters("model"), parameters("training", augmentation={"scale": 0.25}))
+
+
 @pytest.mark.parametrize(
-    ("mode", "scale", "message"),
-    [("native", 2.0, r"must be a number in \[0, 1\]"), ("resize", 0.25, "zooms native crops: it needs preprocessing.input_mode: native")],
+    ("key", "value", "message"),
+    [("augmentation", {"scale": 2.0}, r"training\.augmentation\.scale: Input should be less than or equal to 1"),
+     ("time_budget_minutes", 0, r"training\.time_budget_minutes: Input should be greater than 0")],
 )
-def test_bad_zoom_setting_is_named_before_training(mode, scale, message):
-    inputs = {"ids": ["a"], "images": np.zeros((1, 16, 16, 3)), "input_mode": mode}
-    with pytest.raises(ValueError, match=f"training.augmentation.scale {message}"):
-        train_model(inputs, inputs, {}, {"augmentation": {"scale": scale}})
+def test_bad_training_settings_are_named(key, value, message):
+    with pytest.raises(ParameterError, match=message):
+        parameters("training", **{key: value})
 
 
 def test_zoomed_training_batches_have_the_crop_size():
@@ -99,7 +124,8 @@ def test_zoomed_training_batches_have_the_crop_size():
     inputs = {"ids": ["a", "b"], "images": images, "input_mode": "native", "target_channels": ["mask"],
               "targets": [(image[..., :1] > 0.5).astype(np.float32) for image in images],
               "labels": [(image[..., 0] > 0.5).astype(np.int32) for image in images]}
-    training = {"batch_size": 2, "crop_size": 32, "augmentation": {"scale": 0.5, "flip": True}}
+    training = parameters("training", batch_size=2, crop_size=32, type_weights=None,
+                          augmentation={"scale": 0.5, "flip": True})
     batches = training_batches(inputs, training)
     for _ in range(3):
         batch_images, batch_targets = next(batches)
@@ -115,25 +141,24 @@ def test_a_time_budget_shortens_training_and_the_checkpoint_loads():
     images = rng.random((8, 16, 16, 3)).astype(np.float32)
     inputs = {"ids": list("abcdefgh"), "images": images, "targets": (images[..., :1] > 0.5).astype(np.float32),
               "input_mode": "resize", "target_channels": ["mask"], "invert_light_background": False}
-    training = {"epochs": 4, "batch_size": 4, "steps_per_epoch": 2, "learning_rate": 0.01, "cosine_decay": True,
-                "loss": "bce_dice", "early_stopping_patience": 5, "precision": "float32", "verbose": 0,
-                "time_budget_minutes": 1e-6}
-    best, _, metrics, spec = train_model(inputs, inputs, {"filters": [4, 8], "dropout": [0.0, 0.0]}, training)
+    training = _run(epochs=4, steps_per_epoch=2, learning_rate=0.01, cosine_decay=True, loss="bce_dice",
+                    early_stopping_patience=5, time_budget_minutes=1e-6)
+    best, _, metrics, spec = train_model(inputs, inputs, parameters("model", **TINY), training)
     assert spec["epochs_run"] == 1 and spec["epochs_planned"] == 4
     assert len(metrics["val_loss"]) == 1
     assert best.predict(images, verbose=0).shape == (8, 16, 16, 1)
 
 
-def test_bad_time_budget_is_named_before_training():
-    inputs = {"ids": ["a"], "images": np.zeros((1, 16, 16, 3)), "input_mode": "resize"}
-    with pytest.raises(ValueError, match="training.time_budget_minutes"):
-        train_model(inputs, inputs, {}, {"time_budget_minutes": 0})
+@pytest.mark.parametrize("minutes", ["80", True])
+def test_a_time_budget_that_is_no_number_is_refused(minutes):
+    with pytest.raises(ParameterError, match=r"training\.time_budget_minutes: Input should be a valid number"):
+        parameters("training", time_budget_minutes=minutes)
 
 
 def test_extra_sets_get_exactly_their_share_of_the_draws():
     inputs = {**_inputs(), "sources": ["dsb2018", "dsb2018", "monuseg", "dsb2018"],
               "source_shares": {"monuseg": 0.25}}
-    weights = sampling_weights(inputs, {"type_weights": {"histology": 3.0}})
+    weights = sampling_weights(inputs, parameters("training", type_weights={"histology": 3.0}))
     assert weights.sum() == pytest.approx(1.0)
     assert weights[2] == pytest.approx(0.25)
     # within DSB2018 the area and type weights still hold
@@ -151,35 +176,35 @@ def _tiny_run_inputs():
     images = rng.random((8, 16, 16, 3)).astype(np.float32)
     inputs = {"ids": list("abcdefgh"), "images": images, "targets": (images[..., :1] > 0.5).astype(np.float32),
               "input_mode": "resize", "target_channels": ["mask"], "invert_light_background": False}
-    training = {"epochs": 1, "batch_size": 4, "steps_per_epoch": 1, "learning_rate": 0.0,
-                "loss": "bce_dice", "early_stopping_patience": 5, "precision": "float32", "verbose": 0}
+    # training.learning_rate must be > 0: 1e-12 moves Adam's weights by about 1e-12, nothing measurable.
+    training = _run(epochs=1, steps_per_epoch=1, learning_rate=1e-12, loss="bce_dice", early_stopping_patience=5)
     return images, inputs, training
 
 
 def test_fine_tuning_starts_from_the_given_weights(tmp_path):
     images, inputs, training = _tiny_run_inputs()
-    model_params = {"filters": [4, 8], "dropout": [0.0, 0.0]}
+    model_params = parameters("model", **TINY)
     first, _, _, spec = train_model(inputs, inputs, model_params, training)
     assert spec["initial_model"] is None
     first.save(tmp_path / "first.keras")
-    # learning rate 0: the fine-tuned model is exactly its starting point
+    # learning rate ~0: the fine-tuned model is its starting point
     tuned, _, _, spec = train_model(inputs, inputs, model_params,
-                                    {**training, "seed": 7, "initial_model": str(tmp_path / "first.keras")})
+                                    training.model_copy(update={"seed": 7, "initial_model": str(tmp_path / "first.keras")}))
     assert spec["initial_model"] == str(tmp_path / "first.keras")
     assert np.allclose(tuned.predict(images, verbose=0), first.predict(images, verbose=0), atol=1e-6)
-    fresh, _, _, _ = train_model(inputs, inputs, model_params, {**training, "seed": 7})
+    fresh, _, _, _ = train_model(inputs, inputs, model_params, training.model_copy(update={"seed": 7}))
     assert not np.allclose(fresh.predict(images, verbose=0), first.predict(images, verbose=0), atol=1e-3)
 
 
 def test_initial_model_of_another_architecture_or_missing_is_named(tmp_path):
     _, inputs, training = _tiny_run_inputs()
-    first, _, _, _ = train_model(inputs, inputs, {"filters": [4, 8], "dropout": [0.0, 0.0]}, training)
+    first, _, _, _ = train_model(inputs, inputs, parameters("model", **TINY), training)
     first.save(tmp_path / "small.keras")
-    wider = {"filters": [8, 16], "dropout": [0.0, 0.0]}
+    wider = parameters("model", **{**TINY, "filters": [8, 16]})
     with pytest.raises(ValueError, match="training.initial_model.*another architecture"):
-        train_model(inputs, inputs, wider, {**training, "initial_model": str(tmp_path / "small.keras")})
+        train_model(inputs, inputs, wider, training.model_copy(update={"initial_model": str(tmp_path / "small.keras")}))
     with pytest.raises(ValueError, match="training.initial_model.*no model file"):
-        train_model(inputs, inputs, wider, {**training, "initial_model": str(tmp_path / "none.keras")})
+        train_model(inputs, inputs, wider, training.model_copy(update={"initial_model": str(tmp_path / "none.keras")}))
 
 
 def test_a_killed_training_resumes_from_its_last_finished_epoch(tmp_path, monkeypatch):
@@ -189,10 +214,9 @@ def test_a_killed_training_resumes_from_its_last_finished_epoch(tmp_path, monkey
     inputs = {"ids": list("abcdefgh"), "images": images, "targets": targets, "input_mode": "resize",
               "target_channels": ["mask"], "invert_light_background": False}
     backup = tmp_path / "backup"
-    training = {"epochs": 4, "batch_size": 4, "steps_per_epoch": 2, "learning_rate": 0.05,
-                "loss": "binary_crossentropy", "early_stopping_patience": 10, "precision": "float32",
-                "verbose": 0, "backup_dir": str(backup)}
-    model_params = {"filters": [4, 8], "dropout": [0.0, 0.0]}
+    training = _run(epochs=4, steps_per_epoch=2, learning_rate=0.05, loss="binary_crossentropy",
+                    early_stopping_patience=10, backup_dir=str(backup))
+    model_params = parameters("model", **TINY)
     seen, kill_after = [], [1]
 
     class Interrupted(keras.callbacks.CSVLogger):
@@ -219,7 +243,7 @@ def test_a_killed_training_resumes_from_its_last_finished_epoch(tmp_path, monkey
         train_model(inputs, inputs, model_params, training)
     kill_after.clear()
     seen.clear()
-    train_model(inputs, inputs, model_params, {**training, "learning_rate": 0.01})
+    train_model(inputs, inputs, model_params, training.model_copy(update={"learning_rate": 0.01}))
     assert seen[0] == 0
 
 
@@ -228,13 +252,16 @@ import json, numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from nuclei_pipeline.pipelines.training.nodes import train_model
+from tests.conftest import parameters
 rng = np.random.default_rng(0)
 images = rng.random((8, 16, 16, 3)).astype(np.float32)
 inputs = {"ids": list("abcdefgh"), "images": images, "targets": (images[..., :1] > 0.5).astype(np.float32),
           "input_mode": "resize", "target_channels": ["mask"], "invert_light_background": False}
-training = {"epochs": 2, "batch_size": 4, "steps_per_epoch": 2, "learning_rate": 0.05, "loss": "bce_dice",
-            "early_stopping_patience": 5, "precision": "float32", "verbose": 0, "distribution": "mirrored"}
-best, _, metrics, spec = train_model(inputs, inputs, {"filters": [4, 8], "dropout": [0.0, 0.0]}, training)
+training = parameters("training", epochs=2, batch_size=4, steps_per_epoch=2, learning_rate=0.05, loss="bce_dice",
+                      early_stopping_patience=5, precision="float32", verbose=0, distribution="mirrored",
+                      type_weights=None, backup_dir="")
+model = parameters("model", filters=[4, 8], dropout=[0.0, 0.0], batch_norm=False)
+best, _, metrics, spec = train_model(inputs, inputs, model, training)
 print(json.dumps({"replicas": spec["replicas"], "loss": [m["value"] for m in metrics["loss"]],
                   "output": best.predict(images[:2], verbose=0).shape}))
 """
@@ -246,16 +273,12 @@ def test_mirrored_training_runs_on_two_devices():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", MIRRORED_RUN], capture_output=True, text=True, timeout=300)
+    from tests.conftest import PROJECT_ROOT
+
+    done = subprocess.run([sys.executable, "-c", MIRRORED_RUN], capture_output=True, text=True, timeout=300,
+                          cwd=PROJECT_ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2
     assert len(result["loss"]) == 2 and all(np.isfinite(result["loss"]))
     assert result["output"] == [2, 16, 16, 1]
-
-
-def test_unknown_distribution_is_named():
-    from nuclei_pipeline.pipelines.training.nodes import distribution_strategy
-
-    with pytest.raises(ValueError, match="training.distribution must be null or 'mirrored'"):
-        distribution_strategy("horovod")

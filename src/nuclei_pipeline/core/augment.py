@@ -5,13 +5,17 @@ Images are ``(H, W, 3)`` floats in [0, 1]; targets ``(H, W, C)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from skimage.color import hed_from_rgb, rgb_from_hed
 from skimage.transform import resize
 
 from nuclei_pipeline.core.targets import make_targets
+
+if TYPE_CHECKING:
+    from nuclei_pipeline.parameters import Augmentation
 
 
 def pad_to_size(array: np.ndarray, size: int) -> np.ndarray:
@@ -38,21 +42,10 @@ def random_crop(
 def zoom_range(scale: float) -> tuple[float, float]:
     """Smallest and largest zoom factor for the ``augmentation.scale`` setting.
 
-    ``scale`` s gives zooms from 1/(1+s) to 1+s (symmetric in log scale, so
-    shrinking and enlarging are equally likely).
-
-    Raises
-    ------
-    ValueError
-        If ``scale`` is not a number in [0, 1].
+    ``scale`` s (in [0, 1]) gives zooms from 1/(1+s) to 1+s (symmetric in log
+    scale, so shrinking and enlarging are equally likely).
     """
-    try:
-        value = float(scale)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"training.augmentation.scale must be a number in [0, 1], got {scale!r}")
-    return 1.0 / (1.0 + value), 1.0 + value
+    return 1.0 / (1.0 + scale), 1.0 + scale
 
 
 def random_zoomed_crop(
@@ -130,38 +123,44 @@ def augment(
     image: np.ndarray,
     target: np.ndarray,
     rng: np.random.Generator,
-    settings: Mapping[str, float | bool],
+    settings: Augmentation,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random geometric and colour augmentation.
 
-    Settings (all optional, off when absent):
-    ``flip`` and ``rotate90`` (bool), ``stain`` (strength of
-    :func:`perturb_stains`, applied to light-background crops only: dark
-    fluorescence has no stains to vary), ``brightness`` and ``contrast``
-    (maximum relative change), ``hue`` (probability of permuting the colour
-    channels), ``grey`` (probability of turning the image grey), ``invert``
-    (probability of inverting intensities).
+    Parameters
+    ----------
+    image, target : ndarray
+        ``(H, W, 3)`` image in [0, 1] and its ``(H, W, C)`` target.
+    rng : numpy.random.Generator
+        Source of every random choice.
+    settings : Augmentation
+        ``training.augmentation``: ``flip`` and ``rotate90`` (bool), ``stain``
+        (strength of :func:`perturb_stains`, applied to light-background crops
+        only: dark fluorescence has no stains to vary), ``brightness`` and
+        ``contrast`` (maximum relative change), ``hue`` (probability of
+        permuting the colour channels), ``grey`` (probability of turning the
+        image grey), ``invert`` (probability of inverting intensities); 0 or
+        false turns one off. ``scale`` is applied while cropping
+        (:func:`random_zoomed_crop`), not here.
     """
-    if settings.get("flip"):
+    if settings.flip:
         if rng.random() < 0.5:
             image, target = image[::-1], target[::-1]
         if rng.random() < 0.5:
             image, target = image[:, ::-1], target[:, ::-1]
-    if settings.get("rotate90"):
+    if settings.rotate90:
         turns = int(rng.integers(0, 4))
         image, target = np.rot90(image, turns), np.rot90(target, turns)
     image = np.asarray(image, dtype=np.float32)
-    stain = float(settings.get("stain", 0.0))
-    if stain and np.median(image) > 0.5:
-        image = perturb_stains(image, stain, rng)
-    if rng.random() < float(settings.get("hue", 0.0)):
+    if settings.stain and np.median(image) > 0.5:
+        image = perturb_stains(image, settings.stain, rng)
+    if rng.random() < settings.hue:
         image = image[..., rng.permutation(3)]
-    if rng.random() < float(settings.get("grey", 0.0)):
+    if rng.random() < settings.grey:
         image = np.repeat(image.mean(axis=-1, keepdims=True), 3, axis=-1)
-    if rng.random() < float(settings.get("invert", 0.0)):
+    if rng.random() < settings.invert:
         image = 1.0 - image
-    contrast = float(settings.get("contrast", 0.0))
-    brightness = float(settings.get("brightness", 0.0))
+    contrast, brightness = settings.contrast, settings.brightness
     if contrast or brightness:
         mean = image.mean()
         factor = 1.0 + rng.uniform(-contrast, contrast)

@@ -68,7 +68,7 @@ def measure_nuclei(
         raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
     image = _channels_last(image, labels.shape)
     table = pd.DataFrame(
-        regionprops_table(labels.astype(np.int32), intensity_image=image,
+        regionprops_table(np.asarray(labels, dtype=np.int32), intensity_image=image,
                           properties=SHAPE_PROPERTIES + INTENSITY_PROPERTIES)
     ).rename(columns=RENAMED)
     for channel in range(image.shape[2]):

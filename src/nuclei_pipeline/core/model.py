@@ -40,7 +40,7 @@ def _conv_block(x, filters: int, dropout: float, batch_norm: bool, name: str, dt
 def build_unet(
     input_shape: Sequence[int | None] = (256, 256, 3),
     filters: Sequence[int] = (16, 32, 64, 128, 256),
-    dropout: Sequence[float] = (0.1, 0.1, 0.2, 0.2, 0.3),
+    dropout: float | Sequence[float] = (0.1, 0.1, 0.2, 0.2, 0.3),
     output_channels: int = 1,
     batch_norm: bool | Sequence[bool] = False,
     precision: str = "float32",
@@ -60,9 +60,9 @@ def build_unet(
         must be divisible by ``2 ** (len(filters) - 1)``.
     filters : sequence of int
         Filters per level, from the top level to the bottleneck.
-    dropout : sequence of float
-        Dropout rate per level, same length as ``filters``; decoder levels
-        reuse the rate of their encoder level.
+    dropout : float or sequence of float
+        Dropout rate, one for every level or one per level (same length as
+        ``filters``); decoder levels reuse the rate of their encoder level.
     output_channels : int
         Number of sigmoid output maps.
     batch_norm : bool or sequence of bool
@@ -75,23 +75,11 @@ def build_unet(
         AVX-512 BF16); the output layer always computes in float32, and
         :func:`as_float32` turns a trained model back into a float32 one.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"training.precision must be one of {PRECISIONS}, got {precision!r}")
-    if len(filters) != len(dropout):
-        raise ValueError(
-            f"model.filters ({len(filters)} levels) and model.dropout "
-            f"({len(dropout)} levels) must have the same length"
-        )
-    if len(filters) < 2:
-        raise ValueError("model.filters needs at least two levels")
+    # The model group's definition (nuclei_pipeline.parameters.Model) checks the levels match.
+    if isinstance(dropout, int | float):
+        dropout = [float(dropout)] * len(filters)
     if isinstance(batch_norm, bool):
         batch_norm = [batch_norm] * len(filters)
-    batch_norm = [bool(flag) for flag in batch_norm]
-    if len(batch_norm) != len(filters):
-        raise ValueError(
-            f"model.batch_norm ({len(batch_norm)} flags) must be one flag or one per model.filters level "
-            f"({len(filters)})"
-        )
     stride = 2 ** (len(filters) - 1)
     for size in input_shape[:2]:
         if size is not None and size % stride:
@@ -209,10 +197,9 @@ class SeedIoU(keras.metrics.Metric):
         return config
 
 
-def build_loss(name: str, dice_weight: float = 1.0) -> keras.losses.Loss:
-    """Loss by name: ``binary_crossentropy`` (the seed) or ``bce_dice``."""
+def build_loss(name: str, dice_weight: float) -> keras.losses.Loss:
+    """Loss by name (``training.loss``): ``binary_crossentropy`` (the seed) or ``bce_dice``
+    (``dice_weight``: ``training.dice_weight``)."""
     if name == "binary_crossentropy":
         return keras.losses.BinaryCrossentropy(name="binary_crossentropy")
-    if name == "bce_dice":
-        return BceDiceLoss(dice_weight=dice_weight)
-    raise ValueError(f"training.loss must be 'binary_crossentropy' or 'bce_dice', got {name!r}")
+    return BceDiceLoss(dice_weight=dice_weight)

@@ -31,12 +31,12 @@ def colour_labels(labels: np.ndarray, seed: int = 0) -> np.ndarray:
     return palette[labels]
 
 
-def overview_step(shape: tuple[int, ...], max_side: int = OVERVIEW_SIDE) -> int:
-    """Stride that brings an image of ``shape`` within ``max_side`` pixels a side (1 when it already is)."""
-    return max(1, -(-max(shape[:2]) // max_side))
+def overview_step(shape: tuple[int, ...], max_side: int | None = None) -> int:
+    """Stride that brings an image of ``shape`` within ``max_side`` (default :data:`OVERVIEW_SIDE`) pixels a side."""
+    return max(1, -(-max(shape[:2]) // (max_side or OVERVIEW_SIDE)))
 
 
-def overview(image, labels: np.ndarray, max_side: int = OVERVIEW_SIDE) -> tuple[np.ndarray, np.ndarray]:
+def overview(image, labels: np.ndarray, max_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``image`` and its ``labels`` at every :func:`overview_step`-th pixel, as arrays.
 
     ``image`` may be any array-like that slices (a lazily read TIFF reads

@@ -17,6 +17,7 @@ from nuclei_pipeline.core.measure import median_diameter
 from nuclei_pipeline.core.model import network_stride
 from nuclei_pipeline.core.postprocess import assemble_blocks, probabilities_to_labels
 from nuclei_pipeline.core.preprocess import pad_to_multiple, resize_image, scale_image
+from nuclei_pipeline.parameters import ModelSpec, Postprocessing, Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -91,13 +92,13 @@ def predict_tiled(
 def predict_probabilities(
     model: keras.Model,
     image: np.ndarray,
-    input_mode: str = "resize",
-    size: int = 256,
+    input_mode: str,
+    size: int | None = None,
     invert_light_background: bool = False,
     test_time_augmentation: bool = False,
     normalize_percentiles: Sequence[float] | None = None,
     tile_size: int | None = None,
-    tile_overlap: int = 64,
+    tile_overlap: int = 0,
     scale: float = 1.0,
 ) -> np.ndarray:
     """Probability maps ``(H, W, C)`` for one uint8 RGB image ``(H, W, 3)``.
@@ -110,8 +111,8 @@ def predict_probabilities(
     input_mode : {"resize", "native"}
         ``resize``: predict at ``size × size`` and resize the maps back;
         ``native``: pad to a multiple of the network stride, predict, crop.
-    size : int
-        Model input size in ``resize`` mode.
+    size : int or None
+        Model input size in ``resize`` mode (unused in ``native`` mode).
     invert_light_background : bool
         As in training (see :func:`nuclei_pipeline.core.preprocess.scale_image`).
     test_time_augmentation : bool
@@ -119,13 +120,21 @@ def predict_probabilities(
     normalize_percentiles : (low, high) or None
         As in training (see :func:`nuclei_pipeline.core.preprocess.scale_image`).
     tile_size, tile_overlap : int
-        ``native`` mode: an image larger than ``tile_size`` is predicted in
-        overlapping tiles (:func:`predict_tiled`), so memory is bounded by the
-        tile; ``None``: always whole.
+        ``native`` mode: an image larger than ``tile_size`` (a multiple of the
+        network stride) is predicted in tiles overlapping by ``tile_overlap``
+        (:func:`predict_tiled`, ``tile_overlap < tile_size``, as
+        :class:`~nuclei_pipeline.parameters.Prediction` guarantees), so memory
+        is bounded by the tile; ``None``: always whole.
     scale : float
         ``native`` mode: predict the image resized by this factor (so its
         nuclei have the size the model was trained on, see
         :func:`diameter_scale`) and resize the maps back.
+
+    Raises
+    ------
+    ValueError
+        Naming the setting: an unknown ``input_mode``, ``resize`` without a
+        ``size``, or a ``tile_size`` that is not a multiple of the network stride.
     """
     scaled = scale_image(image, invert_light_background, normalize_percentiles)
     height, width = scaled.shape[:2]
@@ -134,6 +143,8 @@ def predict_probabilities(
         scaled = resize(scaled, shape, order=1, mode="reflect", anti_aliasing=scale < 1,
                         preserve_range=True).astype(np.float32)
     if input_mode == "resize":
+        if size is None:
+            raise ValueError("input_mode 'resize' needs the model's input size, got None")
         model_input = resize_image(scaled, size)
     elif input_mode == "native":
         model_input, _ = pad_to_multiple(scaled, network_stride(model))
@@ -142,9 +153,9 @@ def predict_probabilities(
     flips = _FLIPS if test_time_augmentation else ((),)
     if input_mode == "native" and tile_size and max(model_input.shape[:2]) > tile_size:
         stride = network_stride(model)
-        if tile_size % stride or not 0 <= tile_overlap < tile_size:
-            raise ValueError(f"prediction.tile_size must be a multiple of {stride} and exceed "
-                             f"prediction.tile_overlap, got {tile_size} and {tile_overlap}")
+        if tile_size % stride:
+            raise ValueError(f"prediction.tile_size must be a multiple of the network stride {stride}, "
+                             f"got {tile_size}")
         probabilities = predict_tiled(model, model_input, tile_size, tile_overlap, flips, stride)
     else:
         probabilities = _predict_flips(model, model_input, flips)
@@ -158,30 +169,35 @@ def predict_probabilities(
 def predict_with_spec(
     model: keras.Model,
     image: np.ndarray,
-    model_spec: dict,
+    model_spec: ModelSpec,
     test_time_augmentation: bool = False,
-    tiling: dict | None = None,
+    tiling: Prediction | None = None,
     scale: float = 1.0,
 ) -> np.ndarray:
     """:func:`predict_probabilities` with the input settings a model was trained with.
 
-    ``model_spec`` is the training pipeline's ``model_spec.json`` (``input_mode``,
-    ``size``, ``invert_light_background``, ``normalize_percentiles``), so every caller prepares images the
-    same way the model saw them. ``tiling`` is the ``prediction`` parameter
-    group (``tile_size``, ``tile_overlap``; absent: whole images); ``scale``
-    resizes the image before prediction (:func:`nucleus_scale`).
+    Parameters
+    ----------
+    model_spec : ModelSpec
+        The training pipeline's ``model_spec.json`` (``input_mode``, ``size``,
+        ``invert_light_background``, ``normalize_percentiles``), so every
+        caller prepares images the same way the model saw them.
+    tiling : Prediction or None
+        The ``prediction`` parameter group (its ``tile_size`` and
+        ``tile_overlap``); ``None``: whole images.
+    scale : float
+        Resizes the image before prediction (:func:`nucleus_scale`).
     """
-    tiling = tiling or {}
     return predict_probabilities(
         model,
         image,
-        input_mode=model_spec["input_mode"],
-        size=model_spec.get("size") or 256,
-        invert_light_background=bool(model_spec.get("invert_light_background", False)),
+        input_mode=model_spec.input_mode,
+        size=model_spec.size,
+        invert_light_background=model_spec.invert_light_background,
         test_time_augmentation=test_time_augmentation,
-        normalize_percentiles=model_spec.get("normalize_percentiles"),
-        tile_size=tiling.get("tile_size"),
-        tile_overlap=int(tiling.get("tile_overlap", 64)),
+        normalize_percentiles=model_spec.normalize_percentiles,
+        tile_size=tiling.tile_size if tiling else None,
+        tile_overlap=tiling.tile_overlap if tiling else 0,
         scale=scale,
     )
 
@@ -203,67 +219,50 @@ def diameter_scale(diameter: float | None, trained_diameter: float, tolerance: f
     return float(np.clip(ratio, *limits))
 
 
-def check_nucleus_diameter(setting):
-    """``prediction.nucleus_diameter`` as given, when it is null, ``auto`` or a positive number of pixels.
-
-    Raises
-    ------
-    ValueError
-        Naming the parameter otherwise.
-    """
-    if setting is None or setting == "auto":
-        return setting
-    if isinstance(setting, bool) or not isinstance(setting, int | float) or not setting > 0:
-        raise ValueError(f"prediction.nucleus_diameter must be null, 'auto' or a positive number of pixels, "
-                         f"got {setting!r}")
-    return setting
-
-
 def nucleus_scale(
     model: keras.Model,
     image: np.ndarray,
-    model_spec: dict,
-    postprocessing: dict,
+    model_spec: ModelSpec,
+    postprocessing: Postprocessing,
     test_time_augmentation: bool = False,
-    prediction: dict | None = None,
+    prediction: Prediction | None = None,
 ) -> tuple[float | None, float, np.ndarray | None]:
     """``(diameter, scale, maps)`` for ``prediction.nucleus_diameter``.
 
-    ``null``: ``(None, 1.0, None)``. A number: the user's nucleus diameter in
-    pixels. ``auto``: estimated as the median diameter of the nuclei found
-    (with ``postprocessing``) in a first prediction at the image's own size,
-    of its central ``prediction.block_size`` window at most; when that window
-    is the whole image and no rescaling is needed, its probability ``maps``
-    are returned so they are not predicted twice. ``scale`` resizes the image
-    so its nuclei match ``model_spec["nucleus_diameter"]``, the median nucleus
-    diameter of the model's training images (:func:`diameter_scale`).
+    ``null`` (or no ``prediction``): ``(None, 1.0, None)``. A number: the
+    user's nucleus diameter in pixels. ``auto``: estimated as the median
+    diameter of the nuclei found (with ``postprocessing``) in a first
+    prediction at the image's own size, of its central
+    ``prediction.block_size`` window at most; when that window is the whole
+    image and no rescaling is needed, its probability ``maps`` are returned
+    so they are not predicted twice. ``scale`` resizes the image so its
+    nuclei match ``model_spec.nucleus_diameter``, the median nucleus diameter
+    of the model's training images (:func:`diameter_scale`).
 
     Raises
     ------
     ValueError
         If a diameter is asked for but the model's spec does not record its
-        training diameter, or the setting is neither null, ``auto`` nor a
-        positive number.
+        training diameter.
     """
-    prediction = prediction or {}
-    setting = prediction.get("nucleus_diameter")
+    setting = prediction.nucleus_diameter if prediction else None
     if setting is None:
         return None, 1.0, None
-    trained = model_spec.get("nucleus_diameter")
+    trained = model_spec.nucleus_diameter
     if not trained:
         raise ValueError("prediction.nucleus_diameter needs the model's training nucleus diameter, which its "
                          "model_spec.json lacks (trained before it was recorded): set it to null")
-    if check_nucleus_diameter(setting) != "auto":
-        return float(setting), diameter_scale(float(setting), float(trained)), None
-    window = int(prediction.get("block_size") or max(image.shape[:2]))
+    if setting != "auto":
+        return float(setting), diameter_scale(float(setting), trained), None
+    window = prediction.block_size or max(image.shape[:2])
     top, left = max(0, (image.shape[0] - window) // 2), max(0, (image.shape[1] - window) // 2)
     crop = image[top : top + window, left : left + window]
     maps = predict_with_spec(model, crop, model_spec, test_time_augmentation, prediction)
-    diameter = median_diameter(probabilities_to_labels(maps, **postprocessing))
-    scale = diameter_scale(diameter, float(trained))
+    diameter = median_diameter(probabilities_to_labels(maps, **postprocessing.model_dump()))
+    scale = diameter_scale(diameter, trained)
     if scale != 1.0:
         logger.info("nuclei about %.1f px across, the model was trained on %.1f: predicting at %.2f× size",
-                    diameter, float(trained), scale)
+                    diameter, trained, scale)
     whole = crop.shape[:2] == image.shape[:2]
     return diameter, scale, maps if whole and scale == 1.0 else None
 
@@ -271,10 +270,10 @@ def nucleus_scale(
 def predict_labels(
     model: keras.Model,
     image: np.ndarray,
-    model_spec: dict,
-    postprocessing: dict,
+    model_spec: ModelSpec,
+    postprocessing: Postprocessing,
     test_time_augmentation: bool = False,
-    prediction: dict | None = None,
+    prediction: Prediction | None = None,
 ) -> np.ndarray:
     """Instance labels ``(H, W)`` of one image: :func:`predict_with_spec`, then post-processing.
 
@@ -284,20 +283,21 @@ def predict_labels(
     of context), so no probability map of the whole image is ever held:
     memory grows with the block, apart from the image and its labels.
     ``prediction.nucleus_diameter`` resizes the image so its nuclei have the
-    trained size (:func:`nucleus_scale`).
+    trained size (:func:`nucleus_scale`). No ``prediction``: the whole image
+    at once, at its own size.
     """
-    prediction = prediction or {}
-    block = prediction.get("block_size")
+    settings = postprocessing.model_dump()
     _, scale, maps = nucleus_scale(model, image, model_spec, postprocessing, test_time_augmentation, prediction)
     if maps is not None:  # the size estimate's own prediction, already at the right scale
-        return probabilities_to_labels(maps, **postprocessing)
+        return probabilities_to_labels(maps, **settings)
 
     def segment_region(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         maps = predict_with_spec(model, image[y0:y1, x0:x1], model_spec, test_time_augmentation, prediction,
                                  scale)
-        return probabilities_to_labels(maps, **postprocessing)
+        return probabilities_to_labels(maps, **settings)
 
-    if not block or model_spec.get("input_mode") != "native" or max(image.shape[:2]) <= block:
+    block = prediction.block_size if prediction else None
+    if not block or model_spec.input_mode != "native" or max(image.shape[:2]) <= block:
         return segment_region(0, image.shape[0], 0, image.shape[1])
     logger.info("segmenting a %d × %d image in blocks of %d²", image.shape[0], image.shape[1], block)
-    return assemble_blocks(image.shape[:2], int(block), int(prediction.get("block_margin", 128)), segment_region)
+    return assemble_blocks(image.shape[:2], block, prediction.block_margin, segment_region)

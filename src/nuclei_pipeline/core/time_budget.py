@@ -20,13 +20,9 @@ import keras
 logger = logging.getLogger(__name__)
 
 
-def budget_seconds(minutes: Any) -> float | None:
-    """Check ``training.time_budget_minutes``; return seconds, or None for no budget."""
-    if minutes is None:
-        return None
-    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not minutes > 0:
-        raise ValueError(f"training.time_budget_minutes must be null or a positive number, got {minutes!r}")
-    return float(minutes) * 60.0
+def budget_seconds(minutes: float | None) -> float | None:
+    """``training.time_budget_minutes`` in seconds, or None for no budget."""
+    return None if minutes is None else float(minutes) * 60.0
 
 
 @keras.saving.register_keras_serializable(package="nuclei_pipeline")

@@ -12,9 +12,6 @@ from kedro_datasets.tensorflow import TensorFlowModelDataset
 logger = logging.getLogger(__name__)
 
 
-SOURCES = ("auto", "shipped", "trained")
-
-
 def with_fallback(base: type[AbstractDataset]) -> type[AbstractDataset]:
     """Subclass ``base`` with a ``fallback_filepath``, loaded while ``filepath`` does not exist.
 

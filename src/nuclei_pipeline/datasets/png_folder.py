@@ -42,7 +42,9 @@ def _write_tiff(path: Path, labels: np.ndarray, key: str | None) -> None:
     if labels.size and labels.min() < 0:
         raise ValueError("label values must not be negative")
     dtype = np.uint16 if not labels.size or labels.max() <= 65535 else np.uint32
-    tifffile.imwrite(path, labels.astype(dtype, copy=False), bigtiff=labels.nbytes > 2**31, tile=(512, 512),
+    # int32 labels, checked non-negative, are their uint32 selves: a view, no second copy of a huge image.
+    data = labels.view(np.uint32) if labels.dtype == np.int32 and dtype == np.uint32 else labels.astype(dtype, copy=False)
+    tifffile.imwrite(path, data, bigtiff=labels.nbytes > 2**31, tile=(512, 512),
                      compression="zlib", metadata=None,
                      description=json.dumps({KEY_CHUNK: key}) if key is not None else None)
 
@@ -66,6 +68,8 @@ def _read_png(path: Path) -> np.ndarray:
                 array = np.asarray(image)
     except Exception as error:
         raise DatasetError(f"cannot read {path}: {error}") from error
+    if array.dtype == np.uint32 and (not array.size or array.max() < 2**31):
+        return array.view(np.int32)  # no second copy of a huge label image
     return array.astype(np.int32) if array.dtype in (np.uint16, np.int32, np.uint32) else array
 
 def _read_key(path: Path) -> str | None:

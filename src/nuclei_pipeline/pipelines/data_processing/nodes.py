@@ -12,14 +12,9 @@ import pandas as pd
 
 from nuclei_pipeline.core.images import ImageReadError, image_type
 from nuclei_pipeline.core.measure import median_diameter
-from nuclei_pipeline.core.preprocess import (
-    INPUT_MODES,
-    percentile_range,
-    resize_image,
-    resize_targets,
-    scale_image,
-)
+from nuclei_pipeline.core.preprocess import resize_image, resize_targets, scale_image
 from nuclei_pipeline.core.targets import make_targets
+from nuclei_pipeline.parameters import Preprocessing, Split, Training
 
 logger = logging.getLogger(__name__)
 
@@ -60,37 +55,8 @@ def read_samples(raw_samples: dict[str, Callable[[], dict | None]]) -> list[dict
     return samples
 
 
-def extra_dataset_shares(extra_datasets: Any) -> dict[str, float]:
-    """Check ``training.extra_datasets`` and return it as ``{set name: share}``.
-
-    Each share is the fraction of training crops drawn from that set; DSB2018
-    gets the rest. ``null`` (or ``{}`` where nothing is merged into it): the CC0 DSB2018 data alone.
-
-    Raises
-    ------
-    ValueError
-        Naming the parameter, unless it maps names to shares in (0, 1) that
-        add up to less than 1.
-    """
-    if extra_datasets is None:
-        return {}
-    if not isinstance(extra_datasets, dict):
-        raise ValueError(
-            "training.extra_datasets must map annotated set names to the share of training crops "
-            f"drawn from them, e.g. {{monuseg_train: 0.25}} ({{}}: DSB2018 alone), got {extra_datasets!r}"
-        )
-    shares = {}
-    for name, share in extra_datasets.items():
-        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 < float(share) < 1.0:
-            raise ValueError(f"training.extra_datasets.{name} must be a share in (0, 1), got {share!r}")
-        shares[str(name)] = float(share)
-    if sum(shares.values()) >= 1.0:
-        raise ValueError(f"training.extra_datasets shares must add up to less than 1, got {shares}")
-    return shares
-
-
 def read_extra_samples(
-    extra_raw: dict[str, dict[str, Callable[[], dict | None]]], extra_datasets: Any
+    extra_raw: dict[str, dict[str, Callable[[], dict | None]]], training: Training
 ) -> list[dict[str, Any]]:
     """Read the annotated sets that ``training.extra_datasets`` names, each sample tagged with its ``source``.
 
@@ -99,9 +65,8 @@ def read_extra_samples(
     warning, and training goes on without it (``model_spec.json`` records the
     sets actually used).
     """
-    shares = extra_dataset_shares(extra_datasets)
     samples = []
-    for name in shares:
+    for name in training.extra_shares:
         if name not in extra_raw:
             logger.warning("training.extra_datasets names %r, which is not available: training without it", name)
             continue
@@ -142,15 +107,7 @@ def fingerprint_samples(
     return {"training_data_fingerprint": digest.hexdigest()[:16], "training_images": str(len(samples))}
 
 
-def validation_fraction(split: dict[str, Any]) -> float:
-    """Checked ``split.val_fraction``: a number strictly between 0 and 1."""
-    fraction = split.get("val_fraction", 0.1)
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
-        raise ValueError(f"split.val_fraction must be a number between 0 and 1, got {fraction!r}")
-    return float(fraction)
-
-
-def split_train_validation(image_table: pd.DataFrame, split: dict[str, Any]) -> dict[str, list[str]]:
+def split_train_validation(image_table: pd.DataFrame, split: Split) -> dict[str, list[str]]:
     """Seeded split, stratified by image type.
 
     Every type with at least two images puts ``round(val_fraction × n)``
@@ -159,11 +116,11 @@ def split_train_validation(image_table: pd.DataFrame, split: dict[str, Any]) -> 
     Parameters
     ----------
     image_table : DataFrame with columns ``id`` and ``type``
-    split : dict
+    split : Split
         ``val_fraction`` (0 < f < 1) and ``seed``.
     """
-    fraction = validation_fraction(split)
-    rng = np.random.default_rng(int(split.get("seed", 42)))
+    fraction = split.val_fraction
+    rng = np.random.default_rng(split.seed)
     validation: list[str] = []
     for _, group in image_table.sort_values("id").groupby("type", sort=True):
         ids = group["id"].to_numpy()
@@ -182,19 +139,14 @@ def _select(samples: Iterable[dict[str, Any]], ids: list[str]) -> list[dict[str,
 
 
 def _model_input(
-    samples: list[dict[str, Any]], types: dict[str, str], preprocessing: dict[str, Any]
+    samples: list[dict[str, Any]], types: dict[str, str], preprocessing: Preprocessing
 ) -> dict[str, Any]:
     # Extra annotated sets are not in the DSB image table: type them the same way.
     types = {**{s["id"]: image_type(s["image"]) for s in samples if s["id"] not in types}, **types}
-    mode = preprocessing.get("input_mode", "resize")
-    if mode not in INPUT_MODES:
-        raise ValueError(f"preprocessing.input_mode must be one of {INPUT_MODES}, got {mode!r}")
-    channels = list(preprocessing.get("target_channels", ["mask"]))
-    invert = bool(preprocessing.get("invert_light_background", False))
-    normalize = preprocessing.get("normalize_percentiles")
-    if normalize is not None:
-        normalize = list(percentile_range(normalize))  # a bad setting fails before any image is read
-    size = int(preprocessing.get("size", 256))
+    mode, size = preprocessing.input_mode, preprocessing.size
+    channels = list(preprocessing.target_channels)
+    invert = preprocessing.invert_light_background
+    normalize = preprocessing.normalize_percentiles
     images, targets = [], []
     for sample in samples:
         image = scale_image(sample["image"], invert, normalize)
@@ -228,9 +180,9 @@ def prepare_model_input(
     samples: list[dict[str, Any]],
     image_table: pd.DataFrame,
     split: dict[str, list[str]],
-    preprocessing: dict[str, Any],
-    extra_samples: list[dict[str, Any]] | None = None,
-    extra_datasets: Any = None,
+    preprocessing: Preprocessing,
+    extra_samples: list[dict[str, Any]],
+    training: Training,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Images scaled to [0, 1] (``preprocessing.normalize_percentiles``: stretched
     between two percentiles) and their target channels, for training and validation.
@@ -251,8 +203,7 @@ def prepare_model_input(
     missing = [sample["id"] for sample in samples if sample["id"] not in types]
     if missing:
         raise ValueError(f"image_table has no type for {len(missing)} sample(s), e.g. {missing[0]}: re-run build_image_table")
-    extra_samples = list(extra_samples or [])
-    shares = extra_dataset_shares(extra_datasets)
+    shares = training.extra_shares
     present = {sample["source"] for sample in extra_samples}
     unrequested = present - set(shares)
     if unrequested:

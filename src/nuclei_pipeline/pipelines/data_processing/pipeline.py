@@ -16,7 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(read_samples, "dsb_train_raw", "train_samples", name="read_samples"),
             Node(
                 read_extra_samples,
-                ["extra_train_raw", "params:training.extra_datasets"],
+                ["extra_train_raw", "params:training"],
                 "extra_train_samples",
                 name="read_extra_samples",
             ),
@@ -32,7 +32,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 prepare_model_input,
                 ["train_samples", "image_table", "train_validation_split", "params:preprocessing",
-                 "extra_train_samples", "params:training.extra_datasets"],
+                 "extra_train_samples", "params:training"],
                 ["model_input_train", "model_input_validation"],
                 name="prepare_model_input",
             ),

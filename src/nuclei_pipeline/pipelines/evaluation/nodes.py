@@ -26,6 +26,13 @@ from nuclei_pipeline.core.overlays import PREDICTED_COLOUR, TRUE_COLOUR, draw_ou
 from nuclei_pipeline.core.postprocess import probabilities_to_labels
 from nuclei_pipeline.core.predict import nucleus_scale, predict_labels, predict_with_spec
 from nuclei_pipeline.core.tuning import mean_scores
+from nuclei_pipeline.parameters import (
+    Evaluation,
+    Inference,
+    ModelSpec,
+    Postprocessing,
+    Prediction,
+)
 from nuclei_pipeline.serving import NucleiModel
 
 logger = logging.getLogger(__name__)
@@ -46,10 +53,10 @@ def select_validation_samples(samples: list[dict[str, Any]], split: dict[str, li
 def predict_validation(
     model: keras.Model,
     samples: list[dict[str, Any]],
-    model_spec: dict[str, Any],
-    evaluation: dict[str, Any],
-    prediction: dict[str, Any] | None = None,
-    postprocessing: dict[str, Any] | None = None,
+    model_spec: dict[str, Any] | ModelSpec,
+    evaluation: Evaluation,
+    prediction: Prediction,
+    postprocessing: Postprocessing,
 ) -> dict[str, np.ndarray]:
     """Probability maps ``(H, W, C)`` (float16) for each validation image at its resolution.
 
@@ -57,22 +64,21 @@ def predict_validation(
     ``prediction.nucleus_diameter: auto`` the first-pass nuclei are found with
     ``postprocessing`` (the configured settings: tuning comes after).
     """
-    tta = bool(evaluation.get("test_time_augmentation", False))
+    model_spec = ModelSpec.from_conf(model_spec)  # a dataset (JSON), not a conf group
+    tta = evaluation.test_time_augmentation
     probabilities = {}
     for sample in samples:
-        _, scale, maps = nucleus_scale(model, sample["image"], model_spec, postprocessing or {}, tta, prediction)
+        _, scale, maps = nucleus_scale(model, sample["image"], model_spec, postprocessing, tta, prediction)
         if maps is None:  # the size estimate's own maps are reused when no rescaling is needed
             maps = predict_with_spec(model, sample["image"], model_spec, tta, prediction, scale)
         probabilities[sample["id"]] = maps.astype(np.float16)
     return probabilities
 
 
-def _tuning_workers(workers: Any) -> int:
+def _tuning_workers(workers: int | None) -> int:
     """``evaluation.tuning.workers`` as a process count (``null``: one per usable CPU core)."""
     if workers is None:
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"evaluation.tuning.workers must be a positive integer or null, got {workers!r}")
     return workers
 
 
@@ -86,8 +92,8 @@ def _process_pool(workers: int):
 def tune_postprocessing(
     probabilities: dict[str, np.ndarray],
     samples: list[dict[str, Any]],
-    postprocessing: dict[str, Any],
-    evaluation: dict[str, Any],
+    postprocessing: Postprocessing,
+    evaluation: Evaluation,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Choose post-processing settings by validation score.
 
@@ -96,23 +102,26 @@ def tune_postprocessing(
     ``grid`` scores every combination; ``coordinate`` (coordinate ascent)
     starts from ``postprocessing`` and, key by key, keeps the best value
     with the others fixed, sweeping until a sweep changes nothing (at most
-    ``tuning.max_sweeps``) — far fewer trials for large grids. Returns the
-    best settings and the table of all trials; with tuning disabled,
-    ``postprocessing`` unchanged (one trial). ``tuning.workers`` processes
-    (``null``: one per CPU core) share the images; the result does not
-    depend on their number.
+    ``tuning.max_sweeps``) — far fewer trials for large grids.
+    ``tuning.workers`` processes (``null``: one per CPU core) share the
+    images; the result does not depend on their number.
+
+    Returns
+    -------
+    best : dict
+        The best settings, every key of ``postprocessing`` (the catalog's
+        ``postprocessing.json``); with tuning disabled, ``postprocessing``
+        unchanged (one trial).
+    trials : DataFrame
+        Every trial's settings and ``validation_map``, best first.
     """
-    tuning = evaluation.get("tuning") or {}
-    grid = (tuning.get("grid") or {}) if tuning.get("enabled", False) else {}
-    unknown = set(grid) - set(postprocessing)
-    if unknown:
-        raise ValueError(f"evaluation.tuning.grid names unknown postprocessing keys: {sorted(unknown)}")
-    strategy = tuning.get("strategy", "grid")
-    if strategy not in ("grid", "coordinate"):
-        raise ValueError(f"evaluation.tuning.strategy must be 'grid' or 'coordinate', got {strategy!r}")
+    tuning = evaluation.tuning
+    grid = tuning.grid if tuning.enabled else {}
+    strategy = tuning.strategy
+    start = postprocessing.model_dump()
     truths = {s["id"]: s["labels"].astype(np.int32) for s in samples}
     stacks = {i: probabilities[i].astype(np.float32) for i in truths}
-    workers = _tuning_workers(tuning.get("workers", 1)) if grid else 1
+    workers = _tuning_workers(tuning.workers) if grid else 1
     scored: dict[str, dict[str, Any]] = {}
 
     def key_of(trial: dict[str, Any]) -> str:
@@ -130,12 +139,12 @@ def tune_postprocessing(
     keys = sorted(key for key in grid if key != "min_size")
     with _process_pool(workers) as pool:
         if strategy == "grid":
-            score([{**postprocessing, **dict(zip(keys, values, strict=True))}
+            score([{**start, **dict(zip(keys, values, strict=True))}
                    for values in itertools.product(*(grid[key] for key in keys))])
         else:
-            current = dict(postprocessing)
+            current = dict(start)
             score([current])
-            for _ in range(int(tuning.get("max_sweeps", 3))):
+            for _ in range(tuning.max_sweeps):
                 before = dict(current)
                 for key in keys + (["min_size"] if "min_size" in grid else []):
                     score([{**current, key: value} for value in grid[key]])
@@ -143,22 +152,24 @@ def tune_postprocessing(
                         (t for t in scored.values() if all(t[k] == v for k, v in current.items() if k != key)),
                         key=lambda t: t["validation_map"],
                     )
-                    current = {k: best_trial[k] for k in postprocessing}
+                    current = {k: best_trial[k] for k in start}
                 if current == before:
                     break
     trials = sorted(scored.values(), key=lambda trial: -trial["validation_map"])  # stable: ties keep order
-    best = {key: trials[0][key] for key in postprocessing}
+    best = {key: trials[0][key] for key in start}
     logger.info("post-processing %s: validation mAP %.4f over %d trial(s) (%s)",
                 best, trials[0]["validation_map"], len(trials), strategy)
     return best, pd.DataFrame(trials)
 
 
 def postprocess_predictions(
-    probabilities: dict[str, np.ndarray], postprocessing: dict[str, Any]
+    probabilities: dict[str, np.ndarray], postprocessing: dict[str, Any] | Postprocessing
 ) -> dict[str, np.ndarray]:
     """Instance labels for every probability stack (the shared post-processing)."""
+    postprocessing = Postprocessing.from_conf(postprocessing)  # a dataset (JSON), not a conf group
+    settings = postprocessing.model_dump()
     return {
-        image_id: probabilities_to_labels(stack.astype(np.float32), **postprocessing).astype(np.uint16)
+        image_id: probabilities_to_labels(stack.astype(np.float32), **settings).astype(np.uint16)
         for image_id, stack in probabilities.items()
     }
 
@@ -207,10 +218,10 @@ def _loaded_sets(ood_raw: dict[str, dict[str, Any]]):
 def predict_ood_sets(
     model: keras.Model,
     ood_raw: dict[str, dict[str, Any]],
-    model_spec: dict[str, Any],
-    postprocessing: dict[str, Any],
-    evaluation: dict[str, Any],
-    prediction: dict[str, Any] | None = None,
+    model_spec: dict[str, Any] | ModelSpec,
+    postprocessing: dict[str, Any] | Postprocessing,
+    evaluation: Evaluation,
+    prediction: Prediction,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Instance labels for every image of every out-of-distribution set.
 
@@ -218,11 +229,13 @@ def predict_ood_sets(
     validation split: these sets only measure, nothing is chosen with them.
     Returns ``{set: {image id: uint16 labels}}``; ``{}`` when no set is there.
     """
+    model_spec = ModelSpec.from_conf(model_spec)  # a dataset (JSON), not a conf group
+    postprocessing = Postprocessing.from_conf(postprocessing)  # a dataset (JSON), not a conf group
     predictions: dict[str, dict[str, np.ndarray]] = {}
     for set_name, sample in _loaded_sets(ood_raw):
         labels = predict_labels(
             model, sample["image"], model_spec, postprocessing,
-            test_time_augmentation=bool(evaluation.get("test_time_augmentation", False)),
+            test_time_augmentation=evaluation.test_time_augmentation,
             prediction=prediction,
         ).astype(np.uint16)
         predictions.setdefault(set_name, {})[sample["id"]] = labels
@@ -349,10 +362,11 @@ def plot_gallery(
     samples: list[dict[str, Any]],
     predictions: dict[str, np.ndarray],
     scores: pd.DataFrame,
-    evaluation: dict[str, Any],
+    evaluation: Evaluation,
 ) -> Figure:
-    """Worst and best validation images: truth outlined green, prediction magenta."""
-    count = int(evaluation.get("gallery_size", 4))
+    """Worst and best validation images (``evaluation.gallery_size`` of each): truth outlined green,
+    prediction magenta."""
+    count = evaluation.gallery_size
     ordered = scores.sort_values("average_precision")
     chosen = pd.concat([ordered.head(count), ordered.tail(count)]).drop_duplicates("id")
     by_id = {s["id"]: s for s in samples}
@@ -415,12 +429,13 @@ def plot_ood_gallery(
 
 def package_served_model(
     model: keras.Model,
-    model_spec: dict[str, Any],
-    postprocessing: dict[str, Any],
-    inference: dict[str, Any],
-    prediction: dict[str, Any] | None,
+    model_spec: dict[str, Any] | ModelSpec,
+    postprocessing: dict[str, Any] | Postprocessing,
+    inference: Inference,
+    prediction: Prediction,
 ) -> NucleiModel:
     """The evaluated model with the settings inference uses, as an MLflow pyfunc model
     (:class:`nuclei_pipeline.serving.NucleiModel`; the catalog logs and registers it)."""
-    return NucleiModel(model, model_spec, postprocessing, bool(inference.get("test_time_augmentation", False)),
-                       prediction)
+    model_spec = ModelSpec.from_conf(model_spec)  # a dataset (JSON), not a conf group
+    postprocessing = Postprocessing.from_conf(postprocessing)  # a dataset (JSON), not a conf group
+    return NucleiModel(model, model_spec, postprocessing, inference.test_time_augmentation, prediction)

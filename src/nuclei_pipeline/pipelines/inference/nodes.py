@@ -17,12 +17,18 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from nuclei_pipeline.core.images import ImageReadError
+from nuclei_pipeline.core.images import ImageReadError, pixel_digest
 from nuclei_pipeline.core.measure import measure_nuclei, outline_polygons
-from nuclei_pipeline.core.overlays import colour_labels, draw_outlines
+from nuclei_pipeline.core.overlays import colour_labels, draw_outlines, overview, overview_step
 from nuclei_pipeline.core.predict import predict_labels
 from nuclei_pipeline.core.rle import labels_to_rles
 from nuclei_pipeline.executors import executor_for
+from nuclei_pipeline.parameters import (
+    Inference,
+    ModelSpec,
+    Postprocessing,
+    Prediction,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,89 +36,66 @@ REPORT_COLUMNS = [
     "id", "status", "height", "width", "nucleus_count",
     "area_mean", "area_median", "area_min", "area_max", "intensity_mean", "pixel_size_um",
 ]
-EXPORTS = ("table_csv", "label_tiff", "imagej_rois", "geojson")
 
 
-def _pixel_size(inference: dict[str, Any], from_file: float | None, image_id: str) -> float | None:
+def _pixel_size(inference: Inference, from_file: float | None, image_id: str) -> float | None:
     """``inference.pixel_size_um`` when set, else the file's own metadata, else ``None``."""
-    configured = inference.get("pixel_size_um")
-    if configured is None:
+    if inference.pixel_size_um is None:
         if from_file is not None:
             logger.info("image %s: pixel size %.4g µm from its TIFF metadata", image_id, from_file)
         return from_file
-    return float(configured)
-
-
-def check_measurement_settings(inference: dict[str, Any]) -> tuple[float | None, list[str]]:
-    """Checked ``inference.pixel_size_um`` and ``inference.exports``.
-
-    ``exports`` is a list of names, or (for the command line, where Kedro's
-    ``--params`` splits at commas) one string joined with ``+``
-    (``label_tiff+geojson``) or ``all``.
-
-    Raises
-    ------
-    ValueError
-        Naming the parameter: a pixel size that is not a positive number, or an
-        unknown export.
-    """
-    size = inference.get("pixel_size_um")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int | float) or not size > 0):
-        raise ValueError(f"inference.pixel_size_um must be null or a positive number of µm, got {size!r}")
-    exports = inference.get("exports") or []
-    if isinstance(exports, str):
-        exports = list(EXPORTS) if exports == "all" else exports.split("+")
-    if not isinstance(exports, list) or not all(isinstance(e, str) for e in exports) or set(exports) - set(EXPORTS):
-        raise ValueError(f"inference.exports must be a list of {list(EXPORTS)}, a '+'-joined string of them "
-                         f"or 'all', got {inference.get('exports')!r}")
-    return size, list(exports)
+    return inference.pixel_size_um
 
 
 def prediction_key(
     model: keras.Model,
-    model_spec: dict[str, Any],
-    postprocessing: dict[str, Any],
-    inference: dict[str, Any],
-    prediction: dict[str, Any] | None = None,
+    model_spec: ModelSpec,
+    postprocessing: Postprocessing,
+    inference: Inference,
+    prediction: Prediction,
 ) -> str:
-    """Short hash of everything that decides a mask: weights, input spec, post-processing, TTA, tiling."""
+    """Short hash of everything that decides a mask: weights, input spec, post-processing, TTA, tiling.
+
+    The hashed settings are those of earlier versions, key for key, so masks
+    made before keep their keys.
+    """
     digest = hashlib.sha256()
     for weights in model.get_weights():
         digest.update(np.ascontiguousarray(weights).tobytes())
     settings = {
-        "input_mode": model_spec.get("input_mode"),
-        "size": model_spec.get("size"),
-        "invert": model_spec.get("invert_light_background"),
-        "postprocessing": postprocessing,
-        "tta": bool(inference.get("test_time_augmentation", False)),
-        "tiling": {key: (prediction or {}).get(key) for key in ("tile_size", "tile_overlap", "block_size", "block_margin")},
+        "input_mode": model_spec.input_mode,
+        "size": model_spec.size,
+        "invert": model_spec.invert_light_background,
+        "postprocessing": postprocessing.model_dump(),
+        "tta": inference.test_time_augmentation,
+        "tiling": {key: getattr(prediction, key) for key in ("tile_size", "tile_overlap", "block_size", "block_margin")},
     }
-    if (prediction or {}).get("nucleus_diameter") is not None:
-        settings["nucleus_diameter"] = prediction["nucleus_diameter"]
-    if model_spec.get("normalize_percentiles") is not None:
+    if prediction.nucleus_diameter is not None:
+        settings["nucleus_diameter"] = prediction.nucleus_diameter
+    if model_spec.normalize_percentiles is not None:
         # Only when set, so masks made before the setting existed keep their keys.
-        settings["normalize"] = model_spec["normalize_percentiles"]
+        settings["normalize"] = model_spec.normalize_percentiles
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
 
 def image_key(model_key: str, image: np.ndarray) -> str:
     """The model key joined with a digest of the image's pixels: a mask is reused only for the same picture."""
-    return f"{model_key}-{hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:16]}"
+    return f"{model_key}-{pixel_digest(image)}"
 
 
 def predict_one(
     model: keras.Model,
     loader: Callable[[], np.ndarray],
-    model_spec: dict[str, Any],
-    postprocessing: dict[str, Any],
+    model_spec: ModelSpec,
+    postprocessing: Postprocessing,
     settings: dict[str, Any],
     existing_key: str | None,
 ) -> dict[str, Any]:
     """Predict one image (here or on a Dask worker): ``{"image": labels, "key": key}``,
     ``{"unchanged": True}`` when its stored mask has the same key (``settings["resume"]``),
     or ``{"unreadable": reason}``. ``settings``: ``model_key``, ``resume``,
-    ``test_time_augmentation``, ``prediction``."""
+    ``test_time_augmentation`` and ``prediction`` (the typed group)."""
     try:
         image = loader()
     except ImageReadError as error:
@@ -129,11 +112,11 @@ def predict_one(
 def predict_masks(
     images: dict[str, Callable[[], np.ndarray]],
     model: keras.Model,
-    model_spec: dict[str, Any],
-    postprocessing: dict[str, Any],
-    inference: dict[str, Any],
+    model_spec: dict[str, Any] | ModelSpec,
+    postprocessing: dict[str, Any] | Postprocessing,
+    inference: Inference,
     existing_keys: dict[str, str | None],
-    prediction: dict[str, Any] | None = None,
+    prediction: Prediction,
 ) -> dict[str, Callable[[], dict[str, Any] | None]]:
     """Lazily predicted label images, ``{image_id: compute}``.
 
@@ -145,12 +128,15 @@ def predict_masks(
     predicted again (``{"unchanged": True}``) unless ``inference.resume`` is
     false, so a re-run after an interruption only does what is missing, and
     another picture of the same name (another input folder) is never served
-    the first one's mask. ``prediction`` sets the tiling of large images.
+    the first one's mask. ``prediction`` sets the tiling of large images
+    and their nucleus size.
     """
+    model_spec = ModelSpec.from_conf(model_spec)  # a dataset (JSON), not a conf group
+    postprocessing = Postprocessing.from_conf(postprocessing)  # a dataset (JSON), not a conf group
     settings = {
         "model_key": prediction_key(model, model_spec, postprocessing, inference, prediction),
-        "resume": bool(inference.get("resume", True)),
-        "test_time_augmentation": bool(inference.get("test_time_augmentation", False)),
+        "resume": inference.resume,
+        "test_time_augmentation": inference.test_time_augmentation,
         "prediction": prediction,
     }
     run = executor_for(inference)
@@ -183,7 +169,7 @@ def predict_masks(
 def measure_masks(
     originals: dict[str, Callable[[], dict[str, Any]]],
     masks: dict[str, Callable[[], np.ndarray]],
-    inference: dict[str, Any],
+    inference: Inference,
 ) -> dict[str, Callable[[], pd.DataFrame]]:
     """Lazily measured nuclei, ``{image_id: table}`` (see :func:`nuclei_pipeline.core.measure.measure_nuclei`).
 
@@ -194,7 +180,6 @@ def measure_masks(
     table. ``inference.pixel_size_um`` (else the TIFF's own metadata) adds µm
     columns.
     """
-    check_measurement_settings(inference)
 
     def measure(image_id: str) -> pd.DataFrame:
         original = originals[image_id]()
@@ -232,7 +217,7 @@ def _geojson(image_id: str, polygons: dict[int, np.ndarray], table: pd.DataFrame
 def export_masks(
     masks: dict[str, Callable[[], np.ndarray]],
     measurements: dict[str, Callable[[], pd.DataFrame]],
-    inference: dict[str, Any],
+    inference: Inference,
 ) -> tuple[Any, dict[str, Callable], dict[str, Callable], dict[str, Callable]]:
     """Lazily made exports named in ``inference.exports`` (others empty), for every measured image.
 
@@ -245,7 +230,7 @@ def export_masks(
     geojson : ``{image_id: FeatureCollection}`` of outlines with their rows of
         ``measurements`` as properties, in pixel coordinates, for QuPath (``geojson``)
     """
-    _, exports = check_measurement_settings(inference)
+    exports = inference.exports
     wanted = sorted(i for i in measurements if i in masks)
 
     def rois(image_id: str) -> dict[str, np.ndarray]:
@@ -314,49 +299,52 @@ def draw_overlays(
     images: dict[str, Callable[[], np.ndarray]],
     masks: dict[str, Callable[[], np.ndarray]],
 ) -> dict[str, Callable[[], np.ndarray]]:
-    """Lazily drawn outline overlays, one per image with a mask."""
+    """Lazily drawn outline overlays, one per image with a mask.
+
+    An image beyond :data:`~nuclei_pipeline.core.overlays.OVERVIEW_SIDE` pixels
+    a side gets an overview from every n-th pixel (a 20,000² plate: 4,000²),
+    which stays viewable and is drawn without holding the full-size image.
+    """
 
     def overlay(image_id: str) -> np.ndarray:
-        return draw_outlines(images[image_id](), masks[image_id]())
+        labels = masks[image_id]()
+        step = overview_step(labels.shape)
+        if step > 1:
+            logger.info("overlay of %s drawn from every %d-th pixel (%d × %d image)", image_id, step, *labels.shape)
+        return draw_outlines(*overview(images[image_id](), labels))
 
     return {image_id: (lambda i=image_id: overlay(i)) for image_id in sorted(images) if image_id in masks}
-
-
-def figure_count(inference: dict[str, Any]) -> int:
-    """Checked ``inference.figure_images``: how many images the mask figure shows."""
-    wanted = inference.get("figure_images", 4)
-    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
-        raise ValueError(f"inference.figure_images must be a positive integer, got {wanted!r}")
-    return wanted
 
 
 def plot_sample_predictions(
     images: dict[str, Callable[[], np.ndarray]],
     masks: dict[str, Callable[[], np.ndarray]],
-    inference: dict[str, Any],
+    inference: Inference,
 ) -> Figure:
-    """The seed's figure: random test images beside their predicted masks.
+    """The seed's figure: ``inference.figure_images`` random test images (``inference.seed``)
+    beside their predicted masks.
 
     A figure never stops the data outputs: with no mask to show (every input
     unreadable) it says so in the figure instead of failing.
     """
-    wanted = figure_count(inference)
     available = sorted(i for i in images if i in masks)
     if not available:
         figure = Figure(figsize=(6, 2))
         figure.text(0.5, 0.5, "no predicted mask: every input image was unreadable", ha="center", va="center")
         return figure
-    rng = np.random.default_rng(int(inference.get("seed", 42)))
-    count = min(wanted, len(available))
+    rng = np.random.default_rng(inference.seed)
+    count = min(inference.figure_images, len(available))
     chosen = rng.choice(available, size=count, replace=False)
     figure = Figure(figsize=(8, 4 * count))
     axes = figure.subplots(count, 2, squeeze=False)
     for row, image_id in zip(axes, chosen, strict=True):
         labels = masks[image_id]()
-        row[0].imshow(images[image_id]())
+        nuclei = int(labels.max())
+        image, labels = overview(images[image_id](), labels)  # a huge image: every n-th pixel
+        row[0].imshow(image)
         row[0].set_title(f"{image_id[:16]}", fontsize=9)
         row[1].imshow(colour_labels(labels))
-        row[1].set_title(f"{int(labels.max())} nuclei", fontsize=9)
+        row[1].set_title(f"{nuclei} nuclei", fontsize=9)
         for axis in row:
             axis.axis("off")
     figure.tight_layout()

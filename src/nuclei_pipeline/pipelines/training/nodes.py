@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from nuclei_pipeline.core.augment import augment, random_crop, random_zoomed_crop, tiles, zoom_range
+from nuclei_pipeline.core.augment import augment, random_crop, random_zoomed_crop, tiles
 from nuclei_pipeline.core.images import IMAGE_TYPES
 from nuclei_pipeline.core.model import SeedIoU, as_float32, build_loss, build_unet, model_precision
 from nuclei_pipeline.core.time_budget import ShrinkableCosineDecay, TimeBudget, budget_seconds
+from nuclei_pipeline.parameters import Model, Training
 from nuclei_pipeline.precision import resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -51,19 +52,17 @@ def _validation_arrays(
     return np.stack(images), np.stack(targets)
 
 
-def _type_weights(training: dict[str, Any]) -> dict[str, float]:
-    type_weights = training.get("type_weights") or {}
+def _type_weights(training: Training) -> dict[str, float]:
+    type_weights = dict(training.type_weights or {})
     unknown = set(type_weights) - set(IMAGE_TYPES)
     if unknown:
         raise ValueError(
             f"training.type_weights names unknown image types {sorted(unknown)}; known: {list(IMAGE_TYPES)}"
         )
-    if any(float(weight) <= 0 for weight in type_weights.values()):
-        raise ValueError(f"training.type_weights must be positive, got {dict(type_weights)}")
-    return {kind: float(weight) for kind, weight in type_weights.items()}
+    return type_weights
 
 
-def sampling_weights(inputs: dict[str, Any], training: dict[str, Any]) -> np.ndarray | None:
+def sampling_weights(inputs: dict[str, Any], training: Training) -> np.ndarray | None:
     """Probability of drawing each training image, or ``None`` for plain epochs.
 
     Native crops draw larger images more often (in proportion to the square
@@ -107,7 +106,7 @@ def training_sources(inputs: dict[str, Any]) -> dict[str, float]:
     return {**{name: rest / len(others) for name in others}, **shares} if others else shares
 
 
-def training_nucleus_diameter(inputs: dict[str, Any], training: dict[str, Any]) -> float | None:
+def training_nucleus_diameter(inputs: dict[str, Any], training: Training) -> float | None:
     """Median nucleus diameter (pixels) the model sees in training: the median of the
     images' median diameters, each image weighted by its chance of being drawn
     (:func:`sampling_weights`). ``None`` for model inputs made before diameters were
@@ -157,10 +156,9 @@ def start_from(model: keras.Model, initial_model: str | None) -> None:
     logger.info("training starts from the weights of %s", path)
 
 
-def _zoom_scale(training: dict[str, Any], inputs: dict[str, Any]) -> float:
-    """The checked ``augmentation.scale`` (0: no zoom); zoomed crops need native input with labels."""
-    scale = (training.get("augmentation") or {}).get("scale") or 0.0
-    zoom_range(scale)
+def _zoom_scale(training: Training, inputs: dict[str, Any]) -> float:
+    """``augmentation.scale`` (0: no zoom), checked against the inputs: zoomed crops need native input with labels."""
+    scale = 0.0 if training.augmentation is None else training.augmentation.scale
     if scale and inputs["input_mode"] != "native":
         raise ValueError(
             "training.augmentation.scale zooms native crops: it needs preprocessing.input_mode: native"
@@ -168,17 +166,17 @@ def _zoom_scale(training: dict[str, Any], inputs: dict[str, Any]) -> float:
     if scale and "labels" not in inputs:
         raise ValueError("training.augmentation.scale needs the instance labels in the model input: "
                          "re-run data_processing")
-    return float(scale)
+    return scale
 
 
-def training_batches(inputs: dict[str, Any], training: dict[str, Any]):
+def training_batches(inputs: dict[str, Any], training: Training):
     """Endless generator of augmented (images, targets) batches."""
-    rng = np.random.default_rng(int(training.get("seed", 42)))
-    batch_size = int(training["batch_size"])
+    rng = np.random.default_rng(training.seed)
+    batch_size = training.batch_size
+    # The zoom happens while cropping; `augment` applies the other per-crop settings.
     scale = _zoom_scale(training, inputs)
-    # The zoom happens while cropping; `augment` gets the per-crop settings.
-    settings = {key: value for key, value in (training.get("augmentation") or {}).items() if key != "scale"}
-    crop_size = int(training.get("crop_size", 256))
+    settings = training.augmentation
+    crop_size = training.crop_size
     native = inputs["input_mode"] == "native"
     count = len(inputs["ids"])
     weights = sampling_weights(inputs, training)
@@ -196,7 +194,7 @@ def training_batches(inputs: dict[str, Any], training: dict[str, Any]):
                     image, target = random_crop(image, target, crop_size, rng)
                 else:
                     target = np.asarray(inputs["targets"][index], dtype=np.float32)
-                if settings:
+                if settings is not None:
                     image, target = augment(image, target, rng, settings)
                 images.append(image)
                 targets.append(target)
@@ -214,7 +212,7 @@ _NOT_TRAINED = ("resume", "backup_dir", "verbose", "time_budget_minutes")
 
 
 def training_backup(
-    training: dict[str, Any], model_params: dict[str, Any], train_ids: list[str], validation_ids: list[str]
+    training: Training, model_params: Model, train_ids: list[str], validation_ids: list[str]
 ) -> tuple[Path, float | None]:
     """The folder where a fit keeps its progress, and the best val_loss it reached so far.
 
@@ -224,14 +222,14 @@ def training_backup(
     same training: a run with other parameters or data, or with
     ``training.resume: false``, starts afresh (the folder is emptied).
     """
-    if not training.get("backup_dir"):  # nowhere to keep it: a fit that cannot resume
+    if not training.backup_dir:  # nowhere to keep it: a fit that cannot resume
         return Path(tempfile.mkdtemp(prefix="nuclei-training-")), None
-    folder = Path(training["backup_dir"])
-    settings = {key: value for key, value in training.items() if key not in _NOT_TRAINED}
-    key = hashlib.sha256(json.dumps([settings, model_params, train_ids, validation_ids], sort_keys=True,
-                                    default=str).encode()).hexdigest()[:16]
+    folder = Path(training.backup_dir)
+    settings = training.model_dump(exclude=set(_NOT_TRAINED))
+    key = hashlib.sha256(json.dumps([settings, model_params.model_dump(), train_ids, validation_ids],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
     marker = folder / "training.key"
-    if folder.exists() and (not training.get("resume", True) or not marker.is_file() or marker.read_text() != key):
+    if folder.exists() and (not training.resume or not marker.is_file() or marker.read_text() != key):
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     marker.write_text(key)
@@ -247,37 +245,30 @@ def training_backup(
 
 
 def make_training_data(
-    train_inputs: dict[str, Any], validation_inputs: dict[str, Any], training: dict[str, Any]
+    train_inputs: dict[str, Any], validation_inputs: dict[str, Any], training: Training
 ) -> dict[str, Any]:
     """What a fit consumes: endless augmented ``batches`` (a ``tf.data`` pipeline over
     :func:`training_batches`), ``steps`` per epoch and the fixed ``validation`` arrays.
 
-    Settings that would fail later (zoom, time budget) are checked here, before any work.
+    A zoom the inputs cannot take would fail later: it is refused here, before any work.
     """
     if not train_inputs["ids"] or not validation_inputs["ids"]:
         raise ValueError("training needs at least one training and one validation image")
-    budget_seconds(training.get("time_budget_minutes"))
     _zoom_scale(training, train_inputs)
     spec = tf.TensorSpec(shape=(None, None, None, None), dtype=tf.float32)
     batches = tf.data.Dataset.from_generator(
         lambda: training_batches(train_inputs, training), output_signature=(spec, spec)
     ).prefetch(2)
-    images, targets = _validation_arrays(validation_inputs, int(training.get("crop_size", 256)),
-                                         training.get("validation_tiles_per_image"))
-    steps = int(training.get("steps_per_epoch") or max(1, len(train_inputs["ids"]) // int(training["batch_size"])))
+    images, targets = _validation_arrays(validation_inputs, training.crop_size, training.validation_tiles_per_image)
+    steps = training.steps_per_epoch or max(1, len(train_inputs["ids"]) // training.batch_size)
     return {"batches": batches, "steps": steps,
             "validation": (images.astype(np.float32), targets.astype(np.float32)),
             "train_ids": list(train_inputs["ids"]), "validation_ids": list(validation_inputs["ids"])}
 
 
-DISTRIBUTIONS = (None, "mirrored")
-
-
 def distribution_strategy(name: str | None) -> tf.distribute.Strategy:
     """``training.distribution``: ``None`` (one device) or ``mirrored`` (``tf.distribute.MirroredStrategy``:
     the model copied on every local GPU — or the CPU — each replica taking a share of every batch)."""
-    if name not in DISTRIBUTIONS:
-        raise ValueError(f"training.distribution must be null or 'mirrored', got {name!r}")
     if name is None:
         return tf.distribute.get_strategy()
     strategy = tf.distribute.MirroredStrategy()
@@ -285,32 +276,30 @@ def distribution_strategy(name: str | None) -> tf.distribute.Strategy:
     return strategy
 
 
-def build_model(train_inputs: dict[str, Any], model_params: dict[str, Any], training: dict[str, Any]) -> keras.Model:
+def build_model(train_inputs: dict[str, Any], model_params: Model, training: Training) -> keras.Model:
     """The U-Net of ``model`` parameters for these inputs (``training.precision``), seeded by
     ``training.seed``, with the weights of ``training.initial_model`` when one is named, its
     variables placed by ``training.distribution`` (:func:`distribution_strategy`)."""
-    keras.utils.set_random_seed(int(training.get("seed", 42)))
+    keras.utils.set_random_seed(training.seed)
     if train_inputs["input_mode"] == "resize":
         size = int(np.asarray(train_inputs["images"]).shape[1])
         input_shape = (size, size, 3)
     else:
         input_shape = (None, None, 3)
-    with distribution_strategy(training.get("distribution")).scope():
+    with distribution_strategy(training.distribution).scope():
         model = build_unet(
             input_shape=input_shape,
-            filters=model_params["filters"],
-            dropout=model_params["dropout"],
+            filters=model_params.filters,
+            dropout=model_params.dropout,
             output_channels=len(train_inputs["target_channels"]),
-            batch_norm=model_params.get("batch_norm", False),
-            precision=resolve_precision(str(training.get("precision", "float32"))),
+            batch_norm=model_params.batch_norm,
+            precision=resolve_precision(training.precision),
         )
-        start_from(model, training.get("initial_model"))
+        start_from(model, training.initial_model)
     return model
 
 
-def fit_model(
-    model: keras.Model, data: dict[str, Any], model_params: dict[str, Any], training: dict[str, Any]
-) -> dict[str, Any]:
+def fit_model(model: keras.Model, data: dict[str, Any], model_params: Model, training: Training) -> dict[str, Any]:
     """Compile and fit ``model``; returns ``{"best", "final", "history", "seconds"}``.
 
     ``best`` is the checkpoint of lowest val_loss. Adam at ``learning_rate``
@@ -318,14 +307,13 @@ def fit_model(
     a time budget (``time_budget_minutes``, :class:`~nuclei_pipeline.core.time_budget.TimeBudget`)
     and a backup that lets a killed fit resume (:func:`training_backup`).
     """
-    epochs, steps = int(training["epochs"]), data["steps"]
-    learning_rate = float(training["learning_rate"])
-    schedule = ShrinkableCosineDecay(learning_rate, steps * epochs, alpha=0.05) if training.get("cosine_decay") else None
-    budget = budget_seconds(training.get("time_budget_minutes"))
+    epochs, steps, learning_rate = training.epochs, data["steps"], training.learning_rate
+    schedule = ShrinkableCosineDecay(learning_rate, steps * epochs, alpha=0.05) if training.cosine_decay else None
+    budget = budget_seconds(training.time_budget_minutes)
     with model.distribute_strategy.scope():  # the optimizer's variables beside the model's
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=learning_rate if schedule is None else schedule),
-            loss=build_loss(training["loss"], dice_weight=float(training.get("dice_weight", 1.0))),
+            loss=build_loss(training.loss, dice_weight=training.dice_weight),
             metrics=[SeedIoU()],
         )
     logger.info("training (%d parameters, %s) on %d images, %d steps/epoch, validating on %d crops",
@@ -341,7 +329,7 @@ def fit_model(
         validation_data=data["validation"],
         shuffle=False,  # the generator already shuffles
         callbacks=[
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(training["early_stopping_patience"])),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=training.early_stopping_patience),
             keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
                                             initial_value_threshold=best_so_far),
             keras.callbacks.CSVLogger(folder / "history.csv", append=True),
@@ -349,7 +337,7 @@ def fit_model(
             # Last: it saves the epoch's state once the others have run.
             keras.callbacks.BackupAndRestore(folder / "state"),
         ],
-        verbose=int(training.get("verbose", 2)),
+        verbose=training.verbose,
     )
     best = keras.models.load_model(checkpoint)
     history = _history(folder / "history.csv")
@@ -359,7 +347,7 @@ def fit_model(
 
 
 def select_checkpoint(
-    fit: dict[str, Any], train_inputs: dict[str, Any], training: dict[str, Any]
+    fit: dict[str, Any], train_inputs: dict[str, Any], training: Training
 ) -> tuple[keras.Model, keras.Model, dict[str, list[dict[str, float]]], dict[str, Any]]:
     """The best and the final model as float32, the per-epoch metrics and the model spec."""
     best, final, history, seconds = fit["best"], fit["final"], fit["history"], fit["seconds"]
@@ -386,8 +374,8 @@ def select_checkpoint(
         "normalize_percentiles": train_inputs.get("normalize_percentiles"),
         "best_epoch": best_epoch + 1,
         "epochs_run": epochs_run,
-        "epochs_planned": int(training["epochs"]),
-        "time_budget_minutes": training.get("time_budget_minutes"),
+        "epochs_planned": training.epochs,
+        "time_budget_minutes": training.time_budget_minutes,
         "train_seconds": round(seconds, 1),
         "parameters": int(best.count_params()),
         "precision": precision,
@@ -395,7 +383,7 @@ def select_checkpoint(
         # Share of training crops per source: a model trained on a non-commercial
         # set (e.g. MoNuSeg, CC BY-NC-SA 4.0) carries its licence.
         "training_sources": training_sources(train_inputs),
-        "initial_model": None if training.get("initial_model") is None else str(training["initial_model"]),
+        "initial_model": training.initial_model,
         # prediction.nucleus_diameter rescales users' images to this size.
         "nucleus_diameter": training_nucleus_diameter(train_inputs, training),
     }
@@ -405,8 +393,8 @@ def select_checkpoint(
 def train_model(
     train_inputs: dict[str, Any],
     validation_inputs: dict[str, Any],
-    model_params: dict[str, Any],
-    training: dict[str, Any],
+    model_params: Model,
+    training: Training,
 ) -> tuple[keras.Model, keras.Model, dict[str, list[dict[str, float]]], dict[str, Any]]:
     """The training pipeline's four nodes in one call (for scripts and tests):
     :func:`make_training_data`, :func:`build_model`, :func:`fit_model`, :func:`select_checkpoint`."""

@@ -1,0 +1,72 @@
+"""The project as the benchmarks see it: its catalog and typed parameters (shared by the benchmarks).
+
+Every path, model and setting a benchmark uses comes from ``conf/`` through Kedro,
+as in ``kedro run``: ``open_project(env="exp21")`` reads that preset's catalog and
+parameters, ``open_project(runtime_params={"input_dir": folder})`` points the
+``inference_images`` dataset at ``folder``. :func:`load_model` picks the shipped
+or the trained model (with its spec and tuned post-processing) the way
+``inference.model`` does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+# The project's console logging (Kedro looks for conf/logging.yml in the working directory when first imported).
+os.environ.setdefault("KEDRO_LOGGING_CONFIG", str(ROOT / "conf" / "logging.yml"))
+
+
+def open_project(env: str | None = None, runtime_params: dict[str, Any] | None = None):
+    """``(catalog, parameters, groups)`` of the project in Kedro environment ``env`` (``None``: the default run env).
+
+    ``parameters`` is the merged ``conf`` mapping, ``groups`` every parameter
+    group typed (:func:`nuclei_pipeline.parameters.check_parameters`: a bad
+    value is refused by name). The working directory becomes the project
+    root, where the catalog's relative paths point; a relative ``input_dir``
+    is made absolute first, so it means what it meant where the script was started.
+    """
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from nuclei_pipeline.parameters import GROUPS, check_parameters
+
+    runtime_params = dict(runtime_params or {})
+    if runtime_params.get("input_dir") is not None:
+        runtime_params["input_dir"] = os.path.abspath(runtime_params["input_dir"])
+    os.chdir(ROOT)
+    bootstrap_project(ROOT)
+    session = KedroSession.create(project_path=ROOT, env=env, runtime_params=runtime_params or None)
+    context = session.load_context()
+    catalog = context.catalog
+    parameters = catalog.load("parameters")
+    return catalog, parameters, check_parameters(parameters, GROUPS)
+
+
+def use_model(catalog, source: Literal["shipped", "trained"] = "shipped") -> str:
+    """Point the model, its spec and its post-processing at one source, as the project hook does."""
+    from nuclei_pipeline.model_choice import MODEL_DATASETS, choose_model
+
+    chosen, _ = choose_model({name: catalog.get(name) for name in MODEL_DATASETS}, source)
+    return chosen
+
+
+def load_postprocessing(catalog, source: Literal["shipped", "trained"] = "shipped"):
+    """The tuned post-processing (``postprocessing_settings``) of the ``source`` model, typed."""
+    from nuclei_pipeline.parameters import Postprocessing
+
+    use_model(catalog, source)
+    return Postprocessing.from_conf(catalog.load("postprocessing_settings"))
+
+
+def load_model(catalog, source: Literal["shipped", "trained"] = "shipped"):
+    """``(keras model, ModelSpec, Postprocessing)`` of the shipped model or the environment's trained one."""
+    import nuclei_pipeline.core.model  # noqa: F401  (registers the custom layers, loss and metric)
+    from nuclei_pipeline.parameters import ModelSpec, Postprocessing
+
+    use_model(catalog, source)
+    return (catalog.load("trained_model"), ModelSpec.from_conf(catalog.load("model_spec")),
+            Postprocessing.from_conf(catalog.load("postprocessing_settings")))
