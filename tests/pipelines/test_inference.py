@@ -252,6 +252,14 @@ def test_a_large_tiff_is_read_region_by_region_and_gives_the_masks_of_a_whole_re
     model, spec = _pixelwise_model(), _spec()
     inference = parameters("inference", test_time_augmentation=False)
     prediction = parameters("prediction", block_size=96, block_margin=24, tile_size=64, tile_overlap=16)
+    import logging
+
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logging.getLogger("nuclei_pipeline").addHandler(handler)
+    monkeypatch.setattr(logging.getLogger("nuclei_pipeline"), "level", logging.INFO)
+    monkeypatch.setattr(logging.getLogger("nuclei_pipeline.core.predict"), "level", logging.INFO)
     results = {}
     for limit in (10**9, 100 * 100):  # read whole, then lazily
         monkeypatch.setattr(image_files, "LAZY_PIXELS", limit)
@@ -259,6 +267,8 @@ def test_a_large_tiff_is_read_region_by_region_and_gives_the_masks_of_a_whole_re
         assert isinstance(images["plate"](), image_files.LazyImage) == (limit < 10**9)
         results[limit] = nodes.predict_masks(images, model, spec.model_dump(), COMPONENTS, inference, {},
                                              prediction)["plate"]()
+    logging.getLogger("nuclei_pipeline").removeHandler(handler)
+    assert "segmenting a 300 × 260 image in 12 blocks of 96²" in lines  # says how it is split
     whole, lazy = results.values()
     assert whole["key"] == lazy["key"]  # the same picture: a resumed run keeps its mask
     assert np.array_equal(whole["image"], lazy["image"]) and 35 <= lazy["image"].max() <= 45

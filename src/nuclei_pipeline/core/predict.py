@@ -299,5 +299,6 @@ def predict_labels(
     block = prediction.block_size if prediction else None
     if not block or model_spec.input_mode != "native" or max(image.shape[:2]) <= block:
         return segment_region(0, image.shape[0], 0, image.shape[1])
-    logger.info("segmenting a %d × %d image in blocks of %d²", image.shape[0], image.shape[1], block)
+    blocks = -(-image.shape[0] // block) * -(-image.shape[1] // block)
+    logger.info("segmenting a %d × %d image in %d blocks of %d²", image.shape[0], image.shape[1], blocks, block)
     return assemble_blocks(image.shape[:2], block, prediction.block_margin, segment_region)
