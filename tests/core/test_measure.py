@@ -1,6 +1,7 @@
 """Per-nucleus measurements and outlines on synthetic label images with known objects."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.ndimage import binary_dilation
 from skimage.draw import disk, polygon2mask
@@ -79,3 +80,23 @@ def test_outlines_rasterise_back_within_one_pixel(known):
         assert not (drawn & ~binary_dilation(truth)).any()          # nothing beyond one pixel outside
         assert not (truth & ~binary_dilation(drawn)).any()          # nothing missed by more than one
         assert drawn.sum() == pytest.approx(truth.sum(), rel=0.15)
+
+
+def test_measuring_in_chunks_of_labels_gives_the_table_of_one_pass():
+    from tests.conftest import make_nuclei
+
+    image, labels = make_nuclei((120, 150), count=25, radius=(3, 8), seed=2, touching_pair=True)
+    labels[labels == 5] = 0  # a gap in the numbering
+    original = (image.astype(np.uint16) * 200)[..., :2]  # 16-bit, two channels
+
+    class Sliced:  # slices like a lazily read TIFF, and is never read whole
+        shape, dtype = original.shape, original.dtype
+
+        def __getitem__(self, region):
+            return original[region]
+
+    whole = measure_nuclei(labels, original, pixel_size_um=0.5, chunk=10**6)
+    assert len(whole) == len(np.unique(labels)) - 1 and list(whole["label"]) == sorted(whole["label"])
+    for chunk in (1, 4, 7):
+        pd.testing.assert_frame_equal(measure_nuclei(labels, Sliced(), pixel_size_um=0.5, chunk=chunk), whole)
+    assert measure_nuclei(np.zeros_like(labels), original).empty

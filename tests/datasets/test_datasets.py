@@ -231,3 +231,23 @@ def test_a_lazily_read_image_with_nan_is_refused_by_name(tmp_path, monkeypatch):
     monkeypatch.setattr(image_files, "LAZY_PIXELS", 100)
     with pytest.raises(image_files.ImageReadError, match=r"broken\.tif.*NaN"):
         image_files.read_image_lazily(tmp_path / "broken.tif")
+
+
+def test_a_large_tiff_is_measured_region_by_region_with_its_stored_values(tmp_path, monkeypatch):
+    import tifffile
+
+    from nuclei_pipeline.core.measure import measure_nuclei
+    from nuclei_pipeline.datasets import image_files
+
+    image, labels = make_nuclei((200, 160), count=12, seed=3)
+    stored = np.stack([image[..., 0].astype(np.uint16) * 100, image[..., 1].astype(np.uint16)], axis=-1)
+    tifffile.imwrite(tmp_path / "plate.tif", stored, photometric="minisblack", planarconfig="contig",
+                     tile=(64, 64), compression="zlib")
+    whole = image_files.read_original_image(tmp_path / "plate.tif")
+    monkeypatch.setattr(image_files, "LAZY_PIXELS", 100)
+    lazy = image_files.read_original_lazily(tmp_path / "plate.tif")
+    assert isinstance(lazy, image_files.LazyImage) and lazy.shape == whole.shape == (200, 160, 2)
+    assert lazy.dtype == np.uint16 and np.array_equal(lazy[30:90, 10:150], whole[30:90, 10:150])
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(measure_nuclei(labels, lazy, chunk=5), measure_nuclei(labels, whole))

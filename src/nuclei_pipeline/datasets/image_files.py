@@ -43,7 +43,8 @@ LAZY_PIXELS = 4096 * 4096
 
 
 class LazyImage:
-    """A large TIFF read region by region: ``image[y0:y1, x0:x1]`` is that region as ``(h, w, 3)`` uint8 RGB.
+    """A large TIFF read region by region: ``image[y0:y1, x0:x1]`` is that region as ``(h, w, 3)`` uint8 RGB
+    (with ``original=True``: its stored values, channels last, as :func:`read_original_image` gives them).
 
     Only the file's strips or tiles under a region are read (``tifffile``'s
     Zarr store), so a 20,000² plate never lies in memory whole. Values are
@@ -54,11 +55,12 @@ class LazyImage:
     ``np.asarray(image)`` reads it all.
     """
 
-    def __init__(self, path: str | Path, rows_per_pass: int = 1024):
+    def __init__(self, path: str | Path, rows_per_pass: int = 1024, original: bool = False):
         import zarr
 
         self.path = Path(path)
         self._rows = rows_per_pass
+        self._original = original
         try:
             self._store = tifffile.imread(self.path, aszarr=True, level=0)
             self._array = zarr.open(self._store, mode="r")
@@ -67,8 +69,11 @@ class LazyImage:
         raw_shape = self._array.shape
         self._channel_first = len(raw_shape) == 3 and raw_shape[0] in (3, 4) and raw_shape[2] > 4
         shape = (raw_shape[1], raw_shape[2], raw_shape[0]) if self._channel_first else raw_shape
-        if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 2, 3, 4)):
+        if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 2, 3, 4) and not original):
             raise ImageReadError(f"unusable image {self.path}: expected 2-D or 1-4 channels, got shape {shape}")
+        if original:  # values as stored, for measuring (read_original_image's rules)
+            self.shape, self.dtype, self.ndim, self._range = tuple(shape), self._array.dtype, len(shape), None
+            return
         self.shape = (shape[0], shape[1], 3)
         self.dtype = np.dtype(np.uint8)
         self.ndim = 3
@@ -91,6 +96,8 @@ class LazyImage:
     def __getitem__(self, region) -> np.ndarray:
         region = region if isinstance(region, tuple) else (region,)
         rows, columns = (tuple(region[:2]) + (slice(None), slice(None)))[:2]
+        if self._original:
+            return self._raw(rows, columns)[(slice(None), slice(None), *region[2:])]
         try:
             rgb = to_rgb(self._raw(rows, columns), self._range)
         except ValueError as error:
@@ -116,16 +123,30 @@ class LazyImage:
 def read_image_lazily(path: str | Path) -> np.ndarray | LazyImage:
     """:func:`read_image`, except that a TIFF of more than :data:`LAZY_PIXELS` pixels comes as a :class:`LazyImage`."""
     path = Path(path)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        try:
-            with tifffile.TiffFile(path) as tiff:
-                page = tiff.pages[0]
-                pixels = int(np.prod(page.shape[:2] if page.shape[-1] <= 4 else page.shape[-2:]))
-        except Exception as error:
-            raise ImageReadError(f"cannot read image {path}: {error}") from error
-        if pixels > LAZY_PIXELS:
-            return LazyImage(path)
+    if _tiff_pixels(path) > LAZY_PIXELS:
+        return LazyImage(path)
     return read_image(path)
+
+
+def read_original_lazily(path: str | Path) -> np.ndarray | LazyImage:
+    """:func:`read_original_image`, except that a TIFF of more than :data:`LAZY_PIXELS` pixels comes as a
+    :class:`LazyImage` of its stored values (measured one region at a time)."""
+    path = Path(path)
+    if _tiff_pixels(path) > LAZY_PIXELS:
+        return LazyImage(path, original=True)
+    return read_original_image(path)
+
+
+def _tiff_pixels(path: Path) -> int:
+    """Pixels of a TIFF's first image (0 for other files)."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return 0
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            page = tiff.pages[0]
+            return int(np.prod(page.shape[:2] if page.shape[-1] <= 4 else page.shape[-2:]))
+    except Exception as error:
+        raise ImageReadError(f"cannot read image {path}: {error}") from error
 
 
 def read_original_image(source: str | Path | BinaryIO) -> np.ndarray:

@@ -13,13 +13,13 @@ from kedro.io import AbstractDataset, DatasetError
 from nuclei_pipeline.datasets.image_files import (
     list_images,
     read_image_lazily,
-    read_original_image,
+    read_original_lazily,
     read_pixel_size_um,
 )
 
 
 def _read_original(path: Path) -> dict[str, Any]:
-    return {"image": read_original_image(path), "pixel_size_um": read_pixel_size_um(path)}
+    return {"image": read_original_lazily(path), "pixel_size_um": read_pixel_size_um(path)}
 
 
 class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray]]]):
@@ -35,8 +35,8 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
     therefore works too. Two files with the same name are an error.
 
     With ``original: true`` a loader returns ``{"image", "pixel_size_um"}``
-    instead: the values as stored (16-bit stays 16-bit, every channel kept)
-    for measuring, and the pixel size from TIFF metadata (``None`` when
+    instead: the values as stored (16-bit stays 16-bit, every channel kept;
+    a large TIFF again region by region) for measuring, and the pixel size from TIFF metadata (``None`` when
     absent).
 
     Parameters
