@@ -64,6 +64,7 @@ class LazyImage:
         try:
             self._store = tifffile.imread(self.path, aszarr=True, level=0)
             self._array = zarr.open(self._store, mode="r")
+            self._memmappable = _memmappable(self.path)
         except Exception as error:
             raise ImageReadError(f"cannot read image {self.path}: {error}") from error
         raw_shape = self._array.shape
@@ -80,9 +81,15 @@ class LazyImage:
         self._range = None if self._array.dtype == np.uint8 else self._value_range()
 
     def _raw(self, rows: slice, columns: slice) -> np.ndarray:
-        if self._channel_first:
-            return np.moveaxis(self._array[:, rows, columns], 0, -1)
-        return self._array[rows, columns]
+        # An uncompressed single-strip TIFF is one Zarr chunk: every region would decode the whole
+        # image. Such a file is mapped instead, for this read only (its pages leave with the map).
+        array = tifffile.memmap(self.path, mode="r") if self._memmappable else self._array
+        try:
+            region = array[:, rows, columns] if self._channel_first else array[rows, columns]
+            region = np.array(region)
+        finally:
+            del array
+        return np.moveaxis(region, 0, -1) if self._channel_first else region
 
     def _value_range(self) -> tuple[float, float]:
         low, high = np.inf, -np.inf
@@ -118,6 +125,12 @@ class LazyImage:
 
     def __repr__(self) -> str:
         return f"LazyImage({str(self.path)!r}, shape={self.shape})"
+
+
+def _memmappable(path: Path) -> bool:
+    """True for a TIFF whose image is stored uncompressed in one piece (``tifffile.memmap`` can map it)."""
+    with tifffile.TiffFile(path) as tiff:
+        return bool(tiff.series and tiff.series[0].dataoffset is not None)
 
 
 def read_image_lazily(path: str | Path) -> np.ndarray | LazyImage:
