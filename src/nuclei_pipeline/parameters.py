@@ -18,6 +18,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nuclei_pipeline.core.images import IMAGE_TYPES
+
 Share = Annotated[float, Field(gt=0, lt=1)]
 Positive = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
@@ -221,7 +223,7 @@ class Training(Parameters):
     early_stopping_patience: Count
     precision: Literal["auto", "float32", "mixed_bfloat16"]
     seed: int
-    type_weights: dict[str, Positive] | None
+    type_weights: dict[Literal[IMAGE_TYPES], Positive] | None
     extra_datasets: dict[str, Share] | None
     crop_size: Count
     steps_per_epoch: Count | None

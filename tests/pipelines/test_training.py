@@ -73,8 +73,9 @@ def test_resize_mode_keeps_plain_epochs_unless_types_are_weighted():
 
 
 def test_bad_type_weights_are_named():
-    with pytest.raises(ValueError, match="training.type_weights.*unknown image types"):
-        sampling_weights(_inputs(), parameters("training", type_weights={"histologie": 2.0}))
+    with pytest.raises(ParameterError, match=r"training\.type_weights\.histologie.*'fluorescence', 'brightfield' or "
+                                             "'histology'"):
+        parameters("training", type_weights={"histologie": 2.0})
     with pytest.raises(ParameterError, match=r"training\.type_weights\.histology: Input should be greater than 0"):
         parameters("training", type_weights={"histology": 0.0})
 

@@ -17,7 +17,6 @@ import pandas as pd
 import tensorflow as tf
 
 from nuclei_pipeline.core.augment import augment, random_crop, random_zoomed_crop, tiles
-from nuclei_pipeline.core.images import IMAGE_TYPES
 from nuclei_pipeline.core.model import SeedIoU, as_float32, build_loss, build_unet, model_precision
 from nuclei_pipeline.core.time_budget import ShrinkableCosineDecay, TimeBudget, budget_seconds
 from nuclei_pipeline.parameters import Model, Training
@@ -52,16 +51,6 @@ def _validation_arrays(
     return np.stack(images), np.stack(targets)
 
 
-def _type_weights(training: Training) -> dict[str, float]:
-    type_weights = dict(training.type_weights or {})
-    unknown = set(type_weights) - set(IMAGE_TYPES)
-    if unknown:
-        raise ValueError(
-            f"training.type_weights names unknown image types {sorted(unknown)}; known: {list(IMAGE_TYPES)}"
-        )
-    return type_weights
-
-
 def sampling_weights(inputs: dict[str, Any], training: Training) -> np.ndarray | None:
     """Probability of drawing each training image, or ``None`` for plain epochs.
 
@@ -74,7 +63,7 @@ def sampling_weights(inputs: dict[str, Any], training: Training) -> np.ndarray |
     exactly their share of all draws, DSB2018 the rest, so a few large
     H&E tiles neither vanish among 600 DSB images nor swamp them.
     """
-    type_weights = _type_weights(training)
+    type_weights = dict(training.type_weights or {})
     shares = dict(inputs.get("source_shares") or {})
     native = inputs["input_mode"] == "native"
     if not native and not type_weights and not shares:
