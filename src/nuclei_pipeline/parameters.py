@@ -208,6 +208,14 @@ class Augmentation(Parameters):
     grey: Probability
     invert: Probability
     scale: Probability
+    extra_zoom: Annotated[list[Positive], Field(min_length=2, max_length=2)] | None
+
+    @field_validator("extra_zoom")
+    @classmethod
+    def _smallest_first(cls, value):
+        if value is not None and not value[0] <= value[1]:
+            raise ValueError("must be [smallest, largest] zoom factors with smallest <= largest")
+        return value
 
 
 class Training(Parameters):

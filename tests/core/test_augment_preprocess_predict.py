@@ -64,7 +64,7 @@ def test_zoomed_crops_keep_image_and_targets_aligned_and_sharp():
     labels = target[..., 0].astype(np.int32)
     rng = np.random.default_rng(0)
     for _ in range(20):
-        crop, crop_target = random_zoomed_crop(image, labels, 256, rng, scale=1.0, channels=["mask", "distance"])
+        crop, crop_target = random_zoomed_crop(image, labels, 256, rng, zoom_range(1.0), channels=["mask", "distance"])
         assert crop.shape == (256, 256, 3) and crop_target.shape == (256, 256, 2)
         assert crop.dtype == np.float32 and crop_target.dtype == np.float32
         inside, labelled = crop[..., 0] > 0.5, crop_target[..., 0] > 0.5
@@ -83,7 +83,7 @@ def test_zoom_factors_span_the_range_on_both_sides_of_one():
     low, high = zoom_range(0.5)
     zooms = []
     for _ in range(40):
-        crop, _ = random_zoomed_crop(image, labels, 128, rng, scale=0.5, channels=["mask"])
+        crop, _ = random_zoomed_crop(image, labels, 128, rng, zoom_range(0.5), channels=["mask"])
         zooms.append(0.001 / np.median(np.diff(crop[64, :, 0])))
     assert low == pytest.approx(1 / 1.5) and high == pytest.approx(1.5)
     assert low * 0.98 < min(zooms) < 0.85 and 1.15 < max(zooms) < high * 1.02
@@ -92,7 +92,7 @@ def test_zoom_factors_span_the_range_on_both_sides_of_one():
 def test_a_small_image_shrunk_by_the_zoom_is_padded_to_the_crop_size():
     image, target = _one_disc(radius=8, size=40)
     crop, crop_target = random_zoomed_crop(image, target[..., 0].astype(np.int32), 64,
-                                           np.random.default_rng(3), scale=1.0, channels=["mask"])
+                                           np.random.default_rng(3), zoom_range(1.0), channels=["mask"])
     assert crop.shape == (64, 64, 3) and crop_target.shape == (64, 64, 1)
     assert (crop[..., 0] > 0.5).sum() == pytest.approx((crop_target[..., 0] > 0.5).sum(), rel=0.1)
 

@@ -137,6 +137,41 @@ def test_zoomed_training_batches_have_the_crop_size():
         next(training_batches({k: v for k, v in inputs.items() if k != "labels"}, training))
 
 
+def _disc_inputs(sources, shares, size=64):
+    """``size``² images of one centred 12 px radius disc each (label 1), from the given sources."""
+    rows, cols = np.ogrid[:size, :size]
+    labels = ((rows - size // 2) ** 2 + (cols - size // 2) ** 2 < 12**2).astype(np.int32)
+    image = np.repeat(labels[..., None].astype(np.float32), 3, axis=-1)
+    return {"ids": [f"i{n}" for n in range(len(sources))], "images": [image] * len(sources),
+            "labels": [labels] * len(sources), "targets": [labels[..., None].astype(np.float32)] * len(sources),
+            "input_mode": "native", "target_channels": ["mask"], "sources": sources, "source_shares": shares}
+
+
+def test_extra_zoom_shrinks_only_the_extra_sets_crops():
+    training = parameters("training", batch_size=1, crop_size=64, type_weights=None,
+                          augmentation={"extra_zoom": [0.5, 0.5], "flip": False, "rotate90": False, "stain": 0.0,
+                                        "brightness": 0.0, "contrast": 0.0, "hue": 0.0, "grey": 0.0, "invert": 0.0})
+    disc_area = np.pi * 12**2
+    # 128² zoomed 0.5 fills the 64² crop exactly; a 64² image is the crop itself.
+    extra = next(training_batches(_disc_inputs(["monuseg"], {"monuseg": 0.5}, size=128), training))
+    dsb = next(training_batches(_disc_inputs(["dsb2018"], {}), training))
+    # Zoomed 0.5: a quarter of the area, in the image and in the target recomputed from the labels.
+    assert extra[1].sum() == pytest.approx(disc_area / 4, rel=0.1)
+    assert (extra[0][..., 0] > 0.5).sum() == pytest.approx(disc_area / 4, rel=0.15)
+    assert dsb[1].sum() == pytest.approx(disc_area, rel=0.05)
+
+
+def test_extra_zoom_is_checked():
+    with pytest.raises(ParameterError, match=r"training\.augmentation\.extra_zoom: .*smallest <= largest"):
+        parameters("training", augmentation={"extra_zoom": [1.0, 0.5]})
+    with pytest.raises(ParameterError, match=r"training\.augmentation\.extra_zoom"):
+        parameters("training", augmentation={"extra_zoom": [0.0, 1.0]})
+    inputs = {k: v for k, v in _disc_inputs(["monuseg"], {"monuseg": 0.5}).items() if k != "labels"}
+    training = parameters("training", augmentation={"extra_zoom": [0.5, 1.0]})
+    with pytest.raises(ValueError, match="training.augmentation.extra_zoom needs the instance labels"):
+        next(training_batches(inputs, training))
+
+
 def test_a_time_budget_shortens_training_and_the_checkpoint_loads():
     rng = np.random.default_rng(0)
     images = rng.random((8, 16, 16, 3)).astype(np.float32)

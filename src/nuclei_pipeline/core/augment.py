@@ -53,20 +53,20 @@ def random_zoomed_crop(
     labels: np.ndarray,
     size: int,
     rng: np.random.Generator,
-    scale: float,
+    zooms: tuple[float, float],
     channels: Sequence[str],
 ) -> tuple[np.ndarray, np.ndarray]:
     """A random window of about ``size / zoom`` pixels resized by ``zoom``, and its targets.
 
-    The zoom is drawn log-uniformly from ``zoom_range(scale)``, so nuclei
-    appear up to ``1 + scale`` times larger or smaller than in the image. The
+    The zoom is drawn log-uniformly from ``zooms`` (smallest, largest; e.g.
+    ``zoom_range(scale)``), so nuclei appear that many times their size. The
     image is interpolated bilinearly (smoothed first when shrinking), the
     instance ``labels`` by nearest neighbour, and the target ``channels``
     are computed from the resized labels, so outlines, contact lines and
     distances stay as sharp as at the original size. A window larger than
     the image takes all of it (the result is padded to ``size``).
     """
-    low, high = zoom_range(scale)
+    low, high = zooms
     zoom = float(np.exp(rng.uniform(np.log(low), np.log(high))))
     window = max(1, round(size / zoom))
     height, width = min(window, image.shape[0]), min(window, image.shape[1])

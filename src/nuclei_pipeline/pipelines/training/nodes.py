@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from nuclei_pipeline.core.augment import augment, random_crop, random_zoomed_crop, tiles
+from nuclei_pipeline.core.augment import augment, random_crop, random_zoomed_crop, tiles, zoom_range
 from nuclei_pipeline.core.model import SeedIoU, as_float32, build_loss, build_unet, model_precision
 from nuclei_pipeline.core.time_budget import ShrinkableCosineDecay, TimeBudget, budget_seconds
 from nuclei_pipeline.parameters import Model, Training
@@ -145,17 +145,34 @@ def start_from(model: keras.Model, initial_model: str | None) -> None:
     logger.info("training starts from the weights of %s", path)
 
 
-def _zoom_scale(training: Training, inputs: dict[str, Any]) -> float:
-    """``augmentation.scale`` (0: no zoom), checked against the inputs: zoomed crops need native input with labels."""
-    scale = 0.0 if training.augmentation is None else training.augmentation.scale
-    if scale and inputs["input_mode"] != "native":
-        raise ValueError(
-            "training.augmentation.scale zooms native crops: it needs preprocessing.input_mode: native"
-        )
-    if scale and "labels" not in inputs:
-        raise ValueError("training.augmentation.scale needs the instance labels in the model input: "
-                         "re-run data_processing")
-    return scale
+def crop_zooms(training: Training, inputs: dict[str, Any]) -> list[tuple[float, float] | None]:
+    """The zoom range of each training image's crops (``None``: cropped at its own size).
+
+    ``augmentation.scale`` s zooms every crop 1/(1+s) … 1+s; ``augmentation.extra_zoom``
+    ``[low, high]`` replaces it for the images of ``training.extra_datasets`` (MoNuSeg's
+    40× tiles zoomed 0.5–1× are also seen as 20× scans are). Checked against the inputs:
+    zoomed crops need native input with instance labels.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter, when the model input cannot be zoomed.
+    """
+    settings = training.augmentation
+    scale = 0.0 if settings is None else settings.scale
+    extra_zoom = None if settings is None else settings.extra_zoom
+    default = zoom_range(scale) if scale else None
+    extra = tuple(extra_zoom) if extra_zoom is not None else default
+    extra_sets = set(inputs.get("source_shares") or {})
+    sources = inputs.get("sources") or [None] * len(inputs["ids"])
+    zooms = [extra if source in extra_sets else default for source in sources]
+    if any(zooms):
+        name = "training.augmentation.scale" if scale else "training.augmentation.extra_zoom"
+        if inputs["input_mode"] != "native":
+            raise ValueError(f"{name} zooms native crops: it needs preprocessing.input_mode: native")
+        if "labels" not in inputs:
+            raise ValueError(f"{name} needs the instance labels in the model input: re-run data_processing")
+    return zooms
 
 
 def training_batches(inputs: dict[str, Any], training: Training):
@@ -163,7 +180,7 @@ def training_batches(inputs: dict[str, Any], training: Training):
     rng = np.random.default_rng(training.seed)
     batch_size = training.batch_size
     # The zoom happens while cropping; `augment` applies the other per-crop settings.
-    scale = _zoom_scale(training, inputs)
+    zooms = crop_zooms(training, inputs)
     settings = training.augmentation
     crop_size = training.crop_size
     native = inputs["input_mode"] == "native"
@@ -175,8 +192,8 @@ def training_batches(inputs: dict[str, Any], training: Training):
             images, targets = [], []
             for index in order[start : start + batch_size]:
                 image = np.asarray(inputs["images"][index], dtype=np.float32)
-                if native and scale:
-                    image, target = random_zoomed_crop(image, inputs["labels"][index], crop_size, rng, scale,
+                if zooms[index] is not None:
+                    image, target = random_zoomed_crop(image, inputs["labels"][index], crop_size, rng, zooms[index],
                                                        inputs["target_channels"])
                 elif native:
                     target = np.asarray(inputs["targets"][index], dtype=np.float32)
@@ -243,7 +260,7 @@ def make_training_data(
     """
     if not train_inputs["ids"] or not validation_inputs["ids"]:
         raise ValueError("training needs at least one training and one validation image")
-    _zoom_scale(training, train_inputs)
+    crop_zooms(training, train_inputs)
     spec = tf.TensorSpec(shape=(None, None, None, None), dtype=tf.float32)
     batches = tf.data.Dataset.from_generator(
         lambda: training_batches(train_inputs, training), output_signature=(spec, spec)
