@@ -56,17 +56,13 @@ def use_model(catalog, source: Literal["shipped", "trained"] = "shipped") -> str
 
 def load_postprocessing(catalog, source: Literal["shipped", "trained"] = "shipped"):
     """The tuned post-processing (``postprocessing_settings``) of the ``source`` model, typed."""
-    from nuclei_pipeline.parameters import Postprocessing
-
     use_model(catalog, source)
-    return Postprocessing.from_conf(catalog.load("postprocessing_settings"))
+    return catalog.load("postprocessing_settings")
 
 
 def load_model(catalog, source: Literal["shipped", "trained"] = "shipped"):
     """``(keras model, ModelSpec, Postprocessing)`` of the shipped model or the environment's trained one."""
     import nuclei_pipeline.core.model  # noqa: F401  (registers the custom layers, loss and metric)
-    from nuclei_pipeline.parameters import ModelSpec, Postprocessing
 
     use_model(catalog, source)
-    return (catalog.load("trained_model"), ModelSpec.from_conf(catalog.load("model_spec")),
-            Postprocessing.from_conf(catalog.load("postprocessing_settings")))
+    return catalog.load("trained_model"), catalog.load("model_spec"), catalog.load("postprocessing_settings")

@@ -313,7 +313,8 @@ class ModelSpec(Parameters):
     ``normalize_percentiles`` and ``nucleus_diameter`` are absent from files of
     models trained before they were recorded (``None``: not used); the
     training record's other keys (``best_epoch``, ``training_sources`` …) are
-    kept as they are. Nodes convert the loaded JSON with :meth:`from_conf`.
+    kept as they are. The catalog reads and writes the file as this class
+    (:class:`nuclei_pipeline.datasets.TypedJSONDataset`).
     """
 
     model_config = ConfigDict(strict=False, extra="allow", frozen=True)

@@ -85,7 +85,9 @@ def load_trained(root: Path, env: str | None = None) -> dict[str, Any]:
         loaded = {"preset": context.config_loader["globals"]["preset"], "parameters": parameters}
         for name in SHIPPED_FILES:
             catalog.get(name).source = "trained"
-            loaded[name] = catalog.load(name)
+            value = catalog.load(name)
+            # The spec and settings as their files hold them: the card quotes them, shipping copies them.
+            loaded[name] = value.model_dump() if isinstance(value, Parameters) else value
         for name in ("evaluation_summary", "train_validation_split"):
             loaded[name] = catalog.load(name)
     return loaded

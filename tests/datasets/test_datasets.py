@@ -1,4 +1,6 @@
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,6 +151,42 @@ def test_json_fallback(tmp_path, caplog):
     missing = JSONWithFallbackDataset(filepath=str(tmp_path / "x.json"), fallback_filepath=str(tmp_path / "y.json"))
     with pytest.raises(DatasetError, match="kedro run"):
         missing.load()
+
+
+SPEC_SCHEMA = "nuclei_pipeline.parameters.ModelSpec"
+
+
+def test_typed_json_loads_and_saves_the_typed_definition(tmp_path):
+    from nuclei_pipeline.datasets import TypedJSONDataset
+    from nuclei_pipeline.parameters import ModelSpec
+
+    shipped = Path(__file__).resolve().parents[2] / "src/nuclei_pipeline/shipped_model/model_spec.json"
+    spec = TypedJSONDataset(filepath=str(shipped), schema=SPEC_SCHEMA).load()
+    assert isinstance(spec, ModelSpec) and spec.input_mode == "native"
+    assert spec.model_dump()["best_epoch"] == json.loads(shipped.read_text())["best_epoch"]  # the record is kept
+    copy = TypedJSONDataset(filepath=str(tmp_path / "spec.json"), schema=SPEC_SCHEMA)
+    copy.save(spec)
+    assert json.loads((tmp_path / "spec.json").read_text()) == json.loads(shipped.read_text())
+    copy.save({"input_mode": "resize", "size": 64, "target_channels": ["mask"], "invert_light_background": False})
+    assert copy.load().size == 64
+
+
+def test_typed_json_refuses_bad_content_and_names_the_file(tmp_path):
+    from nuclei_pipeline.datasets import TypedJSONDataset
+
+    path = tmp_path / "spec.json"
+    path.write_text('{"input_mode": "sideways", "size": null, "target_channels": ["mask"], '
+                    '"invert_light_background": false}')
+    dataset = TypedJSONDataset(filepath=str(path), schema=SPEC_SCHEMA)
+    with pytest.raises(DatasetError, match=r"(?s)spec\.json.*model_spec\.input_mode: Input should be 'resize' or 'native'"):
+        dataset.load()
+    with pytest.raises(DatasetError, match=r"model_spec\.target_channels"):
+        dataset.save({"input_mode": "native", "size": None, "target_channels": [], "invert_light_background": False})
+    assert "sideways" in path.read_text()  # a refused save writes nothing
+    with pytest.raises(ValueError, match="schema: no class 'nuclei_pipeline.parameters.Nothing'"):
+        TypedJSONDataset(filepath=str(path), schema="nuclei_pipeline.parameters.Nothing")
+    with pytest.raises(ValueError, match="schema: 'json.dumps' is not one of the project's typed definitions"):
+        TypedJSONDataset(filepath=str(path), schema="json.dumps")
 
 
 def test_real_dsb_sample(real_train_dir):

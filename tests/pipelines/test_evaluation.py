@@ -46,7 +46,9 @@ def test_the_validation_samples_are_those_of_the_split(validation):
         select_validation_samples(samples, {"train": [], "validation": ["gone"]})
 
 
-def test_tuning_finds_the_threshold_and_method_that_work(validation):
+def test_tuning_finds_the_threshold_and_method_that_work(validation, tmp_path):
+    from nuclei_pipeline.datasets import TypedJSONDataset
+
     samples, probabilities, _ = validation
     evaluation = tuning(strategy="grid", grid={
         "threshold": [0.6, 0.5], "method": ["components", "watershed"], "border_channel": [1],
@@ -57,7 +59,10 @@ def test_tuning_finds_the_threshold_and_method_that_work(validation):
     assert trials.iloc[-1]["validation_map"] == 0.0  # threshold 0.6 finds nothing
     assert set(best) == set(POSTPROCESSING.model_dump())
     assert isinstance(best["border_channel"], int)  # usable as an index, not 1.0
-    assert postprocess_predictions(probabilities, best).keys() == probabilities.keys()  # a valid group as saved
+    # Saved and loaded as the catalog's postprocessing_settings do: the typed group the next node takes.
+    saved = TypedJSONDataset(filepath=str(tmp_path / "postprocessing.json"), schema="nuclei_pipeline.parameters.Postprocessing")
+    saved.save(best)
+    assert postprocess_predictions(probabilities, saved.load()).keys() == probabilities.keys()
 
 
 def test_coordinate_tuning_finds_the_grid_optimum_with_fewer_trials(validation):

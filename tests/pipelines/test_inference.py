@@ -169,7 +169,7 @@ def test_a_mask_is_reused_only_for_the_same_picture(tmp_path):
 
     keras.utils.set_random_seed(0)
     model = build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0))
-    post, spec, prediction = COMPONENTS, NATIVE, parameters("prediction")  # the spec as the catalog loads it
+    post, spec, prediction = COMPONENTS, _spec(), parameters("prediction")
     inference = parameters("inference", resume=True, test_time_augmentation=False)
     first, other = make_nuclei((32, 32), seed=1)[0], make_nuclei((32, 32), seed=2)[0]
     masks = PngFolderDataset(str(tmp_path / "masks"))
@@ -265,7 +265,7 @@ def test_a_large_tiff_is_read_region_by_region_and_gives_the_masks_of_a_whole_re
         monkeypatch.setattr(image_files, "LAZY_PIXELS", limit)
         images = ImageFolderDataset(str(tmp_path)).load()
         assert isinstance(images["plate"](), image_files.LazyImage) == (limit < 10**9)
-        results[limit] = nodes.predict_masks(images, model, spec.model_dump(), COMPONENTS, inference, {},
+        results[limit] = nodes.predict_masks(images, model, spec, COMPONENTS, inference, {},
                                              prediction)["plate"]()
     logging.getLogger("nuclei_pipeline").removeHandler(handler)
     assert "segmenting a 300 × 260 image in 12 blocks of 96²" in lines  # says how it is split

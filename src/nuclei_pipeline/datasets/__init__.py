@@ -17,6 +17,7 @@ from nuclei_pipeline.datasets.image_folder import ImageFolderDataset
 from nuclei_pipeline.datasets.label_folder import LabelFolderDataset, LabelFolderSetsDataset
 from nuclei_pipeline.datasets.mlflow_tags import MlflowTagsDataset
 from nuclei_pipeline.datasets.png_folder import PngFolderDataset
+from nuclei_pipeline.datasets.typed_json import TypedJSONDataset
 
 __all__ = [
     "AtomicCSVDataset",
@@ -33,4 +34,5 @@ __all__ = [
     "PngFolderDataset",
     "StreamedCSVDataset",
     "TensorFlowModelWithFallbackDataset",
+    "TypedJSONDataset",
 ]

@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 
 from kedro.io import AbstractDataset
-from kedro_datasets.json import JSONDataset
 from kedro_datasets.tensorflow import TensorFlowModelDataset
+
+from nuclei_pipeline.datasets.typed_json import TypedJSONDataset
 
 logger = logging.getLogger(__name__)
 
@@ -63,4 +64,4 @@ def with_fallback(base: type[AbstractDataset]) -> type[AbstractDataset]:
 
 
 TensorFlowModelWithFallbackDataset = with_fallback(TensorFlowModelDataset)
-JSONWithFallbackDataset = with_fallback(JSONDataset)
+JSONWithFallbackDataset = with_fallback(TypedJSONDataset)

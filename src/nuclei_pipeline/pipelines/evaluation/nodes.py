@@ -53,7 +53,7 @@ def select_validation_samples(samples: list[dict[str, Any]], split: dict[str, li
 def predict_validation(
     model: keras.Model,
     samples: list[dict[str, Any]],
-    model_spec: dict[str, Any] | ModelSpec,
+    model_spec: ModelSpec,
     evaluation: Evaluation,
     prediction: Prediction,
     postprocessing: Postprocessing,
@@ -64,7 +64,6 @@ def predict_validation(
     ``prediction.nucleus_diameter: auto`` the first-pass nuclei are found with
     ``postprocessing`` (the configured settings: tuning comes after).
     """
-    model_spec = ModelSpec.from_conf(model_spec)  # a dataset (JSON), not a conf group
     tta = evaluation.test_time_augmentation
     probabilities = {}
     for sample in samples:
@@ -163,10 +162,9 @@ def tune_postprocessing(
 
 
 def postprocess_predictions(
-    probabilities: dict[str, np.ndarray], postprocessing: dict[str, Any] | Postprocessing
+    probabilities: dict[str, np.ndarray], postprocessing: Postprocessing
 ) -> dict[str, np.ndarray]:
     """Instance labels for every probability stack (the shared post-processing)."""
-    postprocessing = Postprocessing.from_conf(postprocessing)  # a dataset (JSON), not a conf group
     settings = postprocessing.model_dump()
     return {
         image_id: probabilities_to_labels(stack.astype(np.float32), **settings).astype(np.uint16)
@@ -218,8 +216,8 @@ def _loaded_sets(ood_raw: dict[str, dict[str, Any]]):
 def predict_ood_sets(
     model: keras.Model,
     ood_raw: dict[str, dict[str, Any]],
-    model_spec: dict[str, Any] | ModelSpec,
-    postprocessing: dict[str, Any] | Postprocessing,
+    model_spec: ModelSpec,
+    postprocessing: Postprocessing,
     evaluation: Evaluation,
     prediction: Prediction,
 ) -> dict[str, dict[str, np.ndarray]]:
@@ -229,8 +227,6 @@ def predict_ood_sets(
     validation split: these sets only measure, nothing is chosen with them.
     Returns ``{set: {image id: uint16 labels}}``; ``{}`` when no set is there.
     """
-    model_spec = ModelSpec.from_conf(model_spec)  # a dataset (JSON), not a conf group
-    postprocessing = Postprocessing.from_conf(postprocessing)  # a dataset (JSON), not a conf group
     predictions: dict[str, dict[str, np.ndarray]] = {}
     for set_name, sample in _loaded_sets(ood_raw):
         labels = predict_labels(
@@ -429,13 +425,11 @@ def plot_ood_gallery(
 
 def package_served_model(
     model: keras.Model,
-    model_spec: dict[str, Any] | ModelSpec,
-    postprocessing: dict[str, Any] | Postprocessing,
+    model_spec: ModelSpec,
+    postprocessing: Postprocessing,
     inference: Inference,
     prediction: Prediction,
 ) -> NucleiModel:
     """The evaluated model with the settings inference uses, as an MLflow pyfunc model
     (:class:`nuclei_pipeline.serving.NucleiModel`; the catalog logs and registers it)."""
-    model_spec = ModelSpec.from_conf(model_spec)  # a dataset (JSON), not a conf group
-    postprocessing = Postprocessing.from_conf(postprocessing)  # a dataset (JSON), not a conf group
     return NucleiModel(model, model_spec, postprocessing, inference.test_time_augmentation, prediction)

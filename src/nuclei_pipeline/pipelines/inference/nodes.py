@@ -112,8 +112,8 @@ def predict_one(
 def predict_masks(
     images: dict[str, Callable[[], np.ndarray]],
     model: keras.Model,
-    model_spec: dict[str, Any] | ModelSpec,
-    postprocessing: dict[str, Any] | Postprocessing,
+    model_spec: ModelSpec,
+    postprocessing: Postprocessing,
     inference: Inference,
     existing_keys: dict[str, str | None],
     prediction: Prediction,
@@ -131,8 +131,6 @@ def predict_masks(
     the first one's mask. ``prediction`` sets the tiling of large images
     and their nucleus size.
     """
-    model_spec = ModelSpec.from_conf(model_spec)  # a dataset (JSON), not a conf group
-    postprocessing = Postprocessing.from_conf(postprocessing)  # a dataset (JSON), not a conf group
     settings = {
         "model_key": prediction_key(model, model_spec, postprocessing, inference, prediction),
         "resume": inference.resume,
