@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -17,7 +18,9 @@ from nuclei_pipeline.core.measure import median_diameter
 from nuclei_pipeline.core.model import network_stride
 from nuclei_pipeline.core.postprocess import assemble_blocks, probabilities_to_labels
 from nuclei_pipeline.core.preprocess import pad_to_multiple, resize_image, scale_image
-from nuclei_pipeline.parameters import ModelSpec, Postprocessing, Prediction
+
+if TYPE_CHECKING:  # core imports nothing of the project above it: the typed settings are only annotations
+    from nuclei_pipeline.parameters import ModelSpec, Postprocessing, Prediction
 
 logger = logging.getLogger(__name__)
 
