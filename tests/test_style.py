@@ -43,3 +43,36 @@ def test_core_does_no_file_io():
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "open":
                 found.append(f"{path.name}:{node.lineno} calls open()")
     assert not found, found
+
+
+def _runtime_imports(path: Path) -> list[str]:
+    """Modules ``path`` imports when it runs (imports under ``if TYPE_CHECKING:`` left out)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    checking = {id(inner) for node in ast.walk(tree)
+                if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+                for inner in ast.walk(node)}
+    names = []
+    for node in ast.walk(tree):
+        if id(node) in checking:
+            continue
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+    return names
+
+
+def test_imports_flow_one_way():
+    """core imports nothing of the project above it; pipelines never import each other."""
+    package = PROJECT_ROOT / "src" / "nuclei_pipeline"
+    wrong = []
+    for path in (package / "core").glob("*.py"):
+        wrong += [f"core/{path.name} imports {name}" for name in _runtime_imports(path)
+                  if name.startswith("nuclei_pipeline.") and not name.startswith("nuclei_pipeline.core")]
+    for path in (package / "pipelines").rglob("*.py"):
+        own = path.relative_to(package / "pipelines").parts[0]
+        wrong += [f"pipelines/{own}/{path.name} imports {name}" for name in _runtime_imports(path)
+                  if name.startswith("nuclei_pipeline.pipelines.") and name.split(".")[2] != own]
+    assert not wrong, wrong
