@@ -178,9 +178,10 @@ def test_typed_json_refuses_bad_content_and_names_the_file(tmp_path):
     path.write_text('{"input_mode": "sideways", "size": null, "target_channels": ["mask"], '
                     '"invert_light_background": false}')
     dataset = TypedJSONDataset(filepath=str(path), schema=SPEC_SCHEMA)
-    with pytest.raises(DatasetError, match=r"(?s)spec\.json.*model_spec\.input_mode: Input should be 'resize' or 'native'"):
+    with pytest.raises(DatasetError, match=r"cannot read \S*spec\.json, a ModelSpec file:\n"
+                                           r"- model_spec\.input_mode: Input should be 'resize' or 'native'"):
         dataset.load()
-    with pytest.raises(DatasetError, match=r"model_spec\.target_channels"):
+    with pytest.raises(DatasetError, match=r"refused to write \S*spec\.json, a ModelSpec file:\n- model_spec\.target_channels"):
         dataset.save({"input_mode": "native", "size": None, "target_channels": [], "invert_light_background": False})
     assert "sideways" in path.read_text()  # a refused save writes nothing
     with pytest.raises(ValueError, match="schema: no class 'nuclei_pipeline.parameters.Nothing'"):

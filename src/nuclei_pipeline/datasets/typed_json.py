@@ -8,6 +8,8 @@ from typing import Any
 from kedro_datasets.json import JSONDataset
 from pydantic import BaseModel
 
+from nuclei_pipeline.parameters import ParameterError
+
 
 def _definition(name: str) -> type[BaseModel]:
     """The class a dotted path names, e.g. ``nuclei_pipeline.parameters.ModelSpec``."""
@@ -35,13 +37,19 @@ class TypedJSONDataset(JSONDataset):
         self._schema = schema
         self._definition = _definition(schema) if schema else None
 
+    def _typed(self, data: Any, action: str) -> Any:
+        try:
+            return self._definition.from_conf(data)
+        except ParameterError as error:
+            raise ParameterError(f"{action} {self._filepath}, a {self._definition.__name__} file:\n- {error}") from None
+
     def load(self) -> Any:
         data = super().load()
-        return data if self._definition is None else self._definition.from_conf(data)
+        return data if self._definition is None else self._typed(data, "cannot read")
 
     def save(self, data: Any) -> None:
         if self._definition is not None and not isinstance(data, self._definition):
-            data = self._definition.from_conf(data)
+            data = self._typed(data, "refused to write")
         super().save(data.model_dump() if isinstance(data, BaseModel) else data)
 
     def _describe(self) -> dict[str, Any]:
