@@ -62,6 +62,8 @@ def test_image_must_match_the_labels(known):
     labels, image = known
     with pytest.raises(ValueError, match="does not match"):
         measure_nuclei(labels, image[:10])
+    with pytest.raises(ValueError, match="does not match"):  # same rows and columns, but 4-D
+        measure_nuclei(labels, image[:, :, None, :])
 
 
 def test_empty_labels_give_an_empty_table(known):

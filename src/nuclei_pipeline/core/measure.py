@@ -22,13 +22,6 @@ RENAMED = {
 LENGTHS = ("centroid_y", "centroid_x", "perimeter", "equivalent_diameter", "axis_major_length", "axis_minor_length")
 
 
-def _channels_last(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[:2] != tuple(shape):
-        raise ValueError(f"image of shape {image.shape} does not match labels of shape {tuple(shape)}")
-    return image
 
 
 def median_diameter(labels: np.ndarray) -> float | None:
@@ -109,7 +102,8 @@ def _measure_chunk(labels: np.ndarray, image, boxes: list, first: int, stop: int
         top, left, bottom, right = 0, 0, 1, 1
     window = labels[top:bottom, left:right]
     own = np.where((window > first) & (window <= stop), window, 0).astype(np.int32, copy=False)
-    region = _channels_last(np.asarray(image[top:bottom, left:right]), own.shape)
+    region = np.asarray(image[top:bottom, left:right])
+    region = region[..., None] if region.ndim == 2 else region  # shapes checked by measure_nuclei
     table = pd.DataFrame(regionprops_table(own, intensity_image=region, properties=SHAPE_PROPERTIES + INTENSITY_PROPERTIES))
     table = table.rename(columns=RENAMED)
     for channel in range(region.shape[2]):
