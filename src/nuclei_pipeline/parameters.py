@@ -218,6 +218,11 @@ class Augmentation(Parameters):
         return value
 
 
+# The training source of the DSB2018 images (the crops not given to `training.extra_datasets`),
+# as named in `model_spec.json`'s `training_sources` and the model card.
+DSB_SOURCE = "dsb2018"
+
+
 class Training(Parameters):
     group: ClassVar[str] = "training"
     epochs: Count

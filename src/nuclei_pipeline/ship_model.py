@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from nuclei_pipeline.parameters import Parameters
+from nuclei_pipeline.parameters import DSB_SOURCE, Parameters
 
 SHIPPED = Path(__file__).parent / "shipped_model"
 # Catalog entries shipped, and the fallback files they are written to.
@@ -41,7 +41,7 @@ def _table(summary: pd.DataFrame) -> str:
 
 # What each training source is and the terms its annotations come under.
 SOURCE_TERMS = {
-    "dsb2018": "DSB2018 / BBBC038 stage-1 training images (CC0)",
+    DSB_SOURCE: "DSB2018 / BBBC038 stage-1 training images (CC0)",
     "monuseg_train": "MoNuSeg 2018 training set: 30 H&E tiles, 40×, 7 organs, 17,379 nuclei "
                      "(Kumar et al., IEEE TMI 2017/2020; CC BY-NC-SA 4.0)",
 }
@@ -111,7 +111,7 @@ def model_card(trained: dict[str, Any], root: Path) -> str:
         f"Split: {len(split['train'])} training / {len(split['validation'])} validation images, seeded "
         f"and stratified by image type (`split` parameters: {parameters['split']}).",
         "",
-        _sources(spec.get("training_sources") or {"dsb2018": 1.0}),
+        _sources(spec.get("training_sources") or {DSB_SOURCE: 1.0}),
         "",
         "## Model and training",
         f"- Architecture: U-Net, {spec['parameters']:,} parameters ({size_mb:.1f} MB of weights); outputs "

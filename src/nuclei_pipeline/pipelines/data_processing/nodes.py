@@ -14,12 +14,9 @@ from nuclei_pipeline.core.images import ImageReadError, image_type
 from nuclei_pipeline.core.measure import median_diameter
 from nuclei_pipeline.core.preprocess import resize_image, resize_targets, scale_image
 from nuclei_pipeline.core.targets import make_targets
-from nuclei_pipeline.parameters import Preprocessing, Split, Training
+from nuclei_pipeline.parameters import DSB_SOURCE, Preprocessing, Split, Training
 
 logger = logging.getLogger(__name__)
-
-DSB_SOURCE = "dsb2018"
-
 
 def _read_all(raw_samples: dict[str, Callable[[], dict | None]]) -> list[dict[str, Any]]:
     """Call every loader; skipped samples (``None``) are dropped, labels kept as uint16 (half the memory).

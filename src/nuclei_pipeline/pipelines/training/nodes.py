@@ -19,7 +19,7 @@ import tensorflow as tf
 from nuclei_pipeline.core.augment import augment, random_crop, random_zoomed_crop, tiles, zoom_range
 from nuclei_pipeline.core.model import SeedIoU, as_float32, build_loss, build_unet, model_precision
 from nuclei_pipeline.core.time_budget import ShrinkableCosineDecay, TimeBudget, budget_seconds
-from nuclei_pipeline.parameters import Model, Training
+from nuclei_pipeline.parameters import DSB_SOURCE, Model, Training
 from nuclei_pipeline.precision import resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def sampling_weights(inputs: dict[str, Any], training: Training) -> np.ndarray |
 def training_sources(inputs: dict[str, Any]) -> dict[str, float]:
     """``{source: share of training crops}``: the extra sets' shares, DSB2018 the rest."""
     shares = {str(name): float(share) for name, share in (inputs.get("source_shares") or {}).items()}
-    others = sorted(set(inputs.get("sources") or ["dsb2018"]) - set(shares))
+    others = sorted(set(inputs.get("sources") or [DSB_SOURCE]) - set(shares))
     rest = 1.0 - sum(shares.values())
     return {**{name: rest / len(others) for name in others}, **shares} if others else shares
 
