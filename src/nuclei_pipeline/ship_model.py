@@ -110,6 +110,10 @@ def model_card(trained: dict[str, Any], root: Path) -> str:
         f"DSB2018 / BBBC038 stage-1 training set with the community's corrections (664 images, CC0). "
         f"Split: {len(split['train'])} training / {len(split['validation'])} validation images, seeded "
         f"and stratified by image type (`split` parameters: {parameters['split']}).",
+        *([f"Held out of training: {len(split['extra_validation'])} image(s) of the extra sets "
+           f"({', '.join(split['extra_validation'])}); the post-processing was tuned on them beside the "
+           "validation split, each source weighted by its share of the training crops."]
+          if split.get("extra_validation") else []),
         "",
         _sources(spec.get("training_sources") or {DSB_SOURCE: 1.0}),
         "",
@@ -130,7 +134,7 @@ def model_card(trained: dict[str, Any], root: Path) -> str:
         *([f"- Fine-tuned: training started from the weights of `{_relative(spec['initial_model'], root)}` "
            "(`training.initial_model`; `shipped` is the model shipped before this card's commit, "
            "see the git history of `src/nuclei_pipeline/shipped_model/`)."] if spec.get("initial_model") else []),
-        f"- Post-processing (tuned on the validation split): `{post}`",
+        f"- Post-processing (tuned on the validation split{' and the held-out images' if split.get('extra_validation') else ''}): `{post}`",
         "",
         "## Validation and out-of-distribution metrics",
         "mAP is the DSB2018 competition metric (mean over IoU thresholds 0.50…0.95 of "

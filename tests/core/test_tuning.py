@@ -24,3 +24,15 @@ def test_image_scores_score_each_size_on_one_segmentation():
     means = mean_scores(probabilities, {"x": labels}, [(settings, [0, 10**6])])
     assert means == [[1.0, 0.0]]
     assert mean_scores(probabilities, {"x": labels}, []) == []
+
+
+def test_mean_scores_weights_images():
+    _, labels = make_nuclei(count=5, seed=3, touching_pair=False)
+    labels = labels.astype(np.int32)
+    found = (labels > 0).astype(np.float32)[..., None]
+    probabilities = {"right": found, "empty": np.zeros_like(found)}  # scores 1 and 0
+    truths = {"right": labels, "empty": labels}
+    settings = parameters("postprocessing", method="components", threshold=0.5, min_size=0).model_dump()
+    candidates = [(settings, [0])]
+    assert mean_scores(probabilities, truths, candidates) == [[0.5]]
+    assert mean_scores(probabilities, truths, candidates, weights={"right": 3.0, "empty": 1.0}) == [[0.75]]

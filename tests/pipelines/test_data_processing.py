@@ -144,6 +144,42 @@ def test_extra_sets_join_training_only_with_their_share(samples, extra_raw):
     assert set(validation["sources"]) == {"dsb2018"}
 
 
+def test_extra_sets_hold_out_their_share_of_images_from_training(samples):
+    table = build_image_table(samples)
+    extra = [{"id": f"{name}/t{i:02d}", "source": name} for name, count in (("he", 30), ("ihc", 4))
+             for i in range(count)]
+    plain = split_train_validation(table, parameters("split", val_fraction=0.25, seed=0))
+    split = split_train_validation(table, parameters("split", val_fraction=0.25, seed=0, extra_val_fraction=0.1),
+                                   extra)
+    assert {k: split[k] for k in ("train", "validation")} == {k: plain[k] for k in ("train", "validation")}
+    assert plain["extra_validation"] == []  # extra_val_fraction 0 (conf's default): nothing held out
+    held = split["extra_validation"]
+    assert sum(i.startswith("he/") for i in held) == 3 and sum(i.startswith("ihc/") for i in held) == 1
+    assert held == split_train_validation(
+        table, parameters("split", val_fraction=0.25, seed=0, extra_val_fraction=0.1), extra)["extra_validation"]
+    assert held != split_train_validation(
+        table, parameters("split", val_fraction=0.25, seed=1, extra_val_fraction=0.1), extra)["extra_validation"]
+    # A set's draw does not depend on the other sets.
+    alone = split_train_validation(table, parameters("split", val_fraction=0.25, seed=0, extra_val_fraction=0.1),
+                                   [s for s in extra if s["source"] == "he"])
+    assert alone["extra_validation"] == [i for i in held if i.startswith("he/")]
+
+
+def test_held_out_extra_images_are_not_trained_on(samples, extra_raw):
+    training = parameters("training", extra_datasets={"he_tiles": 0.3})
+    extra = read_extra_samples(extra_raw, training)
+    table = build_image_table(samples)
+    split = split_train_validation(table, parameters("split", val_fraction=0.25, seed=0, extra_val_fraction=0.5),
+                                   extra)
+    assert len(split["extra_validation"]) == 1
+    preprocessing = parameters("preprocessing", input_mode="native", target_channels=["mask"])
+    train, validation = prepare_model_input(samples, table, split, preprocessing, extra, training)
+    trained_extra = [i for i in train["ids"] if i.startswith("he_tiles/")]
+    assert trained_extra == sorted(set(s["id"] for s in extra) - set(split["extra_validation"]))
+    assert train["source_shares"] == {"he_tiles": 0.3}
+    assert set(validation["sources"]) == {"dsb2018"}  # the val_loss crops stay DSB2018
+
+
 def test_no_extra_sets_train_on_dsb_alone(samples, extra_raw):
     assert read_extra_samples(extra_raw, parameters("training", extra_datasets={})) == []
     assert read_extra_samples(extra_raw, _dsb_alone()) == []

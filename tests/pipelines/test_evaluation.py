@@ -11,6 +11,7 @@ from nuclei_pipeline.pipelines.evaluation.nodes import (
     select_validation_samples,
     summarise_scores,
     tune_postprocessing,
+    tuning_weights,
 )
 from tests.conftest import make_nuclei, parameters
 
@@ -44,6 +45,44 @@ def test_the_validation_samples_are_those_of_the_split(validation):
     assert [s["id"] for s in samples] == ["s0", "s1", "s2"]
     with pytest.raises(ValueError, match="names no sample"):
         select_validation_samples(samples, {"train": [], "validation": ["gone"]})
+
+
+def test_held_out_extra_images_join_the_validation_samples(validation):
+    samples, _, _ = validation
+    extra = [{"id": "he/a", "source": "he"}, {"id": "he/b", "source": "he"}]
+    chosen = select_validation_samples(samples, {"train": [], "validation": ["s1"], "extra_validation": ["he/b"]},
+                                       extra)
+    assert [s["id"] for s in chosen] == ["s1", "he/b"]
+    assert select_validation_samples(samples, {"train": [], "validation": ["s1"]}, extra) == [samples[1]]
+
+
+def test_tuning_weights_follow_the_training_shares():
+    samples = [{"id": "d0"}, {"id": "d1"}, {"id": "d2"}, {"id": "h0", "source": "he"}]
+    weights = tuning_weights(samples, {"dsb2018": 0.6, "he": 0.4})
+    assert weights == pytest.approx({"d0": 0.2, "d1": 0.2, "d2": 0.2, "h0": 0.4})
+    assert tuning_weights(samples, None) == pytest.approx({"d0": 1 / 3, "d1": 1 / 3, "d2": 1 / 3, "h0": 1.0})
+    assert tuning_weights(samples[:3], {"dsb2018": 0.6, "he": 0.4}) is None  # one source: a plain mean
+
+
+def test_tuning_weighs_held_out_images_by_their_training_share():
+    # DSB2018 images whose nuclei survive only a high threshold (a low one merges the touching pair),
+    # H&E images whose nuclei only a low threshold finds: the shares decide which threshold wins.
+    samples, probabilities = [], {}
+    for index in range(3):
+        _, labels = make_nuclei(count=4, seed=index, touching_pair=True)
+        maps = make_targets(labels, ["mask", "touching"]).astype(np.float32)
+        maps[..., 0] = np.where(maps[..., 1] > 0, 0.55, maps[..., 0] * 0.9)  # the contact zone at 0.55
+        samples.append({"id": f"d{index}", "labels": labels.astype(np.uint16)})
+        probabilities[f"d{index}"] = maps.astype(np.float16)
+    _, labels = make_nuclei(count=4, seed=9, touching_pair=False)
+    samples.append({"id": "he/0", "labels": labels.astype(np.uint16), "source": "he"})
+    probabilities["he/0"] = (make_targets(labels, ["mask", "touching"]) * 0.55).astype(np.float16)
+    evaluation = tuning(strategy="grid", grid={"threshold": [0.6, 0.5]})
+    for shares, threshold in (({"dsb2018": 0.9, "he": 0.1}, 0.6), ({"dsb2018": 0.4, "he": 0.6}, 0.5)):
+        spec = ModelSpec(input_mode="native", size=None, invert_light_background=False,
+                         target_channels=["mask", "touching"], training_sources=shares)
+        best, trials = tune_postprocessing(probabilities, samples, POSTPROCESSING, evaluation, spec)
+        assert best["threshold"] == threshold, shares
 
 
 def test_tuning_finds_the_threshold_and_method_that_work(validation, tmp_path):
@@ -119,6 +158,20 @@ def test_scores_and_summary_by_type(validation):
     assert list(summary["group"]) == ["all", "fluorescence", "histology"]
     assert metrics["val_map"]["value"] == pytest.approx(scores["average_precision"].mean())
     assert metrics["val_map_histology"]["value"] == 1.0
+
+
+def test_held_out_extra_images_are_summarised_apart_from_validation(validation):
+    samples, probabilities, table = validation
+    held = {**samples[1], "id": "he/s1", "source": "he"}
+    predictions = postprocess_predictions(probabilities, parameters("postprocessing", **{**SETTINGS, "threshold": 0.5}))
+    predictions["he/s1"] = np.zeros_like(held["labels"])  # nothing found on the held-out image
+    scores = score_images(samples + [held], predictions, table)
+    assert scores.set_index("id").loc["he/s1", ["source", "type"]].tolist() == ["he", "he"]
+    summary, metrics = summarise_scores(scores)
+    assert list(summary["dataset"]) == ["validation"] * 3 + ["he_holdout"]
+    assert summary.iloc[0]["images"] == 3  # validation stays DSB2018 alone
+    assert metrics["val_map"]["value"] == pytest.approx(scores.iloc[1:]["average_precision"].mean())
+    assert metrics["holdout_map_he"]["value"] == 0.0
 
 
 def test_out_of_distribution_sets_are_scored_and_summarised_per_set(validation):

@@ -400,6 +400,11 @@ def test_model_card_reports_the_validation_scores(project, monkeypatch):
     assert "20%: MoNuSeg 2018" in card and "CC BY-NC-SA 4.0 (non-commercial" in card
     assert "Post-processing (tuned on the validation split)" in card
     assert "percentiles" not in card  # the default divides by 255
+    assert "Held out of training" not in card
+    trained["train_validation_split"] = {**trained["train_validation_split"], "extra_validation": ["monuseg_train/t1"]}
+    card = model_card(trained, project)
+    assert "Held out of training: 1 image(s) of the extra sets (monuseg_train/t1)" in card
+    assert "Post-processing (tuned on the validation split and the held-out images)" in card
     trained["model_spec"] = {**trained["model_spec"], "normalize_percentiles": [1.0, 99.8]}
     card = model_card(trained, project)
     assert "scaled to [0, 1] and stretched so that their 1 and 99.8 percentiles map to 0 and 1." in card

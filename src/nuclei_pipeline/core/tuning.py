@@ -68,11 +68,13 @@ def mean_scores(
     candidates: Sequence[Candidate],
     pool: Executor | None = None,
     workers: int = 1,
+    weights: Mapping[str, float] | None = None,
 ) -> list[list[float]]:
     """Mean score over the images (in ``truths`` order) of each candidate at each minimum size.
 
     With a ``pool`` and ``workers`` > 1 the images are scored in ``workers``
-    chunks on the pool; the result is the same as without.
+    chunks on the pool; the result is the same as without. ``weights``
+    (image id → weight) makes it a weighted mean; ``None``: every image counts the same.
     """
     if not candidates:
         return []
@@ -86,7 +88,9 @@ def mean_scores(
         ]
         parts = [future.result() for future in futures]
         per_image = [{k: v for part in parts for k, v in part[index].items()} for index in range(len(candidates))]
+    image_weights = None if weights is None else [weights[image_id] for image_id in truths]
     return [
-        [float(np.mean([scores[image_id][position] for image_id in truths])) for position in range(len(sizes))]
+        [float(np.average([scores[image_id][position] for image_id in truths], weights=image_weights))
+         for position in range(len(sizes))]
         for scores, (_, sizes) in zip(per_image, candidates, strict=True)
     ]

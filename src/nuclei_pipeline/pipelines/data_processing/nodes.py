@@ -104,30 +104,50 @@ def fingerprint_samples(
     return {"training_data_fingerprint": digest.hexdigest()[:16], "training_images": str(len(samples))}
 
 
-def split_train_validation(image_table: pd.DataFrame, split: Split) -> dict[str, list[str]]:
-    """Seeded split, stratified by image type.
+def _held_out(ids: Iterable[str], fraction: float, rng: np.random.Generator) -> list[str]:
+    """``round(fraction × n)`` (at least one, never all) of ``ids`` drawn by ``rng``; none of fewer than two."""
+    ids = np.asarray(sorted(ids))
+    if len(ids) < 2 or fraction <= 0:
+        return []
+    count = min(len(ids) - 1, max(1, round(fraction * len(ids))))
+    return rng.choice(ids, size=count, replace=False).tolist()
+
+
+def split_train_validation(
+    image_table: pd.DataFrame, split: Split, extra_samples: list[dict[str, Any]] | None = None
+) -> dict[str, list[str]]:
+    """Seeded split, stratified by image type, and the held-out images of each extra training set.
 
     Every type with at least two images puts ``round(val_fraction × n)``
     (at least one) of them in validation, so validation holds every kind.
+    Each extra set (the ``source`` of ``extra_samples``) holds out
+    ``round(extra_val_fraction × n)`` of its images the same way
+    (``extra_validation``): they are not trained on, and evaluation tunes
+    the post-processing on them beside the validation split.
 
     Parameters
     ----------
-    image_table : DataFrame with columns ``id`` and ``type``
+    image_table : DataFrame with columns ``id`` and ``type`` (the DSB2018 images)
     split : Split
-        ``val_fraction`` (0 < f < 1) and ``seed``.
+        ``val_fraction`` (0 < f < 1), ``extra_val_fraction`` (0 ≤ f < 1) and ``seed``.
+    extra_samples : samples of :func:`read_extra_samples` (only their ``id`` and ``source`` are used)
+
+    Returns
+    -------
+    ``{"train": [...], "validation": [...], "extra_validation": [...]}``, each sorted.
     """
-    fraction = split.val_fraction
     rng = np.random.default_rng(split.seed)
     validation: list[str] = []
     for _, group in image_table.sort_values("id").groupby("type", sort=True):
-        ids = group["id"].to_numpy()
-        if len(ids) < 2:
-            continue
-        count = min(len(ids) - 1, max(1, round(fraction * len(ids))))
-        validation.extend(rng.choice(ids, size=count, replace=False).tolist())
+        validation.extend(_held_out(group["id"], split.val_fraction, rng))
     chosen = set(validation)
     train = sorted(i for i in image_table["id"] if i not in chosen)
-    return {"train": train, "validation": sorted(validation)}
+    extra_validation: list[str] = []
+    for source in sorted({sample["source"] for sample in extra_samples or []}):
+        # A generator of its own per set: holding out from one set does not change the DSB split or another set's.
+        ids = [sample["id"] for sample in extra_samples if sample["source"] == source]
+        extra_validation.extend(_held_out(ids, split.extra_val_fraction, np.random.default_rng(split.seed)))
+    return {"train": train, "validation": sorted(validation), "extra_validation": sorted(extra_validation)}
 
 
 def _select(samples: Iterable[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
@@ -205,7 +225,9 @@ def prepare_model_input(
     unrequested = present - set(shares)
     if unrequested:
         raise ValueError(f"extra samples of {sorted(unrequested)} have no share in training.extra_datasets")
-    train = _model_input(_select(samples, split["train"]) + extra_samples, types, preprocessing)
+    held_out = set(split.get("extra_validation", []))
+    extra_train = [sample for sample in extra_samples if sample["id"] not in held_out]
+    train = _model_input(_select(samples, split["train"]) + extra_train, types, preprocessing)
     train["source_shares"] = {name: share for name, share in shares.items() if name in present}
     validation = _model_input(_select(samples, split["validation"]), types, preprocessing)
     validation.pop("labels", None)  # validation tiles are never zoomed

@@ -25,7 +25,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  name="fingerprint_samples"),
             Node(
                 split_train_validation,
-                ["image_table", "params:split"],
+                ["image_table", "params:split", "extra_train_samples"],
                 "train_validation_split",
                 name="split_train_validation",
             ),

@@ -27,6 +27,7 @@ from nuclei_pipeline.core.postprocess import probabilities_to_labels
 from nuclei_pipeline.core.predict import nucleus_scale, predict_labels, predict_with_spec
 from nuclei_pipeline.core.tuning import mean_scores
 from nuclei_pipeline.parameters import (
+    DSB_SOURCE,
     Evaluation,
     Inference,
     ModelSpec,
@@ -41,13 +42,39 @@ SCORE_COLUMNS = [f"score_{t:.2f}" for t in IOU_THRESHOLDS]
 OOD_GALLERY_CROP = 384  # pixels shown of each out-of-distribution image
 
 
-def select_validation_samples(samples: list[dict[str, Any]], split: dict[str, list[str]]) -> list[dict[str, Any]]:
-    """The samples of the validation split (the evaluation pipeline's one view of it)."""
+def select_validation_samples(
+    samples: list[dict[str, Any]], split: dict[str, list[str]], extra_samples: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The samples of the validation split (the evaluation pipeline's one view of it), then
+    the extra training sets' held-out images (``extra_validation``; each keeps its ``source``)."""
     wanted = set(split["validation"])
     chosen = [sample for sample in samples if sample["id"] in wanted]
     if not chosen:
         raise ValueError("the validation split names no sample that was read")
-    return chosen
+    held_out = set(split.get("extra_validation", []))
+    return chosen + [sample for sample in extra_samples or [] if sample["id"] in held_out]
+
+
+def _source(sample: dict[str, Any]) -> str:
+    return sample.get("source", DSB_SOURCE)
+
+
+def tuning_weights(
+    samples: list[dict[str, Any]], training_sources: dict[str, float] | None
+) -> dict[str, float] | None:
+    """Weight of each sample in the tuning score: each source (DSB2018, a held-out extra set)
+    counts by its share of the training crops (``model_spec.training_sources``), split
+    evenly over its images; ``None`` (a plain mean) when all samples share one source.
+    Sources the spec does not record count equally.
+    """
+    sources = {sample["id"]: _source(sample) for sample in samples}
+    counts = pd.Series(list(sources.values())).value_counts().to_dict()
+    if len(counts) < 2:
+        return None
+    shares = training_sources or {}
+    if not all(source in shares for source in counts):
+        shares = dict.fromkeys(counts, 1.0)
+    return {image_id: shares[source] / counts[source] for image_id, source in sources.items()}
 
 
 def predict_validation(
@@ -93,8 +120,14 @@ def tune_postprocessing(
     samples: list[dict[str, Any]],
     postprocessing: Postprocessing,
     evaluation: Evaluation,
+    model_spec: ModelSpec | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Choose post-processing settings by validation score.
+
+    With held-out images of extra training sets among ``samples`` the score
+    is the mean over sources weighted by their training shares
+    (:func:`tuning_weights`, from ``model_spec``): settings are chosen for the
+    mix of images the model was trained for, not for DSB2018 alone.
 
     ``evaluation.tuning.grid`` maps post-processing keys to candidate
     values, applied on top of ``postprocessing``. ``tuning.strategy``
@@ -112,7 +145,7 @@ def tune_postprocessing(
         ``postprocessing.json``); with tuning disabled, ``postprocessing``
         unchanged (one trial).
     trials : DataFrame
-        Every trial's settings and ``validation_map``, best first.
+        Every trial's settings and ``validation_map`` (the tuning score), best first.
     """
     tuning = evaluation.tuning
     grid = tuning.grid if tuning.enabled else {}
@@ -120,6 +153,7 @@ def tune_postprocessing(
     start = postprocessing.model_dump()
     truths = {s["id"]: s["labels"].astype(np.int32) for s in samples}
     stacks = {i: probabilities[i].astype(np.float32) for i in truths}
+    weights = tuning_weights(samples, getattr(model_spec, "training_sources", None))
     workers = _tuning_workers(tuning.workers) if grid else 1
     scored: dict[str, dict[str, Any]] = {}
 
@@ -130,7 +164,7 @@ def tune_postprocessing(
         # min_size only filters the final objects: segment once per other setting, then filter.
         fresh = [(c, grid.get("min_size", [c["min_size"]])) for c in candidates if key_of(c) not in scored]
         fresh = list({key_of(c): (c, sizes) for c, sizes in fresh}.values())
-        for (candidate, sizes), maps in zip(fresh, mean_scores(stacks, truths, fresh, pool, workers), strict=True):
+        for (candidate, sizes), maps in zip(fresh, mean_scores(stacks, truths, fresh, pool, workers, weights), strict=True):
             for size, value in zip(sizes, maps, strict=True):
                 trial = {**candidate, "min_size": size}
                 scored.setdefault(key_of(trial), {**trial, "validation_map": value})
@@ -194,10 +228,14 @@ def score_images(
     predictions: dict[str, np.ndarray],
     image_table: pd.DataFrame,
 ) -> pd.DataFrame:
-    """Per-image table: type, counts, score per IoU threshold, mean score, pixel IoU, errors."""
+    """Per-image table: source, type, counts, score per IoU threshold, mean score, pixel IoU, errors.
+
+    A held-out image of an extra training set has its set's name as ``source`` and ``type``.
+    """
     types = dict(zip(image_table["id"], image_table["type"], strict=True))
     rows = [
-        {"id": sample["id"], "type": types.get(sample["id"], "unknown"),
+        {"id": sample["id"], "source": _source(sample),
+         "type": types.get(sample["id"], sample.get("source", "unknown")),
          **_score_row(sample["labels"], predictions[sample["id"]])}
         for sample in samples
     ]
@@ -277,21 +315,28 @@ def summarise_scores(
     -------
     summary : DataFrame
         One row per group: the validation split (``dataset`` ``validation``;
-        ``group`` ``all`` and each image type) and each out-of-distribution
+        ``group`` ``all`` and each image type; DSB2018 images only, so it
+        stays comparable across runs), the held-out images of each extra
+        training set (``dataset`` ``<set>_holdout``) and each out-of-distribution
         set (``dataset`` its name, ``group`` ``all``): images, mean average
         precision (the competition score), pixel IoU, median over images of
         the matched predicted / true area (``area_ratio``: below 1, masks too
         small), score at each threshold, total missed / extra / split / merged nuclei.
     metrics : dict
-        ``val_map``, ``val_map_<type>``, ``val_score_at_<t>`` …;
+        ``val_map``, ``val_map_<type>``, ``val_score_at_<t>`` …; ``holdout_map_<set>``;
         ``ood_map_<set>``, ``ood_<error>_<set>`` and ``ood_map`` (the mean over sets) for MLflow.
     """
+    source = scores["source"] if "source" in scores else pd.Series(DSB_SOURCE, index=scores.index)
+    held_out = scores[source != DSB_SOURCE]
+    scores = scores[source == DSB_SOURCE]
     rows = [_summary_row("validation", "all", scores)]
     rows += [_summary_row("validation", name, group) for name, group in scores.groupby("type", sort=True)]
+    holdout_rows = [_summary_row(f"{name}_holdout", "all", group)
+                    for name, group in held_out.groupby("source", sort=True)]
     ood_rows = []
     if ood_scores is not None and len(ood_scores):
         ood_rows = [_summary_row(name, "all", group) for name, group in ood_scores.groupby("set", sort=True)]
-    summary = pd.DataFrame(rows + ood_rows)
+    summary = pd.DataFrame(rows + holdout_rows + ood_rows)
     metrics: dict[str, Any] = {}
     for row in rows:
         suffix = "" if row["group"] == "all" else f"_{row['group']}"
@@ -304,6 +349,9 @@ def summarise_scores(
         metrics[f"val_{kind}"] = {"value": float(overall[kind]), "step": 0}
     for threshold, column in zip(IOU_THRESHOLDS, SCORE_COLUMNS, strict=True):
         metrics[f"val_score_at_{threshold:.2f}"] = {"value": float(overall[column]), "step": 0}
+    for row in holdout_rows:
+        metrics[f"holdout_map_{row['dataset'].removesuffix('_holdout')}"] = {
+            "value": float(row["mean_average_precision"]), "step": 0}
     for row in ood_rows:
         name = row["dataset"]
         metrics[f"ood_map_{name}"] = {"value": float(row["mean_average_precision"]), "step": 0}
@@ -318,7 +366,7 @@ def summarise_scores(
         "validation mAP %.4f (%s)%s",
         overall["mean_average_precision"],
         ", ".join(f"{r['group']} {r['mean_average_precision']:.4f}" for r in rows[1:]),
-        "".join(f"; {r['dataset']} mAP {r['mean_average_precision']:.4f}" for r in ood_rows),
+        "".join(f"; {r['dataset']} mAP {r['mean_average_precision']:.4f}" for r in holdout_rows + ood_rows),
     )
     return summary, metrics
 

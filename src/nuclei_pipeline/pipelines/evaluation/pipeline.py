@@ -20,7 +20,8 @@ from nuclei_pipeline.pipelines.evaluation.nodes import (
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(select_validation_samples, ["train_samples", "train_validation_split"], "validation_samples",
+            Node(select_validation_samples, ["train_samples", "train_validation_split", "extra_train_samples"],
+                 "validation_samples",
                  name="select_validation_samples"),
             Node(
                 predict_validation,
@@ -31,7 +32,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 tune_postprocessing,
-                ["validation_probabilities", "validation_samples", "params:postprocessing", "params:evaluation"],
+                ["validation_probabilities", "validation_samples", "params:postprocessing", "params:evaluation",
+                 "model_spec"],
                 ["postprocessing_settings", "postprocessing_trials"],
                 name="tune_postprocessing",
             ),
