@@ -107,7 +107,7 @@ def test_default_run_trains_evaluates_predicts_and_tracks(project, monkeypatch):
 
     scores = pd.read_csv(project / "data" / "08_reporting" / "default" / "validation_scores.csv")
     summary = pd.read_csv(project / "data" / "08_reporting" / "default" / "evaluation_summary.csv")
-    split = yaml.safe_load((project / "data" / "03_primary" / "train_validation_split.json").read_text())
+    split = yaml.safe_load((project / "data" / "03_primary" / "default" / "train_validation_split.json").read_text())
     assert sorted(scores["id"]) == split["validation"]
     assert scores["average_precision"].between(0, 1).all()
     assert summary.loc[0, "group"] == "all"
