@@ -63,7 +63,7 @@ class Parameters(BaseModel):
 class Split(Parameters):
     group: ClassVar[str] = "split"
     val_fraction: Share
-    extra_val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0  # of each extra training set, held out
+    extra_val_fraction: Annotated[float, Field(ge=0, lt=1)]  # of each extra training set, held out of training
     seed: int
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import shutil
 
 import mlflow
@@ -379,6 +380,27 @@ def test_mlflow_server_serves_the_runs_for_comparison(project, monkeypatch):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_held_out_extra_tiles_are_tuned_on_and_reported_but_never_trained_on(project, monkeypatch):
+    env = project / "conf" / "tinyholdout"
+    env.mkdir(exist_ok=True)
+    (env / "parameters.yml").write_text(yaml.safe_dump(
+        {**TINY_PARAMETERS, "split": {**TINY_PARAMETERS["split"], "extra_val_fraction": 0.5}}))
+    (env / "globals.yml").write_text("preset: holdout\n")  # its own folders: the other tests' outputs stay
+    run(project, monkeypatch, "tinyholdout")
+    split = yaml.safe_load((project / "data" / "03_primary" / "holdout" / "train_validation_split.json").read_text())
+    assert len(split["extra_validation"]) == 1 and split["extra_validation"][0].startswith("monuseg_train/")
+    summary = pd.read_csv(project / "data" / "08_reporting" / "holdout" / "evaluation_summary.csv")
+    held = summary[summary["dataset"] == "monuseg_train_holdout"]
+    assert held["images"].tolist() == [1]
+    assert summary.loc[summary["dataset"] == "validation", "images"].iloc[0] == len(split["validation"])
+    with open(project / "data" / "05_model_input" / "holdout" / "model_input_train.pkl", "rb") as file:
+        trained_ids = pickle.load(file)["ids"]
+    assert split["extra_validation"][0] not in trained_ids
+    assert sum(i.startswith("monuseg_train/") for i in trained_ids) == 1
+    assert "holdout_map_monuseg_train" in last_run(project, "holdout: full run").data.metrics
 
 
 @pytest.mark.slow
