@@ -19,14 +19,14 @@ def _raised(call):
 
 
 def test_errors_raised_by_the_project_are_known_and_library_errors_are_not():
-    ours = _raised(lambda: check_parameters({"split": {"val_fraction": 1.5, "seed": 1}}, ["split"]))
+    ours = _raised(lambda: check_parameters({"split": {"val_fraction": 1.5, "extra_val_fraction": 0.0, "seed": 1}}, ["split"]))
     assert known_error(ours) is ours
     library = _raised(lambda: np.zeros(3).reshape(2))
     assert known_error(library) is None
 
     def wrapped():
         try:
-            check_parameters({"split": {"val_fraction": 1.5, "seed": 1}}, ["split"])
+            check_parameters({"split": {"val_fraction": 1.5, "extra_val_fraction": 0.0, "seed": 1}}, ["split"])
         except ParameterError as error:
             raise DatasetError(f"Failed while loading data from dataset x.\n{error}") from error
 
@@ -37,7 +37,7 @@ def test_errors_raised_by_the_project_are_known_and_library_errors_are_not():
 def test_a_known_error_is_one_message_unless_the_traceback_is_asked_for(capsys, monkeypatch):
     shown = []
     hook = short_error_hook(lambda *args: shown.append(args[1]))
-    ours = _raised(lambda: check_parameters({"split": {"val_fraction": 1.5, "seed": 1}}, ["split"]))
+    ours = _raised(lambda: check_parameters({"split": {"val_fraction": 1.5, "extra_val_fraction": 0.0, "seed": 1}}, ["split"]))
     monkeypatch.delenv(TRACEBACK_VARIABLE, raising=False)
     hook(type(ours), ours, ours.__traceback__)
     printed = capsys.readouterr().err
