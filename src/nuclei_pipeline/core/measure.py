@@ -22,8 +22,6 @@ RENAMED = {
 LENGTHS = ("centroid_y", "centroid_x", "perimeter", "equivalent_diameter", "axis_major_length", "axis_minor_length")
 
 
-
-
 def median_diameter(labels: np.ndarray) -> float | None:
     """Median equivalent diameter (pixels) of the labelled objects; ``None`` without any."""
     diameters = regionprops_table(np.asarray(labels), properties=("equivalent_diameter_area",))

@@ -18,6 +18,7 @@ from nuclei_pipeline.parameters import DSB_SOURCE, Preprocessing, Split, Trainin
 
 logger = logging.getLogger(__name__)
 
+
 def _read_all(raw_samples: dict[str, Callable[[], dict | None]]) -> list[dict[str, Any]]:
     """Call every loader; skipped samples (``None``) are dropped, labels kept as uint16 (half the memory).
 

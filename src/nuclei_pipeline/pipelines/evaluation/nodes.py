@@ -6,6 +6,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from typing import Any
@@ -68,7 +69,7 @@ def tuning_weights(
     Sources the spec does not record count equally.
     """
     sources = {sample["id"]: _source(sample) for sample in samples}
-    counts = pd.Series(list(sources.values())).value_counts().to_dict()
+    counts = Counter(sources.values())
     if len(counts) < 2:
         return None
     shares = training_sources or {}
@@ -235,7 +236,7 @@ def score_images(
     types = dict(zip(image_table["id"], image_table["type"], strict=True))
     rows = [
         {"id": sample["id"], "source": _source(sample),
-         "type": types.get(sample["id"], sample.get("source", "unknown")),
+         "type": types.get(sample["id"], sample.get("source", "unknown")),  # held out: its set
          **_score_row(sample["labels"], predictions[sample["id"]])}
         for sample in samples
     ]
