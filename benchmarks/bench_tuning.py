@@ -42,7 +42,7 @@ def main():
                                            with_workers)
         results[workers] = (time.perf_counter() - started, best, trials)
         print(f"workers={workers}: {results[workers][0]:.1f} s, {len(trials)} trials, "
-              f"best validation mAP {trials['validation_map'].iloc[0]:.4f}", flush=True)
+              f"best tuning score {trials['tuning_score'].iloc[0]:.4f}", flush=True)
     (serial, serial_best, serial_trials), (parallel, parallel_best, parallel_trials) = results.values()
     pd.testing.assert_frame_equal(serial_trials, parallel_trials)
     assert serial_best == parallel_best

@@ -1,7 +1,7 @@
 import numpy as np
 
 from nuclei_pipeline.core.metrics import average_precision
-from nuclei_pipeline.core.tuning import image_scores, mean_scores, split_by_pixels
+from nuclei_pipeline.core.tuning import image_scores, pooled_image_scores, split_by_pixels
 from tests.conftest import make_nuclei, parameters
 
 
@@ -21,18 +21,24 @@ def test_image_scores_score_each_size_on_one_segmentation():
     settings = parameters("postprocessing", method="components", threshold=0.5, min_size=7).model_dump()
     scores = image_scores(probabilities, {"x": labels}, [(settings, [0, 10**6])])
     assert scores == [{"x": [average_precision(labels, labels), 0.0]}]  # everything vs nothing left
-    means = mean_scores(probabilities, {"x": labels}, [(settings, [0, 10**6])])
-    assert means == [[1.0, 0.0]]
-    assert mean_scores(probabilities, {"x": labels}, []) == []
+    assert pooled_image_scores(probabilities, {"x": labels}, [(settings, [0, 10**6])]) == scores
+    assert pooled_image_scores(probabilities, {"x": labels}, []) == []
 
 
-def test_mean_scores_weights_images():
-    _, labels = make_nuclei(count=5, seed=3, touching_pair=False)
-    labels = labels.astype(np.int32)
-    found = (labels > 0).astype(np.float32)[..., None]
-    probabilities = {"right": found, "empty": np.zeros_like(found)}  # scores 1 and 0
-    truths = {"right": labels, "empty": labels}
-    settings = parameters("postprocessing", method="components", threshold=0.5, min_size=0).model_dump()
-    candidates = [(settings, [0])]
-    assert mean_scores(probabilities, truths, candidates) == [[0.5]]
-    assert mean_scores(probabilities, truths, candidates, weights={"right": 3.0, "empty": 1.0}) == [[0.75]]
+def test_pooled_image_scores_match_the_serial_ones():
+    from concurrent.futures import ThreadPoolExecutor
+
+    probabilities, truths = {}, {}
+    for index in range(5):
+        _, labels = make_nuclei(count=3 + index, seed=index, touching_pair=False)
+        truths[f"i{index}"] = labels.astype(np.int32)
+        probabilities[f"i{index}"] = (labels > 0).astype(np.float32)[..., None] * (0.4 + 0.1 * index)
+    settings = parameters("postprocessing", method="components", threshold=0.5, min_size=0,
+                          min_mean_probability=0.0).model_dump()
+    candidates = [(settings, [0, 30]), ({**settings, "threshold": 0.3}, [0])]
+    serial = pooled_image_scores(probabilities, truths, candidates)
+    with ThreadPoolExecutor(3) as pool:
+        pooled = pooled_image_scores(probabilities, truths, candidates, pool, workers=3)
+    assert pooled == serial and sorted(serial[0]) == sorted(truths)
+    assert serial[0]["i0"] == [0.0, 0.0] and serial[0]["i4"][0] == 1.0  # 0.4 stays under 0.5, 0.8 passes
+    assert serial[1]["i0"] == [1.0]

@@ -10,6 +10,7 @@ from nuclei_pipeline.pipelines.evaluation.nodes import (
     score_ood_images,
     select_validation_samples,
     summarise_scores,
+    trial_scores,
     tune_postprocessing,
     tuning_weights,
 )
@@ -83,6 +84,22 @@ def test_tuning_weighs_held_out_images_by_their_training_share():
                          target_channels=["mask", "touching"], training_sources=shares)
         best, trials = tune_postprocessing(probabilities, samples, POSTPROCESSING, evaluation, spec)
         assert best["threshold"] == threshold, shares
+        # Each source's own mean beside the weighted score: DSB2018 prefers 0.6, the H&E tile 0.5.
+        by_threshold = trials.set_index("threshold")
+        assert by_threshold.loc[0.6, "validation_map"] > by_threshold.loc[0.5, "validation_map"]
+        assert by_threshold.loc[0.5, "he_holdout_map"] > by_threshold.loc[0.6, "he_holdout_map"]
+        weighted = shares["dsb2018"] * trials["validation_map"] + shares["he"] * trials["he_holdout_map"]
+        np.testing.assert_allclose(trials["tuning_score"], weighted)
+
+
+def test_trial_scores_name_each_source():
+    sources = {"d0": "dsb2018", "d1": "dsb2018", "h0": "he"}
+    scores = {"d0": 0.5, "d1": 0.7, "h0": 0.2}
+    assert trial_scores(scores, sources, None) == pytest.approx(
+        {"tuning_score": 1.4 / 3, "validation_map": 0.6, "he_holdout_map": 0.2})
+    weights = {"d0": 0.3, "d1": 0.3, "h0": 0.4}
+    assert trial_scores(scores, sources, weights)["tuning_score"] == pytest.approx(0.3 * 1.2 + 0.4 * 0.2)
+    assert trial_scores({"d0": 0.5}, {"d0": "dsb2018"}, None) == {"tuning_score": 0.5, "validation_map": 0.5}
 
 
 def test_tuning_finds_the_threshold_and_method_that_work(validation, tmp_path):
@@ -93,7 +110,8 @@ def test_tuning_finds_the_threshold_and_method_that_work(validation, tmp_path):
         "threshold": [0.6, 0.5], "method": ["components", "watershed"], "border_channel": [1],
         "marker_threshold": [0.5]})
     best, trials = tune_postprocessing(probabilities, samples, POSTPROCESSING, evaluation)
-    assert len(trials) == 4 and trials["validation_map"].is_monotonic_decreasing
+    assert len(trials) == 4 and trials["tuning_score"].is_monotonic_decreasing
+    assert trials["tuning_score"].equals(trials["validation_map"])  # DSB2018 images alone: the same figure
     assert best["threshold"] == 0.5 and best["method"] == "watershed"
     assert trials.iloc[-1]["validation_map"] == 0.0  # threshold 0.6 finds nothing
     assert set(best) == set(POSTPROCESSING.model_dump())
@@ -112,10 +130,10 @@ def test_coordinate_tuning_finds_the_grid_optimum_with_fewer_trials(validation):
                                             tuning(strategy="grid", grid=grid))
     fast, fast_trials = tune_postprocessing(probabilities, samples, POSTPROCESSING,
                                             tuning(strategy="coordinate", grid=grid))
-    assert fast_trials["validation_map"].max() == full_trials["validation_map"].max() > 0.5
+    assert fast_trials["tuning_score"].max() == full_trials["tuning_score"].max() > 0.5
     assert fast["min_size"] == 0 and fast["threshold"] in (0.5, 0.4)
     def segmentations(trials):
-        return len(trials.drop(columns=["min_size", "validation_map"]).drop_duplicates())
+        return len(trials.drop(columns=["min_size", "tuning_score", "validation_map"]).drop_duplicates())
 
     assert segmentations(fast_trials) < segmentations(full_trials)
     assert segmentations(full_trials) == 48
@@ -133,7 +151,7 @@ def test_tuning_in_worker_processes_gives_the_same_trials(validation):
                                                     tuning(strategy="coordinate", grid=grid, workers=2))
     assert parallel == serial
     pd.testing.assert_frame_equal(parallel_trials, serial_trials)
-    assert serial_trials["validation_map"].nunique() > 2  # the settings do differ
+    assert serial_trials["tuning_score"].nunique() > 2  # the settings do differ
     for workers in (0, -1, 1.5, True, "all"):
         with pytest.raises(ParameterError, match="evaluation.tuning.workers"):
             tuning(strategy="coordinate", grid=grid, workers=workers)

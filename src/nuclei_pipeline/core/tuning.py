@@ -62,35 +62,26 @@ def split_by_pixels(shapes: Mapping[str, tuple[int, ...]], parts: int) -> list[l
     return [group for group in groups if group]
 
 
-def mean_scores(
+def pooled_image_scores(
     probabilities: Mapping[str, np.ndarray],
     truths: Mapping[str, np.ndarray],
     candidates: Sequence[Candidate],
     pool: Executor | None = None,
     workers: int = 1,
-    weights: Mapping[str, float] | None = None,
-) -> list[list[float]]:
-    """Mean score over the images (in ``truths`` order) of each candidate at each minimum size.
+) -> list[dict[str, list[float]]]:
+    """:func:`image_scores`, with the images shared out over ``pool``.
 
     With a ``pool`` and ``workers`` > 1 the images are scored in ``workers``
-    chunks on the pool; the result is the same as without. ``weights``
-    (image id → weight) makes it a weighted mean; ``None``: every image counts the same.
+    chunks of about equal pixel count; the result is the same as without.
     """
     if not candidates:
         return []
     if pool is None or workers <= 1:
-        per_image = image_scores(probabilities, truths, candidates)
-    else:
-        chunks = split_by_pixels({i: truths[i].shape for i in truths}, workers)
-        futures = [
-            pool.submit(image_scores, {i: probabilities[i] for i in chunk}, {i: truths[i] for i in chunk}, candidates)
-            for chunk in chunks
-        ]
-        parts = [future.result() for future in futures]
-        per_image = [{k: v for part in parts for k, v in part[index].items()} for index in range(len(candidates))]
-    image_weights = None if weights is None else [weights[image_id] for image_id in truths]
-    return [
-        [float(np.average([scores[image_id][position] for image_id in truths], weights=image_weights))
-         for position in range(len(sizes))]
-        for scores, (_, sizes) in zip(per_image, candidates, strict=True)
+        return image_scores(probabilities, truths, candidates)
+    chunks = split_by_pixels({i: truths[i].shape for i in truths}, workers)
+    futures = [
+        pool.submit(image_scores, {i: probabilities[i] for i in chunk}, {i: truths[i] for i in chunk}, candidates)
+        for chunk in chunks
     ]
+    parts = [future.result() for future in futures]
+    return [{i: part[index][i] for part in parts for i in part[index]} for index in range(len(candidates))]

@@ -26,7 +26,7 @@ from nuclei_pipeline.core.metrics import (
 from nuclei_pipeline.core.overlays import PREDICTED_COLOUR, TRUE_COLOUR, draw_outlines
 from nuclei_pipeline.core.postprocess import probabilities_to_labels
 from nuclei_pipeline.core.predict import nucleus_scale, predict_labels, predict_with_spec
-from nuclei_pipeline.core.tuning import mean_scores
+from nuclei_pipeline.core.tuning import pooled_image_scores
 from nuclei_pipeline.parameters import (
     DSB_SOURCE,
     Evaluation,
@@ -76,6 +76,25 @@ def tuning_weights(
     if not all(source in shares for source in counts):
         shares = dict.fromkeys(counts, 1.0)
     return {image_id: shares[source] / counts[source] for image_id, source in sources.items()}
+
+
+def trial_scores(
+    scores: dict[str, float], sources: dict[str, str], weights: dict[str, float] | None
+) -> dict[str, float]:
+    """One tuning trial's figures from its per-image scores.
+
+    ``tuning_score``: the mean over the images, weighted by ``weights``
+    (:func:`tuning_weights`; ``None``: a plain mean); ``validation_map``: the
+    mean over the DSB2018 images; ``<set>_holdout_map``: over each held-out
+    extra set's images (the names of ``summarise_scores``' rows).
+    """
+    ids = list(scores)
+    figures = {"tuning_score": float(np.average([scores[i] for i in ids],
+                                                weights=None if weights is None else [weights[i] for i in ids]))}
+    for source in sorted({sources[i] for i in ids}, key=lambda name: (name != DSB_SOURCE, name)):
+        name = "validation_map" if source == DSB_SOURCE else f"{source}_holdout_map"
+        figures[name] = float(np.mean([scores[i] for i in ids if sources[i] == source]))
+    return figures
 
 
 def predict_validation(
@@ -146,7 +165,9 @@ def tune_postprocessing(
         ``postprocessing.json``); with tuning disabled, ``postprocessing``
         unchanged (one trial).
     trials : DataFrame
-        Every trial's settings and ``validation_map`` (the tuning score), best first.
+        Every trial's settings, ``tuning_score`` (what is maximised), ``validation_map``
+        (the DSB2018 validation images alone) and, with held-out extra images,
+        ``<set>_holdout_map`` for each set; best first.
     """
     tuning = evaluation.tuning
     grid = tuning.grid if tuning.enabled else {}
@@ -154,6 +175,7 @@ def tune_postprocessing(
     start = postprocessing.model_dump()
     truths = {s["id"]: s["labels"].astype(np.int32) for s in samples}
     stacks = {i: probabilities[i].astype(np.float32) for i in truths}
+    sources = {s["id"]: _source(s) for s in samples}
     weights = tuning_weights(samples, getattr(model_spec, "training_sources", None))
     workers = _tuning_workers(tuning.workers) if grid else 1
     scored: dict[str, dict[str, Any]] = {}
@@ -165,10 +187,12 @@ def tune_postprocessing(
         # min_size only filters the final objects: segment once per other setting, then filter.
         fresh = [(c, grid.get("min_size", [c["min_size"]])) for c in candidates if key_of(c) not in scored]
         fresh = list({key_of(c): (c, sizes) for c, sizes in fresh}.values())
-        for (candidate, sizes), maps in zip(fresh, mean_scores(stacks, truths, fresh, pool, workers, weights), strict=True):
-            for size, value in zip(sizes, maps, strict=True):
+        for (candidate, sizes), per_image in zip(fresh, pooled_image_scores(stacks, truths, fresh, pool, workers),
+                                                 strict=True):
+            for position, size in enumerate(sizes):
                 trial = {**candidate, "min_size": size}
-                scored.setdefault(key_of(trial), {**trial, "validation_map": value})
+                values = {image_id: per_image[image_id][position] for image_id in truths}
+                scored.setdefault(key_of(trial), {**trial, **trial_scores(values, sources, weights)})
 
     keys = sorted(key for key in grid if key != "min_size")
     with _process_pool(workers) as pool:
@@ -184,15 +208,16 @@ def tune_postprocessing(
                     score([{**current, key: value} for value in grid[key]])
                     best_trial = max(
                         (t for t in scored.values() if all(t[k] == v for k, v in current.items() if k != key)),
-                        key=lambda t: t["validation_map"],
+                        key=lambda t: t["tuning_score"],
                     )
                     current = {k: best_trial[k] for k in start}
                 if current == before:
                     break
-    trials = sorted(scored.values(), key=lambda trial: -trial["validation_map"])  # stable: ties keep order
+    trials = sorted(scored.values(), key=lambda trial: -trial["tuning_score"])  # stable: ties keep order
     best = {key: trials[0][key] for key in start}
-    logger.info("post-processing %s: validation mAP %.4f over %d trial(s) (%s)",
-                best, trials[0]["validation_map"], len(trials), strategy)
+    logger.info("post-processing %s: %s over %d trial(s) (%s)", best,
+                ", ".join(f"{key} {value:.4f}" for key, value in trials[0].items() if key not in start),
+                len(trials), strategy)
     return best, pd.DataFrame(trials)
 
 
