@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import os
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from typing import Any
@@ -135,6 +136,31 @@ def _process_pool(workers: int):
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
+def _coordinate_ascent(
+    score: Callable[[list[dict[str, Any]]], None],
+    scored: dict[str, dict[str, Any]],
+    start: dict[str, Any],
+    grid: dict[str, list[Any]],
+    max_sweeps: int,
+) -> None:
+    # Key by key (min_size last: it only filters), keep the best value with the others fixed;
+    # ``score`` adds each candidate's trial to ``scored``.
+    keys = sorted(key for key in grid if key != "min_size") + (["min_size"] if "min_size" in grid else [])
+    current = dict(start)
+    score([current])
+    for _ in range(max_sweeps):
+        before = dict(current)
+        for key in keys:
+            score([{**current, key: value} for value in grid[key]])
+            best_trial = max(
+                (t for t in scored.values() if all(t[k] == v for k, v in current.items() if k != key)),
+                key=lambda t: t["tuning_score"],
+            )
+            current = {k: best_trial[k] for k in start}
+        if current == before:
+            break
+
+
 def tune_postprocessing(
     probabilities: dict[str, np.ndarray],
     samples: list[dict[str, Any]],
@@ -200,19 +226,7 @@ def tune_postprocessing(
             score([{**start, **dict(zip(keys, values, strict=True))}
                    for values in itertools.product(*(grid[key] for key in keys))])
         else:
-            current = dict(start)
-            score([current])
-            for _ in range(tuning.max_sweeps):
-                before = dict(current)
-                for key in keys + (["min_size"] if "min_size" in grid else []):
-                    score([{**current, key: value} for value in grid[key]])
-                    best_trial = max(
-                        (t for t in scored.values() if all(t[k] == v for k, v in current.items() if k != key)),
-                        key=lambda t: t["tuning_score"],
-                    )
-                    current = {k: best_trial[k] for k in start}
-                if current == before:
-                    break
+            _coordinate_ascent(score, scored, start, grid, tuning.max_sweeps)
     trials = sorted(scored.values(), key=lambda trial: -trial["tuning_score"])  # stable: ties keep order
     best = {key: trials[0][key] for key in start}
     logger.info("post-processing %s: %s over %d trial(s) (%s)", best,
