@@ -16,12 +16,12 @@ import argparse
 from project import load_model, open_project
 from validation_data import load_validation
 
-from nuclei_pipeline.core.tuning import mean_scores
+from nuclei_pipeline.core.tuning import mean_score
 from nuclei_pipeline.pipelines.evaluation.nodes import predict_validation
 
 
 def mean_ap(truths, probabilities, settings):
-    return mean_scores(probabilities, truths, [(settings, [settings["min_size"]])])[0][0]
+    return mean_score(probabilities, truths, settings)
 
 
 def main():

@@ -22,7 +22,7 @@ from project import load_postprocessing, open_project
 from validation_data import load_validation
 
 from nuclei_pipeline.core.images import image_type
-from nuclei_pipeline.core.tuning import mean_scores
+from nuclei_pipeline.core.tuning import mean_score
 from nuclei_pipeline.parameters import Postprocessing
 from nuclei_pipeline.pipelines.evaluation.nodes import tune_postprocessing
 
@@ -66,8 +66,7 @@ def main():
         return best
 
     def score(ids: list[str], settings: dict) -> float:
-        return mean_scores({i: stacks[i] for i in ids}, {i: truths[i] for i in ids},
-                           [(settings, [settings["min_size"]])])[0][0]
+        return mean_score({i: stacks[i] for i in ids}, {i: truths[i] for i in ids}, settings)
 
     rows = []
     folds = stratified_folds(backgrounds, args.folds, args.seed)

@@ -76,3 +76,18 @@ def test_imports_flow_one_way():
         wrong += [f"pipelines/{own}/{path.name} imports {name}" for name in _runtime_imports(path)
                   if name.startswith("nuclei_pipeline.pipelines.") and name.split(".")[2] != own]
     assert not wrong, wrong
+
+
+def test_benchmarks_import_only_names_the_package_has():
+    """Benchmarks run by hand, not in the suite: a renamed function must not leave them broken."""
+    import ast
+    import importlib
+
+    missing = []
+    for path in sorted((PROJECT_ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nuclei_pipeline"):
+                module = importlib.import_module(node.module)
+                missing += [f"{path.name}: {node.module}.{alias.name}" for alias in node.names
+                            if not hasattr(module, alias.name)]
+    assert not missing, "benchmarks import names that no longer exist: " + ", ".join(missing)

@@ -1,7 +1,12 @@
 import numpy as np
 
 from nuclei_pipeline.core.metrics import average_precision
-from nuclei_pipeline.core.tuning import image_scores, pooled_image_scores, split_by_pixels
+from nuclei_pipeline.core.tuning import (
+    image_scores,
+    mean_score,
+    pooled_image_scores,
+    split_by_pixels,
+)
 from tests.conftest import make_nuclei, parameters
 
 
@@ -42,3 +47,15 @@ def test_pooled_image_scores_match_the_serial_ones():
     assert pooled == serial and sorted(serial[0]) == sorted(truths)
     assert serial[0]["i0"] == [0.0, 0.0] and serial[0]["i4"][0] == 1.0  # 0.4 stays under 0.5, 0.8 passes
     assert serial[1]["i0"] == [1.0]
+
+
+def test_mean_score_averages_one_setting_over_the_images_at_its_own_min_size():
+    truths, probabilities = {}, {}
+    for index, strength in enumerate([0.4, 0.9]):  # under and over the threshold
+        _, labels = make_nuclei(count=4, seed=index, touching_pair=False)
+        truths[f"i{index}"] = labels.astype(np.int32)
+        probabilities[f"i{index}"] = (labels > 0).astype(np.float32)[..., None] * strength
+    settings = parameters("postprocessing", method="components", threshold=0.5, min_size=0,
+                          min_mean_probability=0.0).model_dump()
+    assert mean_score(probabilities, truths, settings) == 0.5  # nothing found in i0, everything in i1
+    assert mean_score(probabilities, truths, {**settings, "min_size": 10**6}) == 0.0

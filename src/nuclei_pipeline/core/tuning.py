@@ -51,6 +51,14 @@ def image_scores(
     return results
 
 
+def mean_score(
+    probabilities: Mapping[str, np.ndarray], truths: Mapping[str, np.ndarray], settings: dict[str, Any]
+) -> float:
+    """Competition score of one post-processing setting, averaged over the images of ``truths``."""
+    (per_image,) = image_scores(probabilities, truths, [(settings, [settings["min_size"]])])
+    return float(np.mean([scores[0] for scores in per_image.values()]))
+
+
 def split_by_pixels(shapes: Mapping[str, tuple[int, ...]], parts: int) -> list[list[str]]:
     """Split image ids into at most ``parts`` groups of about equal pixel count (largest first)."""
     groups: list[list[str]] = [[] for _ in range(max(1, parts))]
