@@ -63,6 +63,20 @@ def test_seed_iou_on_cases_worked_out_by_hand():
     assert float(metric.result()) == pytest.approx((8 * (16 / 48) + 2 * 0.25) / 10, abs=1e-5)
 
 
+def test_seed_iou_weighs_each_crop_by_its_sample_weight():
+    truth = np.zeros((2, 4, 4, 1), "float32")
+    truth[:, :2] = 1
+    right, wrong = truth[:1], 1 - truth[1:]
+    predicted = np.concatenate([right, wrong])
+    only_first = SeedIoU()
+    only_first.update_state(truth, predicted, sample_weight=np.array([1.0, 0.0], "float32"))
+    assert float(only_first.result()) == pytest.approx(1.0)  # the wrong crop weighs nothing
+    doubled, repeated = SeedIoU(), SeedIoU()
+    doubled.update_state(truth, predicted, sample_weight=np.array([2.0, 1.0], "float32"))
+    repeated.update_state(np.concatenate([truth[:1], truth]), np.concatenate([right, predicted]))
+    assert float(doubled.result()) == pytest.approx(float(repeated.result()))
+
+
 def test_bce_dice_is_low_for_right_and_high_for_wrong_predictions():
     loss = BceDiceLoss()
     truth = np.zeros((1, 8, 8, 2), "float32")

@@ -177,7 +177,10 @@ def test_held_out_extra_images_are_not_trained_on(samples, extra_raw):
     trained_extra = [i for i in train["ids"] if i.startswith("he_tiles/")]
     assert trained_extra == sorted(set(s["id"] for s in extra) - set(split["extra_validation"]))
     assert train["source_shares"] == {"he_tiles": 0.3}
-    assert set(validation["sources"]) == {"dsb2018"}  # the val_loss crops stay DSB2018
+    # The held-out image validates beside the DSB2018 split (val_loss weighs it by its share).
+    assert [i for i in validation["ids"] if i.startswith("he_tiles/")] == split["extra_validation"]
+    assert validation["sources"].count("he_tiles") == 1 and validation["source_shares"] == {"he_tiles": 0.3}
+    assert len(validation["ids"]) == len(split["validation"]) + 1
 
 
 def test_no_extra_sets_train_on_dsb_alone(samples, extra_raw):

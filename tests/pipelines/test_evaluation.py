@@ -61,7 +61,7 @@ def test_tuning_weights_follow_the_training_shares():
     samples = [{"id": "d0"}, {"id": "d1"}, {"id": "d2"}, {"id": "h0", "source": "he"}]
     weights = tuning_weights(samples, {"dsb2018": 0.6, "he": 0.4})
     assert weights == pytest.approx({"d0": 0.2, "d1": 0.2, "d2": 0.2, "h0": 0.4})
-    assert tuning_weights(samples, None) == pytest.approx({"d0": 1 / 3, "d1": 1 / 3, "d2": 1 / 3, "h0": 1.0})
+    assert tuning_weights(samples, None) == pytest.approx({"d0": 1 / 6, "d1": 1 / 6, "d2": 1 / 6, "h0": 0.5})
     assert tuning_weights(samples[:3], {"dsb2018": 0.6, "he": 0.4}) is None  # one source: a plain mean
 
 

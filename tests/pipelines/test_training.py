@@ -2,8 +2,10 @@ import keras
 import numpy as np
 import pytest
 
+from nuclei_pipeline.core.model import build_loss
 from nuclei_pipeline.parameters import ParameterError
 from nuclei_pipeline.pipelines.training.nodes import (
+    make_training_data,
     sampling_weights,
     train_model,
     training_batches,
@@ -100,6 +102,40 @@ def test_the_saved_model_is_the_checkpoint_with_the_lowest_validation_loss():
     checkpoint_loss = float(keras.losses.binary_crossentropy(targets, best.predict(images, verbose=0)).numpy().mean())
     assert checkpoint_loss == pytest.approx(min(val_losses), abs=1e-4)
     assert spec["best_epoch"] == int(np.argmin(val_losses)) + 1
+
+
+def test_held_out_extra_crops_count_in_val_loss_by_their_training_share():
+    rng = np.random.default_rng(0)
+    shapes = [(64, 64), (64, 64), (64, 64)]  # two DSB2018 images, one held-out H&E tile
+    validation = {"ids": ["a", "b", "he/t0"], "sources": ["dsb2018", "dsb2018", "he"],
+                  "source_shares": {"he": 0.2}, "input_mode": "native", "target_channels": ["mask"],
+                  "images": [rng.random((*shape, 3)).astype(np.float16) for shape in shapes],
+                  "targets": [(rng.random((*shape, 1)) > 0.5).astype(np.float16) for shape in shapes]}
+    training = _run(crop_size=32, validation_tiles_per_image=2)
+    images, targets, weights = make_training_data(_inputs(), validation, training)["validation"]
+    # DSB2018 images keep 2 of their 4 tiles, the held-out tile all 4; the 4 H&E crops weigh 20 % in all.
+    assert len(images) == len(targets) == len(weights) == 8
+    assert weights[-4:].sum() / weights.sum() == pytest.approx(0.2) and weights.mean() == pytest.approx(1.0)
+    alone = {**validation, **{key: validation[key][:2] for key in ("ids", "sources", "images", "targets")}}
+    assert len(make_training_data(_inputs(), alone, training)["validation"]) == 2  # DSB2018 alone: unweighted
+
+
+@pytest.mark.parametrize("loss", ["binary_crossentropy", "bce_dice"])
+def test_the_checkpoint_val_loss_is_the_share_weighted_loss(loss):
+    rng = np.random.default_rng(0)
+    images = rng.random((8, 16, 16, 3)).astype(np.float32)
+    targets = (images[..., :1] > 0.5).astype(np.float32)
+    targets[6:] = 1.0  # the "he" crops: all nucleus, a loss unlike the others'
+    inputs = {"ids": list("abcdefgh"), "images": images, "targets": targets, "input_mode": "resize",
+              "target_channels": ["mask"], "invert_light_background": False}
+    validation = {**inputs, "sources": ["dsb2018"] * 6 + ["he"] * 2, "source_shares": {"he": 0.5}}
+    training = _run(epochs=2, steps_per_epoch=2, learning_rate=0.05, loss=loss, early_stopping_patience=5)
+    best, _, metrics, _ = train_model(inputs, validation, parameters("model", **TINY), training)
+    predicted = best.predict(images, verbose=0)
+    per_crop = np.array([float(build_loss(loss, 1.0)(targets[i:i + 1], predicted[i:i + 1])) for i in range(8)])
+    weighted = 0.5 * per_crop[:6].mean() + 0.5 * per_crop[6:].mean()
+    assert min(entry["value"] for entry in metrics["val_loss"]) == pytest.approx(weighted, abs=1e-4)
+    assert abs(weighted - per_crop.mean()) > 1e-3  # the weighting changed the figure
 
 
 def test_a_zoom_of_resized_inputs_is_named_before_training():

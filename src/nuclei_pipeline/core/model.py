@@ -175,10 +175,14 @@ class SeedIoU(keras.metrics.Metric):
         truth = ops.reshape(ops.cast(y_true[..., 0] > 0.5, "float32"), (-1, 1))
         scores = ops.reshape(ops.cast(y_pred[..., 0], "float32"), (-1, 1))
         predicted = ops.cast(scores > ops.convert_to_tensor([self.thresholds]), "float32")
-        tp = ops.sum(predicted * truth, axis=0)
-        fp = ops.sum(predicted * (1.0 - truth), axis=0)
-        fn = ops.sum((1.0 - predicted) * truth, axis=0)
-        tn = ops.sum((1.0 - predicted) * (1.0 - truth), axis=0)
+        weight = 1.0
+        if sample_weight is not None:  # every pixel of a crop counts by the crop's weight
+            per_crop = ops.reshape(ops.cast(sample_weight, "float32"), (-1, 1, 1))
+            weight = ops.reshape(ops.broadcast_to(per_crop, ops.shape(y_true[..., 0])), (-1, 1))
+        tp = ops.sum(predicted * truth * weight, axis=0)
+        fp = ops.sum(predicted * (1.0 - truth) * weight, axis=0)
+        fn = ops.sum((1.0 - predicted) * truth * weight, axis=0)
+        tn = ops.sum((1.0 - predicted) * (1.0 - truth) * weight, axis=0)
         self.counts.assign_add(ops.stack([tp, fp, fn, tn], axis=1))
 
     def result(self):
@@ -195,6 +199,16 @@ class SeedIoU(keras.metrics.Metric):
         config = super().get_config()
         config.update(thresholds=self.thresholds)
         return config
+
+
+def crop_sample_weight(weights: np.ndarray, loss: str) -> np.ndarray:
+    """Keras sample weights that weigh whole crops in the loss named ``loss`` (``training.loss``).
+
+    ``binary_crossentropy`` leaves one value per pixel, ``bce_dice`` one per crop: a
+    weight of the wrong rank is broadcast silently (or refused), not applied per crop.
+    """
+    weights = np.asarray(weights, dtype=np.float32)
+    return weights.reshape(-1, 1, 1) if loss == "binary_crossentropy" else weights.reshape(-1)
 
 
 def build_loss(name: str, dice_weight: float) -> keras.losses.Loss:

@@ -211,8 +211,10 @@ def prepare_model_input(
     memory; ``target_channels`` records which channel is which and ``types``
     the image type of each sample from ``image_table`` (training can weight
     its sampling by it). ``extra_samples`` (from :func:`read_extra_samples`)
-    join the training side only; ``sources`` records where each sample came
-    from, so validation stays DSB2018 and comparable across runs,
+    join the training side, their held-out images (the split's
+    ``extra_validation``, none by default) the validation side; ``sources``
+    records where each sample came from (training weighs the validation crops
+    by it, so a split without held-out images validates on DSB2018 alone),
     ``nucleus_diameters`` each image's median nucleus diameter (pixels) and
     ``source_shares`` the share of training crops of each extra set present
     (``training.extra_datasets``).
@@ -228,8 +230,10 @@ def prepare_model_input(
         raise ValueError(f"extra samples of {sorted(unrequested)} have no share in training.extra_datasets")
     held_out = set(split.get("extra_validation", []))
     extra_train = [sample for sample in extra_samples if sample["id"] not in held_out]
+    extra_validation = [sample for sample in extra_samples if sample["id"] in held_out]
     train = _model_input(_select(samples, split["train"]) + extra_train, types, preprocessing)
     train["source_shares"] = {name: share for name, share in shares.items() if name in present}
-    validation = _model_input(_select(samples, split["validation"]), types, preprocessing)
+    validation = _model_input(_select(samples, split["validation"]) + extra_validation, types, preprocessing)
+    validation["source_shares"] = train["source_shares"]
     validation.pop("labels", None)  # validation tiles are never zoomed
     return train, validation

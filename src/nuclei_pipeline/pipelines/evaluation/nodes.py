@@ -6,7 +6,6 @@ import itertools
 import logging
 import multiprocessing
 import os
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -27,6 +26,7 @@ from nuclei_pipeline.core.metrics import (
 from nuclei_pipeline.core.overlays import PREDICTED_COLOUR, TRUE_COLOUR, draw_outlines
 from nuclei_pipeline.core.postprocess import probabilities_to_labels
 from nuclei_pipeline.core.predict import nucleus_scale, predict_labels, predict_with_spec
+from nuclei_pipeline.core.sources import source_weights
 from nuclei_pipeline.core.tuning import pooled_image_scores
 from nuclei_pipeline.parameters import (
     DSB_SOURCE,
@@ -66,17 +66,11 @@ def tuning_weights(
 ) -> dict[str, float] | None:
     """Weight of each sample in the tuning score: each source (DSB2018, a held-out extra set)
     counts by its share of the training crops (``model_spec.training_sources``), split
-    evenly over its images; ``None`` (a plain mean) when all samples share one source.
-    Sources the spec does not record count equally.
+    evenly over its images (:func:`~nuclei_pipeline.core.sources.source_weights`); ``None``
+    (a plain mean) when all samples share one source.
     """
-    sources = {sample["id"]: _source(sample) for sample in samples}
-    counts = Counter(sources.values())
-    if len(counts) < 2:
-        return None
-    shares = training_sources or {}
-    if not all(source in shares for source in counts):
-        shares = dict.fromkeys(counts, 1.0)
-    return {image_id: shares[source] / counts[source] for image_id, source in sources.items()}
+    weights = source_weights([_source(sample) for sample in samples], training_sources)
+    return None if weights is None else {s["id"]: float(w) for s, w in zip(samples, weights, strict=True)}
 
 
 def trial_scores(
@@ -282,7 +276,7 @@ def score_images(
     return pd.DataFrame(rows).sort_values("average_precision").reset_index(drop=True)
 
 
-def _loaded_sets(ood_raw: dict[str, dict[str, Any]]):
+def ood_samples(ood_raw: dict[str, dict[str, Any]]):
     """``(set, sample)`` for every readable sample of every out-of-distribution set."""
     for set_name in sorted(ood_raw):
         for sample_id in sorted(ood_raw[set_name]):
@@ -306,7 +300,7 @@ def predict_ood_sets(
     Returns ``{set: {image id: uint16 labels}}``; ``{}`` when no set is there.
     """
     predictions: dict[str, dict[str, np.ndarray]] = {}
-    for set_name, sample in _loaded_sets(ood_raw):
+    for set_name, sample in ood_samples(ood_raw):
         labels = predict_labels(
             model, sample["image"], model_spec, postprocessing,
             test_time_augmentation=evaluation.test_time_augmentation,
@@ -324,7 +318,7 @@ def score_ood_images(
     """Per-image table of every out-of-distribution set (column ``set``), as :func:`score_images`."""
     rows = [
         {"set": set_name, "id": sample["id"], **_score_row(sample["labels"], predictions[set_name][sample["id"]])}
-        for set_name, sample in _loaded_sets(ood_raw)
+        for set_name, sample in ood_samples(ood_raw)
         if sample["id"] in predictions.get(set_name, {})
     ]
     columns = ["set", "id", "average_precision"]
@@ -493,7 +487,7 @@ def plot_ood_gallery(
         figure.text(0.5, 0.5, "no out-of-distribution set was available", ha="center")
         return figure
     wanted = {(row.set, row.id) for row in chosen}
-    samples = {(name, s["id"]): s for name, s in _loaded_sets(ood_raw) if (name, s["id"]) in wanted}
+    samples = {(name, s["id"]): s for name, s in ood_samples(ood_raw) if (name, s["id"]) in wanted}
     axes = figure.subplots(int(np.ceil(len(chosen) / 4)), min(4, len(chosen)), squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")

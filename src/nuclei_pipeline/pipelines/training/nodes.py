@@ -17,7 +17,15 @@ import pandas as pd
 import tensorflow as tf
 
 from nuclei_pipeline.core.augment import augment, random_crop, random_zoomed_crop, tiles, zoom_range
-from nuclei_pipeline.core.model import SeedIoU, as_float32, build_loss, build_unet, model_precision
+from nuclei_pipeline.core.model import (
+    SeedIoU,
+    as_float32,
+    build_loss,
+    build_unet,
+    crop_sample_weight,
+    model_precision,
+)
+from nuclei_pipeline.core.sources import source_weights
 from nuclei_pipeline.core.time_budget import ShrinkableCosineDecay, TimeBudget, budget_seconds
 from nuclei_pipeline.parameters import DSB_SOURCE, Model, Training
 from nuclei_pipeline.precision import resolve_precision
@@ -31,24 +39,27 @@ def _pairs_resized(inputs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 
 def _validation_arrays(
     inputs: dict[str, Any], crop_size: int, tiles_per_image: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed validation batches: whole resized images, or tiles of native images.
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Fixed validation batches: whole resized images, or tiles of native images; and each one's source.
 
-    ``tiles_per_image`` (native mode) keeps that many tiles per image, evenly
-    spread over the tiles that cover it (all of them when ``None``), to bound
-    the validation time per epoch.
+    ``tiles_per_image`` (native mode) keeps that many tiles per DSB2018 image,
+    evenly spread over the tiles that cover it (all of them when ``None``), to
+    bound the validation time per epoch. Held-out images of the extra sets
+    (few and large) keep all their tiles.
     """
+    sources = list(inputs.get("sources") or [DSB_SOURCE] * len(inputs["ids"]))
     if inputs["input_mode"] == "resize":
-        return _pairs_resized(inputs)
-    images, targets = [], []
-    for image, target in zip(inputs["images"], inputs["targets"], strict=True):
+        return (*_pairs_resized(inputs), sources)
+    images, targets, tile_sources = [], [], []
+    for image, target, source in zip(inputs["images"], inputs["targets"], sources, strict=True):
         image_tiles, target_tiles = tiles(image, crop_size), tiles(target, crop_size)
         keep = range(len(image_tiles))
-        if tiles_per_image and len(image_tiles) > tiles_per_image:
+        if tiles_per_image and len(image_tiles) > tiles_per_image and source == DSB_SOURCE:
             keep = np.linspace(0, len(image_tiles) - 1, tiles_per_image).round().astype(int)
         images.extend(image_tiles[i] for i in keep)
         targets.extend(target_tiles[i] for i in keep)
-    return np.stack(images), np.stack(targets)
+        tile_sources.extend([source] * len(keep))
+    return np.stack(images), np.stack(targets), tile_sources
 
 
 def sampling_weights(inputs: dict[str, Any], training: Training) -> np.ndarray | None:
@@ -265,10 +276,18 @@ def make_training_data(
     batches = tf.data.Dataset.from_generator(
         lambda: training_batches(train_inputs, training), output_signature=(spec, spec)
     ).prefetch(2)
-    images, targets = _validation_arrays(validation_inputs, training.crop_size, training.validation_tiles_per_image)
+    images, targets, sources = _validation_arrays(validation_inputs, training.crop_size,
+                                                  training.validation_tiles_per_image)
+    validation = (images.astype(np.float32), targets.astype(np.float32))
+    # With held-out extra images, each source counts in val_loss (which picks the checkpoint)
+    # by its share of the training crops; weights of mean 1 keep the loss on its usual scale.
+    weights = source_weights(sources, training_sources(validation_inputs))
+    if weights is not None:
+        validation += (crop_sample_weight(weights * len(weights), training.loss),)
+        logger.info("validation crops by source (weighted by training share): %s",
+                    ", ".join(f"{name} {sources.count(name)}" for name in sorted(set(sources))))
     steps = training.steps_per_epoch or max(1, len(train_inputs["ids"]) // training.batch_size)
-    return {"batches": batches, "steps": steps,
-            "validation": (images.astype(np.float32), targets.astype(np.float32)),
+    return {"batches": batches, "steps": steps, "validation": validation,
             "train_ids": list(train_inputs["ids"]), "validation_ids": list(validation_inputs["ids"])}
 
 
