@@ -5,6 +5,7 @@ import pytest
 from nuclei_pipeline.core.targets import make_targets
 from nuclei_pipeline.parameters import ModelSpec, ParameterError
 from nuclei_pipeline.pipelines.evaluation.nodes import (
+    _coordinate_ascent,
     postprocess_predictions,
     score_images,
     score_ood_images,
@@ -249,3 +250,24 @@ def test_validation_maps_follow_the_nucleus_size_setting():
     assert auto.shape == plain.shape == (96, 96, 1)
     np.testing.assert_allclose(auto, predict_with_spec(model, image, spec, scale=2.0).astype(np.float16))
     assert np.abs(auto.astype(np.float32) - plain.astype(np.float32)).max() > 1e-3  # really predicted enlarged
+
+
+def test_coordinate_ascent_moves_with_the_best_min_size_it_has_scored():
+    # Every candidate is scored at every min_size. a = 1 wins only with min_size 5, and b = 1 only
+    # beside a = 1: an ascent that kept min_size at 0 while sweeping a would stay at a = 0 and
+    # never try b = 1 with a = 1.
+    table = {(0, 0, 0): 0.5, (1, 0, 0): 0.4, (0, 0, 5): 0.45, (1, 0, 5): 0.9,
+             (0, 1, 0): 0.3, (0, 1, 5): 0.3, (1, 1, 0): 0.2, (1, 1, 5): 1.0}
+    grid = {"a": [0, 1], "b": [0, 1], "min_size": [0, 5]}
+    scored = {}
+
+    def score(candidates):
+        for candidate in candidates:
+            for size in grid["min_size"]:
+                trial = {**candidate, "min_size": size}
+                scored.setdefault(repr(sorted(trial.items())),
+                                  {**trial, "tuning_score": table[trial["a"], trial["b"], size]})
+
+    _coordinate_ascent(score, scored, {"a": 0, "b": 0, "min_size": 0}, grid, max_sweeps=3)
+    best = max(scored.values(), key=lambda trial: trial["tuning_score"])
+    assert (best["a"], best["b"], best["min_size"]) == (1, 1, 5)

@@ -137,8 +137,10 @@ def _coordinate_ascent(
     grid: dict[str, list[Any]],
     max_sweeps: int,
 ) -> None:
-    # Key by key (min_size last: it only filters), keep the best value with the others fixed;
-    # ``score`` adds each candidate's trial to ``scored``.
+    # Key by key (min_size last), keep the best value with the others fixed; ``score`` adds each
+    # candidate's trial to ``scored`` at every grid min_size (it only filters), so each step also
+    # takes the best min_size: fixed at the current one, the ascent would walk past better trials
+    # it had already scored and stop where no neighbour of the best trial was tried.
     keys = sorted(key for key in grid if key != "min_size") + (["min_size"] if "min_size" in grid else [])
     current = dict(start)
     score([current])
@@ -146,8 +148,9 @@ def _coordinate_ascent(
         before = dict(current)
         for key in keys:
             score([{**current, key: value} for value in grid[key]])
+            free = {key, "min_size"}
             best_trial = max(
-                (t for t in scored.values() if all(t[k] == v for k, v in current.items() if k != key)),
+                (t for t in scored.values() if all(t[k] == v for k, v in current.items() if k not in free)),
                 key=lambda t: t["tuning_score"],
             )
             current = {k: best_trial[k] for k in start}
