@@ -152,7 +152,7 @@ def test_extra_sets_hold_out_their_share_of_images_from_training(samples):
     split = split_train_validation(table, parameters("split", val_fraction=0.25, seed=0, extra_val_fraction=0.1),
                                    extra)
     assert {k: split[k] for k in ("train", "validation")} == {k: plain[k] for k in ("train", "validation")}
-    assert plain["extra_validation"] == []  # extra_val_fraction 0 (conf's default): nothing held out
+    assert plain["extra_validation"] == []  # no extra samples: nothing held out
     held = split["extra_validation"]
     assert sum(i.startswith("he/") for i in held) == 3 and sum(i.startswith("ihc/") for i in held) == 1
     assert held == split_train_validation(

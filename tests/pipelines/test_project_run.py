@@ -20,7 +20,8 @@ from nuclei_pipeline.core.rle import rle_decode
 from tests.conftest import PROJECT_ROOT, make_nuclei, write_dsb_folder, write_label_folder
 
 TINY_PARAMETERS = {
-    "split": {"val_fraction": 0.25, "seed": 0},
+    # The tiny MoNuSeg stand-in has 2 tiles: train on both (the holdout test below holds one out).
+    "split": {"val_fraction": 0.25, "seed": 0, "extra_val_fraction": 0.0},
     "preprocessing": {"size": 32},
     "model": {"filters": [4, 8, 16], "dropout": [0.0, 0.0, 0.0], "batch_norm": [False, True, True]},
     "training": {"epochs": 2, "batch_size": 2, "crop_size": 32, "steps_per_epoch": 3,
@@ -400,6 +401,9 @@ def test_held_out_extra_tiles_are_tuned_on_and_reported_but_never_trained_on(pro
         trained_ids = pickle.load(file)["ids"]
     assert split["extra_validation"][0] not in trained_ids
     assert sum(i.startswith("monuseg_train/") for i in trained_ids) == 1
+    with open(project / "data" / "05_model_input" / "holdout" / "model_input_validation.pkl", "rb") as file:
+        validated = pickle.load(file)  # its crops count in val_loss, by MoNuSeg's training share
+    assert validated["ids"][-1] == split["extra_validation"][0] and validated["source_shares"] == {"monuseg_train": 0.2}
     assert "holdout_map_monuseg_train" in last_run(project, "holdout: full run").data.metrics
 
 
