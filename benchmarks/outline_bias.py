@@ -9,9 +9,10 @@ changed: the mask threshold (the body of every nucleus: pixels above it grow
 from the seeds), alone and with the mean-probability filter off, then the
 channel that splits touching nuclei (none, touching, boundary). For each source (DSB2018 validation, each held-out set and, with
 ``--ood``, each out-of-distribution set predicted here with the same TTA) it
-prints the mAP, the median predicted / true area of the nuclei matched at IoU
-0.5 (1.0: outlines where the annotators drew them; below: too tight), the score
-at IoU 0.50 / 0.75 / 0.90 and the nuclei found against the true count. The OOD
+prints the evaluation's summary figures (``summary_row``): mAP, the median
+predicted / true area of the nuclei matched at IoU 0.5 (1.0: outlines where the
+annotators drew them; below: too tight), the true and predicted nucleus counts
+and the score at IoU 0.50 / 0.75 / 0.90. The OOD
 rows only describe: nothing is chosen with them.
 """
 
@@ -19,16 +20,21 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from project import load_model, open_project
 from validation_data import load_validation
 
-from nuclei_pipeline.core.metrics import IOU_THRESHOLDS, matched_area_ratio, precision_at_thresholds
 from nuclei_pipeline.core.postprocess import probabilities_to_labels
 from nuclei_pipeline.parameters import DSB_SOURCE
-from nuclei_pipeline.pipelines.evaluation.nodes import ood_samples, predict_validation
+from nuclei_pipeline.pipelines.evaluation.nodes import (
+    ood_samples,
+    predict_validation,
+    score_row,
+    summary_row,
+)
 
 REPORTED_IOUS = (0.50, 0.75, 0.90)
 
@@ -47,19 +53,11 @@ def variants(tuned: dict, thresholds: list[float]) -> list[tuple[str, dict]]:
     return rows
 
 
-def describe(truths: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float]:
-    """mAP, median matched area ratio, score at the reported IoUs and nuclei found / true over the images."""
-    scores, ratios, found, true = [], [], 0, 0
-    for image_id, truth in truths.items():
-        scores.append(precision_at_thresholds(truth, labels[image_id])["score"])
-        ratios.append(matched_area_ratio(truth, labels[image_id]))
-        found += len(np.unique(labels[image_id])) - 1
-        true += len(np.unique(truth)) - 1
-    mean = np.mean(scores, axis=0)
-    row = {"mAP": float(mean.mean()), "area_ratio": float(np.nanmedian(ratios))}
-    row.update({f"score_{t:.2f}": float(mean[np.isclose(IOU_THRESHOLDS, t)][0]) for t in REPORTED_IOUS})
-    row["found/true"] = f"{found}/{true}"
-    return row
+def describe(truths: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The evaluation's summary figures (mAP, median area ratio, nuclei counts, score per IoU) over these images."""
+    row = summary_row("", "", pd.DataFrame([score_row(truths[i], labels[i]) for i in truths]))
+    return {key: row[key] for key in ("mean_average_precision", "area_ratio", "true_nuclei", "predicted_nuclei",
+                                      *(f"score_{t:.2f}" for t in REPORTED_IOUS))}
 
 
 def main():

@@ -243,7 +243,7 @@ def postprocess_predictions(
     }
 
 
-def _score_row(truth: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+def score_row(truth: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
     """Counts, competition score per IoU threshold and their mean, pixel IoU and error counts."""
     truth, predicted = truth.astype(np.int32), predicted.astype(np.int32)
     result = precision_at_thresholds(truth, predicted)
@@ -273,7 +273,7 @@ def score_images(
     rows = [
         {"id": sample["id"], "source": _source(sample),
          "type": types.get(sample["id"], sample.get("source", "unknown")),  # held out: its set
-         **_score_row(sample["labels"], predictions[sample["id"]])}
+         **score_row(sample["labels"], predictions[sample["id"]])}
         for sample in samples
     ]
     return pd.DataFrame(rows).sort_values("average_precision").reset_index(drop=True)
@@ -320,7 +320,7 @@ def score_ood_images(
 ) -> pd.DataFrame:
     """Per-image table of every out-of-distribution set (column ``set``), as :func:`score_images`."""
     rows = [
-        {"set": set_name, "id": sample["id"], **_score_row(sample["labels"], predictions[set_name][sample["id"]])}
+        {"set": set_name, "id": sample["id"], **score_row(sample["labels"], predictions[set_name][sample["id"]])}
         for set_name, sample in ood_samples(ood_raw)
         if sample["id"] in predictions.get(set_name, {})
     ]
@@ -328,7 +328,8 @@ def score_ood_images(
     return pd.DataFrame(rows, columns=None if rows else columns)
 
 
-def _summary_row(dataset: str, group: str, scores: pd.DataFrame) -> dict[str, Any]:
+def summary_row(dataset: str, group: str, scores: pd.DataFrame) -> dict[str, Any]:
+    """One row of ``evaluation_summary``: the figures of a table of :func:`score_row` rows."""
     return {
         "dataset": dataset,
         "group": group,
@@ -366,13 +367,13 @@ def summarise_scores(
     source = scores["source"] if "source" in scores else pd.Series(DSB_SOURCE, index=scores.index)
     held_out = scores[source != DSB_SOURCE]
     scores = scores[source == DSB_SOURCE]
-    rows = [_summary_row("validation", "all", scores)]
-    rows += [_summary_row("validation", name, group) for name, group in scores.groupby("type", sort=True)]
-    holdout_rows = [_summary_row(f"{name}_holdout", "all", group)
+    rows = [summary_row("validation", "all", scores)]
+    rows += [summary_row("validation", name, group) for name, group in scores.groupby("type", sort=True)]
+    holdout_rows = [summary_row(f"{name}_holdout", "all", group)
                     for name, group in held_out.groupby("source", sort=True)]
     ood_rows = []
     if ood_scores is not None and len(ood_scores):
-        ood_rows = [_summary_row(name, "all", group) for name, group in ood_scores.groupby("set", sort=True)]
+        ood_rows = [summary_row(name, "all", group) for name, group in ood_scores.groupby("set", sort=True)]
     summary = pd.DataFrame(rows + holdout_rows + ood_rows)
     metrics: dict[str, Any] = {}
     for row in rows:
