@@ -108,6 +108,7 @@ class Tuning(Parameters):
     max_sweeps: Count
     workers: Count | None
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]]
+    pairs: list[Annotated[list[str], Field(min_length=2, max_length=2)]]
 
     @field_validator("grid")
     @classmethod
@@ -116,6 +117,15 @@ class Tuning(Parameters):
         if unknown:
             raise ValueError(f"unknown post-processing key(s) {unknown}; choose from {sorted(Postprocessing.model_fields)}")
         return grid
+
+    @model_validator(mode="after")
+    def _pairs_in_grid(self):
+        for pair in self.pairs:
+            missing = [key for key in pair if key not in self.grid or key == "min_size"]
+            if missing:
+                raise ValueError(f"pairs: {pair} names {missing}, not a grid key other than min_size "
+                                 "(add it to grid or drop the pair)")
+        return self
 
 
 class Evaluation(Parameters):

@@ -24,8 +24,8 @@ POSTPROCESSING = parameters("postprocessing", **SETTINGS)
 
 
 def tuning(**keys):
-    """``evaluation`` with tuning on and these ``tuning`` keys (one process unless ``workers`` says otherwise)."""
-    return parameters("evaluation", tuning={"enabled": True, "workers": 1, **keys})
+    """``evaluation`` with tuning on and these ``tuning`` keys (one process, no pair steps unless given)."""
+    return parameters("evaluation", tuning={"enabled": True, "workers": 1, "pairs": [], **keys})
 
 
 @pytest.fixture
@@ -161,7 +161,7 @@ def test_tuning_in_worker_processes_gives_the_same_trials(validation):
 def test_tuning_off_returns_the_configured_settings(validation):
     samples, probabilities, _ = validation
     for evaluation in (parameters("evaluation", tuning={"enabled": False}),
-                       parameters("evaluation", tuning={"enabled": False, "grid": {"threshold": [0.5]}})):
+                       parameters("evaluation", tuning={"enabled": False, "grid": {"threshold": [0.5]}, "pairs": []})):
         best, trials = tune_postprocessing(probabilities, samples, POSTPROCESSING, evaluation)
         assert best == POSTPROCESSING.model_dump() and len(trials) == 1
 
@@ -271,3 +271,29 @@ def test_coordinate_ascent_moves_with_the_best_min_size_it_has_scored():
     _coordinate_ascent(score, scored, {"a": 0, "b": 0, "min_size": 0}, grid, max_sweeps=3)
     best = max(scored.values(), key=lambda trial: trial["tuning_score"])
     assert (best["a"], best["b"], best["min_size"]) == (1, 1, 5)
+
+
+def test_pair_steps_reach_an_optimum_no_single_key_step_leads_to():
+    # From (0, 0) every one-key step loses (a ridge along the diagonal): only the pair step
+    # over a × b finds (1, 1).
+    table = {(0, 0): 0.5, (1, 0): 0.4, (0, 1): 0.4, (1, 1): 0.9}
+    grid = {"a": [0, 1], "b": [0, 1]}
+
+    def run(pairs):
+        scored = {}
+
+        def score(candidates):
+            for trial in candidates:
+                scored.setdefault(repr(sorted(trial.items())), {**trial, "tuning_score": table[trial["a"], trial["b"]]})
+
+        _coordinate_ascent(score, scored, {"a": 0, "b": 0}, grid, max_sweeps=3, pairs=pairs)
+        best = max(scored.values(), key=lambda trial: trial["tuning_score"])
+        return best["a"], best["b"]
+
+    assert run([]) == (0, 0)
+    assert run([["a", "b"]]) == (1, 1)
+
+
+def test_pairs_must_name_grid_keys():
+    with pytest.raises(ParameterError, match="evaluation.tuning.*pairs"):
+        tuning(grid={"threshold": [0.5]}, pairs=[["threshold", "min_mean_probability"]])

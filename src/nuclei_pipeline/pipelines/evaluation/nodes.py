@@ -6,7 +6,7 @@ import itertools
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from typing import Any
@@ -136,19 +136,24 @@ def _coordinate_ascent(
     start: dict[str, Any],
     grid: dict[str, list[Any]],
     max_sweeps: int,
+    pairs: Sequence[Sequence[str]] = (),
 ) -> None:
-    # Key by key (min_size last), keep the best value with the others fixed; ``score`` adds each
-    # candidate's trial to ``scored`` at every grid min_size (it only filters), so each step also
-    # takes the best min_size: fixed at the current one, the ascent would walk past better trials
-    # it had already scored and stop where no neighbour of the best trial was tried.
+    # Key by key (min_size last), then each pair of keys over the product of their values, keep
+    # the best with the others fixed; ``score`` adds each candidate's trial to ``scored`` at every
+    # grid min_size (it only filters), so each step also takes the best min_size: fixed at the
+    # current one, the ascent would walk past better trials it had already scored and stop where
+    # no neighbour of the best trial was tried. Pairs reach optima that lie diagonally off the
+    # path of single-key steps (threshold and min_mean_probability trade against each other).
     keys = sorted(key for key in grid if key != "min_size") + (["min_size"] if "min_size" in grid else [])
+    steps = [(key,) for key in keys] + [tuple(pair) for pair in pairs]
     current = dict(start)
     score([current])
     for _ in range(max_sweeps):
         before = dict(current)
-        for key in keys:
-            score([{**current, key: value} for value in grid[key]])
-            free = {key, "min_size"}
+        for step in steps:
+            score([{**current, **dict(zip(step, values, strict=True))}
+                   for values in itertools.product(*(grid[key] for key in step))])
+            free = {*step, "min_size"}
             best_trial = max(
                 (t for t in scored.values() if all(t[k] == v for k, v in current.items() if k not in free)),
                 key=lambda t: t["tuning_score"],
@@ -176,7 +181,8 @@ def tune_postprocessing(
     values, applied on top of ``postprocessing``. ``tuning.strategy``
     ``grid`` scores every combination; ``coordinate`` (coordinate ascent)
     starts from ``postprocessing`` and, key by key, keeps the best value
-    with the others fixed, sweeping until a sweep changes nothing (at most
+    with the others fixed, then each of ``tuning.pairs`` over the product of
+    its two keys' values, sweeping until a sweep changes nothing (at most
     ``tuning.max_sweeps``) — far fewer trials for large grids.
     ``tuning.workers`` processes (``null``: one per CPU core) share the
     images; the result does not depend on their number.
@@ -193,7 +199,7 @@ def tune_postprocessing(
         ``<set>_holdout_map`` for each set; best first.
     """
     tuning = evaluation.tuning
-    grid = tuning.grid if tuning.enabled else {}
+    grid, pairs = (tuning.grid, tuning.pairs) if tuning.enabled else ({}, [])
     strategy = tuning.strategy
     start = postprocessing.model_dump()
     truths = {s["id"]: s["labels"].astype(np.int32) for s in samples}
@@ -223,7 +229,7 @@ def tune_postprocessing(
             score([{**start, **dict(zip(keys, values, strict=True))}
                    for values in itertools.product(*(grid[key] for key in keys))])
         else:
-            _coordinate_ascent(score, scored, start, grid, tuning.max_sweeps)
+            _coordinate_ascent(score, scored, start, grid, tuning.max_sweeps, pairs)
     trials = sorted(scored.values(), key=lambda trial: -trial["tuning_score"])  # stable: ties keep order
     best = {key: trials[0][key] for key in start}
     logger.info("post-processing %s: %s over %d trial(s) (%s)", best,
