@@ -17,6 +17,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from nuclei_pipeline.core.rle import rle_decode
+from nuclei_pipeline.ship_model import SHIPPED
 from tests.conftest import PROJECT_ROOT, make_nuclei, write_dsb_folder, write_label_folder
 
 TINY_PARAMETERS = {
@@ -243,12 +244,14 @@ def test_inference_says_which_model_predicts_and_takes_the_shipped_one_on_reques
     line = next(line for line in said if line.startswith("predicting with"))
     assert line.startswith("predicting with the model trained in data/06_models/default (validation mAP")
     # The tiny model is worse than the shipped one: the user is told how to switch.
-    assert "the shipped model scores 0.6518" in line
+    summary = pd.read_csv(SHIPPED / "evaluation_summary.csv")
+    shipped_map = summary.query("dataset == 'validation' and group == 'all'")["mean_average_precision"].item()
+    assert f"the shipped model scores {shipped_map:.4f}" in line
     before = (masks / "sample00.png").stat().st_mtime_ns
     said.clear()
     run(project, monkeypatch, "tiny", pipeline="inference", runtime_params={"inference": {"model": "shipped"}},
         warnings=said)
-    assert "predicting with the shipped model (validation mAP 0.6518); inference.model=trained uses yours" in said
+    assert f"predicting with the shipped model (validation mAP {shipped_map:.4f}); inference.model=trained uses yours" in said
     tracked = last_run(project, "default: inference of data/01_raw/stage1_test")
     assert tracked.info.status == "FINISHED" and tracked.data.params["inference.model"] == "shipped"
     assert (masks / "sample00.png").stat().st_mtime_ns != before  # another model: predicted again
