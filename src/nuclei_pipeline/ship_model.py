@@ -132,8 +132,9 @@ def model_card(trained: dict[str, Any], root: Path) -> str:
         f"({spec.get('precision', 'float32')} arithmetic; weights stored as float32); "
         f"best epoch {spec['best_epoch']} (lowest val_loss) is the shipped checkpoint.",
         *([f"- Fine-tuned: training started from the weights of `{_relative(spec['initial_model'], root)}` "
-           "(`training.initial_model`; `shipped` is the model shipped before this card's commit, "
-           "see the git history of `src/nuclei_pipeline/shipped_model/`)."] if spec.get("initial_model") else []),
+           "(`training.initial_model`; `base` is the packaged DSB2018-only model, "
+           "`src/nuclei_pipeline/base_model/MODEL_CARD.md`; `shipped` the model shipped before this card's "
+           "commit, see the git history of `src/nuclei_pipeline/shipped_model/`)."] if spec.get("initial_model") else []),
         f"- Post-processing (tuned on the validation split{' and the held-out images' if split.get('extra_validation') else ''}): `{post}`",
         "",
         "## Validation and out-of-distribution metrics",

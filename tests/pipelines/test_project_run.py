@@ -25,7 +25,7 @@ TINY_PARAMETERS = {
     "split": {"val_fraction": 0.25, "seed": 0, "extra_val_fraction": 0.0},
     "preprocessing": {"size": 32},
     "model": {"filters": [4, 8, 16], "dropout": [0.0, 0.0, 0.0], "batch_norm": [False, True, True]},
-    "training": {"epochs": 2, "batch_size": 2, "crop_size": 32, "steps_per_epoch": 3,
+    "training": {"epochs": 2, "batch_size": 2, "crop_size": 32, "steps_per_epoch": 3, "initial_model": None,
                  "early_stopping_patience": 5, "verbose": 0},
     "evaluation": {"gallery_size": 1},
     "inference": {"figure_images": 2},

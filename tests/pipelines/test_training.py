@@ -5,6 +5,8 @@ import pytest
 from nuclei_pipeline.core.model import build_loss
 from nuclei_pipeline.parameters import ParameterError
 from nuclei_pipeline.pipelines.training.nodes import (
+    PACKAGED_MODELS,
+    build_model,
     make_training_data,
     sampling_weights,
     train_model,
@@ -26,7 +28,7 @@ def _unweighted():
 def _run(**overrides):
     """conf's training for a few quick steps on resized 16 × 16 images (no progress kept between runs)."""
     values = {"batch_size": 4, "precision": "float32", "verbose": 0, "type_weights": None, "backup_dir": "",
-              **overrides}
+              "initial_model": None, **overrides}
     return parameters("training", **values)
 
 
@@ -268,6 +270,15 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path):
     assert not np.allclose(fresh.predict(images, verbose=0), first.predict(images, verbose=0), atol=1e-3)
 
 
+@pytest.mark.parametrize("name", list(PACKAGED_MODELS))
+def test_packaged_models_start_the_default_architecture(name):
+    # conf/base fine-tunes `base`: the packaged files must fit what model.* builds, weight for weight.
+    inputs = {"input_mode": "native", "target_channels": parameters("preprocessing").target_channels}
+    model = build_model(inputs, parameters("model"), parameters("training", initial_model=name, precision="float32"))
+    packaged = keras.models.load_model(PACKAGED_MODELS[name], compile=False)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), packaged.get_weights(), strict=True))
+
+
 def test_initial_model_of_another_architecture_or_missing_is_named(tmp_path):
     _, inputs, training = _tiny_run_inputs()
     first, _, _, _ = train_model(inputs, inputs, parameters("model", **TINY), training)
@@ -331,7 +342,7 @@ inputs = {"ids": list("abcdefgh"), "images": images, "targets": (images[..., :1]
           "input_mode": "resize", "target_channels": ["mask"], "invert_light_background": False}
 training = parameters("training", epochs=2, batch_size=4, steps_per_epoch=2, learning_rate=0.05, loss="bce_dice",
                       early_stopping_patience=5, precision="float32", verbose=0, distribution="mirrored",
-                      type_weights=None, backup_dir="")
+                      type_weights=None, backup_dir="", initial_model=None)
 model = parameters("model", filters=[4, 8], dropout=[0.0, 0.0], batch_norm=False)
 best, _, metrics, spec = train_model(inputs, inputs, model, training)
 print(json.dumps({"replicas": spec["replicas"], "loss": [m["value"] for m in metrics["loss"]],

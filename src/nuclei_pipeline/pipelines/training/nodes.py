@@ -125,15 +125,21 @@ def training_nucleus_diameter(inputs: dict[str, Any], training: Training) -> flo
     return round(float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)]), 2)
 
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "shipped_model" / "unet.keras"
+_PACKAGE = Path(__file__).resolve().parents[2]
+# The models inside the package that ``training.initial_model`` names by a word.
+PACKAGED_MODELS = {
+    "shipped": _PACKAGE / "shipped_model" / "unet.keras",  # what inference uses by default
+    "base": _PACKAGE / "base_model" / "unet.keras",  # DSB2018 alone (CC0), the default run's start
+}
 
 
 def start_from(model: keras.Model, initial_model: str | None) -> None:
     """Copy the weights of a saved model of the same architecture into ``model`` (fine-tuning).
 
     ``training.initial_model``: ``null`` trains from scratch; ``shipped`` starts
-    from the model shipped with the package; else the path of a ``.keras``
-    model (e.g. ``data/06_models/default/unet.keras``).
+    from the model shipped with the package, ``base`` from the packaged model
+    trained on DSB2018 alone (see ``base_model/MODEL_CARD.md``); else the path of
+    a ``.keras`` model (e.g. ``data/06_models/default/unet.keras``).
 
     Raises
     ------
@@ -142,9 +148,11 @@ def start_from(model: keras.Model, initial_model: str | None) -> None:
     """
     if initial_model is None:
         return
-    path = SHIPPED_MODEL if initial_model == "shipped" else Path(str(initial_model))
+    path = PACKAGED_MODELS.get(str(initial_model), Path(str(initial_model)))
     if not path.is_file():
-        raise ValueError(f"training.initial_model: no model file {path} (null, shipped or a .keras path)")
+        raise ValueError(
+            f"training.initial_model: no model file {path} (null, {', '.join(PACKAGED_MODELS)} or a .keras path)"
+        )
     source = keras.models.load_model(path, compile=False)
     shapes = [w.shape for w in source.get_weights()]
     if shapes != [w.shape for w in model.get_weights()]:
