@@ -34,7 +34,7 @@ def nucleus_rows(image: np.ndarray, truth: np.ndarray, predicted: np.ndarray) ->
     ious = iou_matrix(truth, predicted)
     best = ious.max(axis=1) if ious.shape[1] else np.zeros(len(ids))
     density = ndimage.mean(rgb2hed(image[..., :3])[..., 0], labels=truth, index=ids)
-    area = ndimage.sum_labels(np.ones(truth.shape), labels=truth, index=ids)
+    area = np.bincount(truth.ravel())[ids]
     return pd.DataFrame({"area": area, "density": density, "iou": best})
 
 

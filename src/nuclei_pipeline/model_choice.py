@@ -11,15 +11,16 @@ says at WARNING which model is used and how it scored on validation.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 
+from nuclei_pipeline.packaged import SHIPPED
+
 logger = logging.getLogger(__name__)
 
 MODEL_DATASETS = ("trained_model", "model_spec", "postprocessing_settings")
-SHIPPED_SUMMARY = Path(__file__).parent / "shipped_model" / "evaluation_summary.csv"
+SHIPPED_SUMMARY = SHIPPED / "evaluation_summary.csv"
 
 
 def validation_map(summary: pd.DataFrame | None) -> float | None:

@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
+from nuclei_pipeline.packaged import SHIPPED
 from nuclei_pipeline.parameters import DSB_SOURCE, Parameters
 
-SHIPPED = Path(__file__).parent / "shipped_model"
 # Catalog entries shipped, and the fallback files they are written to.
 SHIPPED_FILES = {"trained_model": "unet.keras", "model_spec": "model_spec.json",
                  "postprocessing_settings": "postprocessing.json"}

@@ -17,7 +17,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from nuclei_pipeline.core.rle import rle_decode
-from nuclei_pipeline.ship_model import SHIPPED
+from nuclei_pipeline.packaged import SHIPPED
 from tests.conftest import PROJECT_ROOT, make_nuclei, write_dsb_folder, write_label_folder
 
 TINY_PARAMETERS = {

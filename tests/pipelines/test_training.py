@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from nuclei_pipeline.core.model import build_loss
+from nuclei_pipeline.packaged import PACKAGED_MODELS
 from nuclei_pipeline.parameters import ParameterError
 from nuclei_pipeline.pipelines.training.nodes import (
-    PACKAGED_MODELS,
     build_model,
     make_training_data,
     sampling_weights,

@@ -27,6 +27,7 @@ from nuclei_pipeline.core.model import (
 )
 from nuclei_pipeline.core.sources import source_weights
 from nuclei_pipeline.core.time_budget import ShrinkableCosineDecay, TimeBudget, budget_seconds
+from nuclei_pipeline.packaged import PACKAGED_MODELS
 from nuclei_pipeline.parameters import DSB_SOURCE, Model, Training
 from nuclei_pipeline.precision import resolve_precision
 
@@ -123,14 +124,6 @@ def training_nucleus_diameter(inputs: dict[str, Any], training: Training) -> flo
     order = np.argsort(values)
     cumulative = np.cumsum(weights[known][order])
     return round(float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)]), 2)
-
-
-_PACKAGE = Path(__file__).resolve().parents[2]
-# The models inside the package that ``training.initial_model`` names by a word.
-PACKAGED_MODELS = {
-    "shipped": _PACKAGE / "shipped_model" / "unet.keras",  # what inference uses by default
-    "base": _PACKAGE / "base_model" / "unet.keras",  # DSB2018 alone (CC0), the default run's start
-}
 
 
 def start_from(model: keras.Model, initial_model: str | None) -> None:
