@@ -213,7 +213,6 @@ class Augmentation(Parameters):
     flip: bool
     rotate90: bool
     stain: Probability
-    stain_haematoxylin: Annotated[list[Positive], Field(min_length=2, max_length=2)] | None
     brightness: Probability
     contrast: Probability
     hue: Probability
@@ -222,11 +221,11 @@ class Augmentation(Parameters):
     scale: Probability
     extra_zoom: Annotated[list[Positive], Field(min_length=2, max_length=2)] | None
 
-    @field_validator("stain_haematoxylin", "extra_zoom")
+    @field_validator("extra_zoom")
     @classmethod
     def _smallest_first(cls, value):
         if value is not None and not value[0] <= value[1]:
-            raise ValueError("must be [smallest, largest] factors with smallest <= largest")
+            raise ValueError("must be [smallest, largest] zoom factors with smallest <= largest")
         return value
 
 

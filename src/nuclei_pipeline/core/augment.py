@@ -100,12 +100,7 @@ def tiles(array: np.ndarray, size: int) -> list[np.ndarray]:
     ]
 
 
-def perturb_stains(
-    image: np.ndarray,
-    strength: float,
-    rng: np.random.Generator,
-    haematoxylin: tuple[float, float] | None = None,
-) -> np.ndarray:
+def perturb_stains(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
     """Random stain variation of a light-background (H&E-like) RGB image in [0, 1].
 
     The image is unmixed into haematoxylin, eosin and DAB optical densities
@@ -115,16 +110,10 @@ def perturb_stains(
     (Tellez et al. 2018, "H&E stain augmentation"). The unmixing is done
     here without ``rgb2hed``'s clipping of negative densities, so
     ``strength`` 0 returns the image unchanged.
-
-    ``haematoxylin``, a ``(low, high)`` range, replaces ``1 ± strength`` for
-    the haematoxylin factor alone: a low end well under 1 shows the model the
-    pale (vesicular) nuclei of lightly stained tissue.
     """
     density = -np.log(np.clip(image, 1.0 / 255.0, 1.0))
     stains = density @ hed_from_rgb
     factors = rng.uniform(1.0 - strength, 1.0 + strength, size=3)
-    if haematoxylin is not None:
-        factors[0] = rng.uniform(*haematoxylin)
     shifts = rng.uniform(-strength / 2.0, strength / 2.0, size=3)
     mixed = (stains * factors + shifts) @ rgb_from_hed
     return np.clip(np.exp(-mixed), 0.0, 1.0).astype(np.float32)
@@ -147,8 +136,7 @@ def augment(
     settings : Augmentation
         ``training.augmentation``: ``flip`` and ``rotate90`` (bool), ``stain``
         (strength of :func:`perturb_stains`, applied to light-background crops
-        only: dark fluorescence has no stains to vary) and
-        ``stain_haematoxylin`` (its haematoxylin factor range), ``brightness`` and
+        only: dark fluorescence has no stains to vary), ``brightness`` and
         ``contrast`` (maximum relative change), ``hue`` (probability of
         permuting the colour channels), ``grey`` (probability of turning the
         image grey), ``invert`` (probability of inverting intensities); 0 or
@@ -165,7 +153,7 @@ def augment(
         image, target = np.rot90(image, turns), np.rot90(target, turns)
     image = np.asarray(image, dtype=np.float32)
     if settings.stain and np.median(image) > 0.5:
-        image = perturb_stains(image, settings.stain, rng, settings.stain_haematoxylin)
+        image = perturb_stains(image, settings.stain, rng)
     if rng.random() < settings.hue:
         image = image[..., rng.permutation(3)]
     if rng.random() < settings.grey:
