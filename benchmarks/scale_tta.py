@@ -57,6 +57,8 @@ def main():
     parser.add_argument("--limit", type=int, default=None, help="at most this many images per source (a quick look)")
     args = parser.parse_args()
     catalog, _, groups = open_project(args.env)
+    if groups["prediction"].nucleus_diameter is not None:
+        parser.error("prediction.nucleus_diameter must be null here: the scales are relative to the image as it is")
     model, spec, postprocessing = load_model(catalog, "trained")
     tta, tiling = groups["evaluation"].test_time_augmentation, groups["prediction"]
     samples, truths, at_one = load_validation(catalog, with_held_out=True)
@@ -72,7 +74,7 @@ def main():
     if args.limit:
         by_source = {source: ids[: args.limit] for source, ids in by_source.items()}
     chosen = [i for ids in by_source.values() for i in ids]
-    for image_id in chosen:
+    for image_id in chosen:  # the OOD sets' maps at 1×, as predict_ood_sets makes them (float32)
         if image_id not in at_one:
             at_one[image_id] = predict_with_spec(model, images[image_id], spec, tta, tiling)
     rows = []
