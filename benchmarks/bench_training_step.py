@@ -1,7 +1,8 @@
 """Print the training step time of the configured U-Net in float32 and bfloat16 mixed precision,
-or (``--batch-norm``) with batch normalisation at every level, at the levels of conf's ``model.batch_norm``, or none.
+or (``--batch-norm``) with batch normalisation at every level, at the levels of conf's ``model.batch_norm``, or none,
+or (``--filters 24,48,96,192,384 ...``) of wider U-Nets against conf's ``model.filters``.
 
-Run: ``.venv/bin/python benchmarks/bench_training_step.py [--batch 8 --crop 256 --steps 5] [--batch-norm] [--env ENV]``.
+Run: ``.venv/bin/python benchmarks/bench_training_step.py [--batch 8 --crop 256 --steps 5] [--batch-norm | --filters F ...] [--env ENV]``.
 The network (``model.filters``, ``model.dropout``, one output per ``preprocessing.target_channels``),
 the loss (``training.loss``, ``training.dice_weight``) and the default batch (``training.batch_size``)
 and crop size (``training.crop_size``) are those of the project's conf (``--env``: another environment's).
@@ -66,6 +67,8 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-norm", action="store_true", help="compare batch-norm layouts instead")
+    parser.add_argument("--filters", nargs="+", default=None,
+                        help="compare U-Nets of these filter lists (comma-separated, e.g. 24,48,96,192,384) instead")
     parser.add_argument("--env", default=None, help="Kedro environment whose conf is read")
     args = parser.parse_args()
     _, _, groups = open_project(args.env)
@@ -73,6 +76,9 @@ def main():
     args.crop = args.crop or groups["training"].crop_size
     if args.batch_norm:
         compare_batch_norm(args, groups)
+        return
+    if args.filters:
+        compare_filters(args, groups)
         return
     images, targets = random_batch(args, groups)
     models, seconds = interleaved_seconds(
@@ -108,6 +114,26 @@ def compare_batch_norm(args, groups):
     print(f"{precision}, batch {args.batch} × {args.crop}²")
     for name, value in seconds.items():
         print(f"batch norm at {name:>28}: {value:.3f} s/step, {seconds['every level'] / value:.2f}× the speed of every level")
+
+
+def compare_filters(args, groups):
+    """Step time and parameters of U-Nets of other widths against conf's ``model.filters``, interleaved,
+    in the precision and batch-norm layout training would use (what a wider model costs per epoch)."""
+    images, targets = random_batch(args, groups)
+    precision, model = resolve_precision(groups["training"].precision), groups["model"]
+    widths = [model.filters] + [[int(f) for f in text.split(",")] for text in args.filters]
+    for filters in widths:
+        if len(filters) != len(model.filters):
+            raise SystemExit(f"--filters {','.join(map(str, filters))}: needs {len(model.filters)} levels as model.filters")
+    models, seconds = interleaved_seconds(
+        {",".join(map(str, f)): {"filters": f, "batch_norm": model.batch_norm, "precision": precision} for f in widths},
+        images, targets, args, groups,
+    )
+    reference = ",".join(map(str, model.filters))
+    print(f"{precision}, batch {args.batch} × {args.crop}²")
+    for name, value in seconds.items():
+        print(f"filters {name:>22}: {models[name].count_params():>10,} parameters, {value:.3f} s/step, "
+              f"{value / seconds[reference]:.2f}× conf's")
 
 
 if __name__ == "__main__":

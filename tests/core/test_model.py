@@ -11,6 +11,7 @@ from nuclei_pipeline.core.model import (
     build_unet,
     model_precision,
     network_stride,
+    widen_weights,
 )
 from nuclei_pipeline.parameters import ParameterError
 from nuclei_pipeline.precision import native_bfloat16_available, resolve_precision
@@ -146,3 +147,31 @@ def test_batch_norm_can_be_kept_at_some_levels_only():
     assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in everywhere.layers) == 10
     with pytest.raises(ParameterError, match="model: batch_norm needs one value per level of filters"):
         parameters("model", filters=[4, 8, 16], dropout=0.0, batch_norm=[True, False])
+
+
+@pytest.mark.parametrize("batch_norm", [False, [False, True, True]])
+def test_widened_unet_computes_the_narrow_ones_maps_and_then_learns_with_its_new_filters(batch_norm):
+    keras.utils.set_random_seed(0)
+    narrow = build_unet((None, None, 3), filters=(4, 8, 16), dropout=0.0, output_channels=2, batch_norm=batch_norm)
+    for layer in narrow.layers:  # batch-norm statistics unlike their initial values, so copying them counts
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([gamma * 1.3, beta + 0.1, mean + 0.2, variance * 1.5])
+    wide = build_unet((None, None, 3), filters=(6, 12, 24), dropout=0.0, output_channels=2, batch_norm=batch_norm)
+    widen_weights(narrow, wide)
+    images = np.random.default_rng(1).random((2, 32, 32, 3)).astype(np.float32)
+    assert wide.count_params() > 2 * narrow.count_params() - 1000
+    np.testing.assert_allclose(wide.predict(images, verbose=0), narrow.predict(images, verbose=0), atol=1e-6)
+    # the new filters' outgoing weights start at zero but get gradients: one step changes the maps
+    wide.compile(optimizer=keras.optimizers.SGD(0.1), loss="binary_crossentropy")
+    before = wide.get_layer("probabilities").get_weights()[0].copy()
+    wide.train_on_batch(images, (images[..., :2] > 0.5).astype(np.float32))
+    assert not np.allclose(wide.get_layer("probabilities").get_weights()[0][:, :, 4:], before[:, :, 4:])
+
+
+def test_widening_refuses_a_narrower_or_deeper_target():
+    narrow = build_unet((None, None, 3), filters=(4, 8), dropout=0.0)
+    with pytest.raises(ValueError, match="down0_conv1 is narrower"):
+        widen_weights(narrow, build_unet((None, None, 3), filters=(2, 8), dropout=0.0))
+    with pytest.raises(ValueError, match="other layers"):
+        widen_weights(narrow, build_unet((None, None, 3), filters=(4, 8, 16), dropout=0.0))

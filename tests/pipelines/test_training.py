@@ -279,15 +279,28 @@ def test_packaged_models_start_the_default_architecture(name):
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), packaged.get_weights(), strict=True))
 
 
+def test_a_wider_model_starts_from_a_narrower_ones_maps(tmp_path):
+    images, inputs, training = _tiny_run_inputs()
+    narrow, _, _, _ = train_model(inputs, inputs, parameters("model", **TINY), training)
+    narrow.save(tmp_path / "narrow.keras")
+    wider = parameters("model", **{**TINY, "filters": [6, 12]})
+    widened, _, _, _ = train_model(inputs, inputs, wider,
+                                   training.model_copy(update={"initial_model": str(tmp_path / "narrow.keras")}))
+    assert widened.count_params() > narrow.count_params()
+    assert np.allclose(widened.predict(images, verbose=0), narrow.predict(images, verbose=0), atol=1e-5)
+
+
 def test_initial_model_of_another_architecture_or_missing_is_named(tmp_path):
     _, inputs, training = _tiny_run_inputs()
     first, _, _, _ = train_model(inputs, inputs, parameters("model", **TINY), training)
     first.save(tmp_path / "small.keras")
-    wider = parameters("model", **{**TINY, "filters": [8, 16]})
-    with pytest.raises(ValueError, match="training.initial_model.*another architecture"):
-        train_model(inputs, inputs, wider, training.model_copy(update={"initial_model": str(tmp_path / "small.keras")}))
+    for other in ({"filters": [2, 8]}, {"filters": [4, 8, 16], "dropout": [0.0] * 3}):  # narrower, deeper
+        with pytest.raises(ValueError, match="training.initial_model.*another architecture"):
+            train_model(inputs, inputs, parameters("model", **{**TINY, **other}),
+                        training.model_copy(update={"initial_model": str(tmp_path / "small.keras")}))
     with pytest.raises(ValueError, match="training.initial_model.*no model file"):
-        train_model(inputs, inputs, wider, training.model_copy(update={"initial_model": str(tmp_path / "none.keras")}))
+        train_model(inputs, inputs, parameters("model", **TINY),
+                    training.model_copy(update={"initial_model": str(tmp_path / "none.keras")}))
 
 
 def test_a_killed_training_resumes_from_its_last_finished_epoch(tmp_path, monkeypatch):

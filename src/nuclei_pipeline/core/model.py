@@ -124,6 +124,68 @@ def as_float32(model: keras.Model) -> keras.Model:
     return copy
 
 
+def _channel_map(old: int, new: int, concatenated: bool) -> np.ndarray:
+    """Where each of ``old`` channels lies among ``new`` (``concatenated``: two equal halves,
+    the upsampled path then the skip connection, each widened at its end)."""
+    if not concatenated:
+        return np.arange(old)
+    return np.concatenate([np.arange(old // 2), new // 2 + np.arange(old // 2)])
+
+
+def _weighted_layers(model: keras.Model) -> list[str]:
+    return [layer.name for layer in model.layers if layer.weights]
+
+
+def _widen_kernel(old: np.ndarray, new: np.ndarray, transposed: bool, concatenated: bool) -> np.ndarray:
+    """``new`` with ``old`` in its first channels and zero weights from the new inputs into the old outputs."""
+    in_axis, out_axis = (3, 2) if transposed else (2, 3)  # Conv2DTranspose kernels are (h, w, out, in)
+    inputs = _channel_map(old.shape[in_axis], new.shape[in_axis], concatenated)
+    fresh = np.setdiff1d(np.arange(new.shape[in_axis]), inputs)
+    outputs = np.arange(old.shape[out_axis])
+    result = np.moveaxis(new.copy(), (in_axis, out_axis), (2, 3))  # a view: (h, w, in, out)
+    result[:, :, fresh[:, None], outputs] = 0.0
+    result[:, :, inputs[:, None], outputs] = np.moveaxis(old, (in_axis, out_axis), (2, 3))
+    return np.moveaxis(result, (2, 3), (in_axis, out_axis))
+
+
+def widen_weights(source: keras.Model, target: keras.Model) -> None:
+    """Copy a U-Net's weights into a wider one of :func:`build_unet` so that it computes the same maps.
+
+    Where ``target`` has more filters, the source's weights fill the first
+    channels (of each half, at a skip concatenation), the weights from the new
+    input channels into the old output channels are zero and the new channels
+    keep their initial weights: the new filters add nothing to the output until
+    training moves them (function-preserving widening, Chen et al. 2016,
+    "Net2Net", with zero outgoing weights), so a fine-tune starts from the
+    source's scores with more capacity.
+
+    Raises
+    ------
+    ValueError
+        When the two differ in their layers (another depth) or ``target`` is narrower anywhere.
+    """
+    if _weighted_layers(source) != _weighted_layers(target):
+        raise ValueError("the two models have other layers (another number of levels?)")
+    for layer in source.layers:
+        if not layer.weights:
+            continue
+        wider = target.get_layer(layer.name)
+        olds, news = layer.get_weights(), wider.get_weights()
+        if [w.ndim for w in olds] != [w.ndim for w in news] or any(
+            o > n for old, new in zip(olds, news, strict=True) for o, n in zip(old.shape, new.shape, strict=True)
+        ):
+            raise ValueError(f"layer {layer.name} is narrower or of another kind in the wider model")
+        transposed = isinstance(layer, layers.Conv2DTranspose)
+        concatenated = layer.name.startswith("up") and layer.name.endswith("_conv1")  # after the skip concatenation
+        result = []
+        for old, new in zip(olds, news, strict=True):
+            if old.ndim == 4:
+                result.append(_widen_kernel(old, new, transposed, concatenated))
+            else:  # biases and batch-norm vectors: the old channels first, the new ones as initialised
+                result.append(np.concatenate([old, new[old.shape[0]:]]))
+        wider.set_weights(result)
+
+
 def network_stride(model: keras.Model) -> int:
     """Multiple that input height and width must have (2 ** number of poolings)."""
     return 2 ** sum(isinstance(layer, layers.MaxPooling2D) for layer in model.layers)

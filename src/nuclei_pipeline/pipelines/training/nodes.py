@@ -24,6 +24,7 @@ from nuclei_pipeline.core.model import (
     build_unet,
     crop_sample_weight,
     model_precision,
+    widen_weights,
 )
 from nuclei_pipeline.core.sources import source_weights
 from nuclei_pipeline.core.time_budget import ShrinkableCosineDecay, TimeBudget, budget_seconds
@@ -148,13 +149,19 @@ def start_from(model: keras.Model, initial_model: str | None) -> None:
         )
     source = keras.models.load_model(path, compile=False)
     shapes = [w.shape for w in source.get_weights()]
-    if shapes != [w.shape for w in model.get_weights()]:
+    if shapes == [w.shape for w in model.get_weights()]:
+        model.set_weights(source.get_weights())
+        logger.info("training starts from the weights of %s", path)
+        return
+    try:
+        widen_weights(source, model)
+    except ValueError as error:
         raise ValueError(
             f"training.initial_model: {path} has another architecture than model.* builds "
-            f"({source.count_params()} against {model.count_params()} parameters)"
-        )
-    model.set_weights(source.get_weights())
-    logger.info("training starts from the weights of %s", path)
+            f"({source.count_params()} against {model.count_params()} parameters; {error})"
+        ) from error
+    logger.info("training starts from the weights of %s, widened from %d to %d parameters (its maps unchanged)",
+                path, source.count_params(), model.count_params())
 
 
 def crop_zooms(training: Training, inputs: dict[str, Any]) -> list[tuple[float, float] | None]:
