@@ -272,11 +272,14 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path):
 
 @pytest.mark.parametrize("name", list(PACKAGED_MODELS))
 def test_packaged_models_start_the_default_architecture(name):
-    # conf/base fine-tunes `base`: the packaged files must fit what model.* builds, weight for weight.
+    # conf/base fine-tunes `base`: what model.* builds from a packaged file (its own weights, or
+    # them widened) must compute the packaged model's maps.
     inputs = {"input_mode": "native", "target_channels": parameters("preprocessing").target_channels}
     model = build_model(inputs, parameters("model"), parameters("training", initial_model=name, precision="float32"))
     packaged = keras.models.load_model(PACKAGED_MODELS[name], compile=False)
-    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), packaged.get_weights(), strict=True))
+    assert model.count_params() >= packaged.count_params()
+    image = np.random.default_rng(0).random((1, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(image, verbose=0), packaged.predict(image, verbose=0), atol=1e-5)
 
 
 def test_a_wider_model_starts_from_a_narrower_ones_maps(tmp_path):
