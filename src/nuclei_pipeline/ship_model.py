@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from nuclei_pipeline.packaged import SHIPPED
+from nuclei_pipeline.packaged import PACKAGED_MODELS, SHIPPED
 from nuclei_pipeline.parameters import DSB_SOURCE, Parameters
 
 # Catalog entries shipped, and the fallback files they are written to.
@@ -90,7 +90,20 @@ def load_trained(root: Path, env: str | None = None) -> dict[str, Any]:
             loaded[name] = value.model_dump() if isinstance(value, Parameters) else value
         for name in ("evaluation_summary", "train_validation_split"):
             loaded[name] = catalog.load(name)
+    loaded["initial_parameters"] = _initial_parameters(loaded["model_spec"].get("initial_model"))
     return loaded
+
+
+def _initial_parameters(initial_model: str | None) -> int | None:
+    """Parameters of the model a fine-tune started from (``None``: from scratch, or its file is gone)."""
+    if initial_model is None:
+        return None
+    path = PACKAGED_MODELS.get(str(initial_model), Path(str(initial_model)))
+    if not path.is_file():
+        return None
+    import keras
+
+    return int(keras.models.load_model(path, compile=False).count_params())
 
 
 def model_card(trained: dict[str, Any], root: Path) -> str:
@@ -134,7 +147,10 @@ def model_card(trained: dict[str, Any], root: Path) -> str:
         *([f"- Fine-tuned: training started from the weights of `{_relative(spec['initial_model'], root)}` "
            "(`training.initial_model`; `base` is the packaged DSB2018-only model, "
            "`src/nuclei_pipeline/base_model/MODEL_CARD.md`; `shipped` the model shipped before this card's "
-           "commit, see the git history of `src/nuclei_pipeline/shipped_model/`)."] if spec.get("initial_model") else []),
+           "commit, see the git history of `src/nuclei_pipeline/shipped_model/`)"
+           + (f", widened from its {trained['initial_parameters']:,} parameters to this network's wider filters with "
+              "its maps unchanged (`core.model.widen_weights`)" if (trained.get("initial_parameters") or spec["parameters"])
+              < spec["parameters"] else "") + "."] if spec.get("initial_model") else []),
         f"- Post-processing (tuned on the validation split{' and the held-out images' if split.get('extra_validation') else ''}): `{post}`",
         "",
         "## Validation and out-of-distribution metrics",

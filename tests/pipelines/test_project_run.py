@@ -437,6 +437,11 @@ def test_model_card_reports_the_validation_scores(project, monkeypatch):
     trained["model_spec"] = {**trained["model_spec"], "normalize_percentiles": [1.0, 99.8]}
     card = model_card(trained, project)
     assert "scaled to [0, 1] and stretched so that their 1 and 99.8 percentiles map to 0 and 1." in card
+    assert "widened from" not in card
+    trained["model_spec"] = {**trained["model_spec"], "initial_model": "base"}
+    trained["initial_parameters"] = trained["model_spec"]["parameters"] - 100
+    card = model_card(trained, project)
+    assert f"widened from its {trained['initial_parameters']:,} parameters" in card
 
 
 @pytest.mark.slow
