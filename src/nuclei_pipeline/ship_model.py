@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from nuclei_pipeline.packaged import PACKAGED_MODELS, SHIPPED
@@ -168,6 +172,26 @@ def model_card(trained: dict[str, Any], root: Path) -> str:
     return "\n".join(sections)
 
 
+def round_to_half_precision(weights: np.ndarray) -> np.ndarray:
+    """float32 ``weights`` rounded to float16's 10-bit mantissa (float32's range kept): the
+    13 low bits become zero, so the shipped file deflates to ~60 % (17.7 → ~10.4 MB at 24…384)."""
+    bits = np.asarray(weights, dtype=np.float32).view(np.uint32)
+    return ((bits + np.uint32(1 << 12)) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+def save_compact(model, path: Path) -> None:
+    """Save ``model`` (float32) with its weights rounded to half precision, zipped with deflate
+    (Keras stores the ``.keras`` archive uncompressed), written atomically."""
+    model.set_weights([round_to_half_precision(w) for w in model.get_weights()])
+    with tempfile.TemporaryDirectory(dir=path.parent) as folder:
+        plain, packed = Path(folder) / "plain.keras", Path(folder) / "packed.keras"
+        model.save(plain)
+        with zipfile.ZipFile(plain) as source, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as target:
+            for item in source.infolist():
+                target.writestr(item.filename, source.read(item.filename))
+        os.replace(packed, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default=None, help="Kedro environment (preset) the model was trained with")
@@ -180,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     card = model_card(trained, args.project_root)
     SHIPPED.mkdir(exist_ok=True)
     # Loaded without compiling, the model is saved without its optimizer state (a third of the size).
-    trained["trained_model"].save(SHIPPED / SHIPPED_FILES["trained_model"])
+    save_compact(trained["trained_model"], SHIPPED / SHIPPED_FILES["trained_model"])
     for name in ("model_spec", "postprocessing_settings"):
         (SHIPPED / SHIPPED_FILES[name]).write_text(json.dumps(trained[name], indent=2) + "\n")
     (SHIPPED / "MODEL_CARD.md").write_text(card)
