@@ -254,6 +254,19 @@ def test_stain_perturbation_varies_colour_but_keeps_nuclei_darkest():
     assert not np.allclose(variants[0], variants[1])
 
 
+def test_stain_perturbation_scales_and_shifts_each_stain_density():
+    """The fused float32 matrix does what the docstring says, step by step in float64."""
+    from skimage.color import hed_from_rgb, rgb_from_hed
+
+    tissue, strength = _stained_tissue(), 0.3
+    draws = np.random.default_rng(3)
+    factors = draws.uniform(1 - strength, 1 + strength, size=3)
+    shifts = draws.uniform(-strength / 2, strength / 2, size=3)
+    stains = -np.log(np.clip(tissue.astype(np.float64), 1 / 255, 1)) @ hed_from_rgb
+    expected = np.clip(np.exp(-((stains * factors + shifts) @ rgb_from_hed)), 0, 1)
+    assert np.allclose(perturb_stains(tissue, strength, np.random.default_rng(3)), expected, atol=1e-5)
+
+
 def test_stain_augmentation_spares_dark_fluorescence():
     rng = np.random.default_rng(0)
     dark = np.random.default_rng(1).random((8, 8, 3)).astype(np.float32) * 0.3

@@ -175,6 +175,21 @@ def test_zoomed_training_batches_have_the_crop_size():
         next(training_batches({k: v for k, v in inputs.items() if k != "labels"}, training))
 
 
+def test_batches_of_float16_inputs_are_float32_crops_aligned_with_their_targets():
+    """Inputs are stored as float16 and cropped before conversion: the crop must still match its target."""
+    rng = np.random.default_rng(0)
+    images = [rng.random((shape, shape + 10, 3)).astype(np.float16) for shape in (40, 90)]
+    inputs = {"ids": ["a", "b"], "images": images, "input_mode": "native", "target_channels": ["mask"],
+              "targets": [image[..., :1].copy() for image in images]}
+    training = parameters("training", batch_size=2, crop_size=32, type_weights=None, augmentation=None)
+    batches = training_batches(inputs, training)
+    for _ in range(3):
+        batch_images, batch_targets = next(batches)
+        assert batch_images.dtype == batch_targets.dtype == np.float32
+        assert batch_images.shape == (2, 32, 32, 3)
+        np.testing.assert_array_equal(batch_images[..., :1], batch_targets)
+
+
 def _disc_inputs(sources, shares, size=64):
     """``size``² images of one centred 12 px radius disc each (label 1), from the given sources."""
     rows, cols = np.ogrid[:size, :size]

@@ -210,15 +210,15 @@ def training_batches(inputs: dict[str, Any], training: Training):
         for start in range(0, count - batch_size + 1 if count >= batch_size else 1, batch_size):
             images, targets = [], []
             for index in order[start : start + batch_size]:
-                image = np.asarray(inputs["images"][index], dtype=np.float32)
+                # Cropped as stored (float16) and converted after: converting a whole 1000² tile
+                # first took 60 % of the generator's time.
+                image, target = inputs["images"][index], inputs["targets"][index]
                 if zooms[index] is not None:
                     image, target = random_zoomed_crop(image, inputs["labels"][index], crop_size, rng, zooms[index],
                                                        inputs["target_channels"])
                 elif native:
-                    target = np.asarray(inputs["targets"][index], dtype=np.float32)
                     image, target = random_crop(image, target, crop_size, rng)
-                else:
-                    target = np.asarray(inputs["targets"][index], dtype=np.float32)
+                image, target = np.asarray(image, dtype=np.float32), np.asarray(target, dtype=np.float32)
                 if settings is not None:
                     image, target = augment(image, target, rng, settings)
                 images.append(image)
