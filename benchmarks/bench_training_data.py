@@ -95,7 +95,7 @@ def main():
           f"(= {validating / steps:.3f} s per step of a {steps}-step epoch)")
     epoch = steps * best["data pipeline"] + validating
     print(f"epoch estimate: {epoch:.0f} s, of which data pipeline {steps * (best['data pipeline'] - best['fixed batch']):.0f} s, "
-          f"validation {validating:.0f} s ({np.round(100 * validating / epoch)}%)")
+          f"validation {validating:.0f} s ({100 * validating / epoch:.0f} %)")
 
 
 if __name__ == "__main__":
