@@ -9,7 +9,8 @@ and crop size (``training.crop_size``) are those of the project's conf (``--env`
 Both precisions are timed in the same process, interleaved, on the same random batch; the
 ratio is the figure to compare (absolute times on a shared 2-core machine are noisy). It also
 reports how far the float32 copy of the mixed-precision model (what training saves) is from
-the mixed model's own output.
+the mixed model's own output. Where the CPU lacks native bfloat16 (no AVX-512 BF16 / AMX) only
+float32 is timed: emulated bfloat16 takes minutes per step, and training uses float32 there.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def main():
     parser.add_argument("--filters", nargs="+", default=None,
                         help="compare U-Nets of these filter lists (comma-separated, e.g. 24,48,96,192,384) instead")
     parser.add_argument("--env", default=None, help="Kedro environment whose conf is read")
+    parser.add_argument("--emulated-bfloat16", action="store_true",
+                        help="time mixed_bfloat16 even where the CPU lacks native bfloat16 (very slow)")
     args = parser.parse_args()
     _, _, groups = open_project(args.env)
     args.batch = args.batch or groups["training"].batch_size
@@ -81,11 +84,20 @@ def main():
         compare_filters(args, groups)
         return
     images, targets = random_batch(args, groups)
+    native = native_bfloat16_available()
+    print(f"CPU advertises bfloat16: {native}; batch {args.batch} × {args.crop}²")
+    if not native and not args.emulated_bfloat16:
+        # Without native bfloat16 every op is emulated: one step takes minutes, and training
+        # (`training.precision: auto`) would use float32 here anyway.
+        _, seconds = interleaved_seconds({"float32": {"batch_norm": True, "precision": "float32"}},
+                                         images, targets, args, groups)
+        print(f"        float32: {seconds['float32']:.3f} s/step (best of {args.rounds} rounds of {args.steps}); "
+              "mixed_bfloat16 not timed: emulated on this CPU (--emulated-bfloat16 times it anyway)")
+        return
     models, seconds = interleaved_seconds(
         {precision: {"batch_norm": True, "precision": precision} for precision in ("float32", "mixed_bfloat16")},
         images, targets, args, groups,
     )
-    print(f"CPU advertises bfloat16: {native_bfloat16_available()}; batch {args.batch} × {args.crop}²")
     for precision, value in seconds.items():
         print(f"{precision:>15}: {value:.3f} s/step (best of {args.rounds} rounds of {args.steps})")
     print(f"mixed_bfloat16 speed-up over float32: {seconds['float32'] / seconds['mixed_bfloat16']:.2f}×")
