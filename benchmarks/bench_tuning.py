@@ -33,7 +33,7 @@ def main():
     if args.limit:
         samples = dict(list(samples.items())[: args.limit])
     evaluation = groups["evaluation"]
-    tuning = evaluation.tuning.model_copy(update={"enabled": True, "max_sweeps": args.max_sweeps})
+    tuning = evaluation.tuning.model_copy(update={"enabled": True, "max_sweeps": args.max_sweeps, "time_budget_minutes": None})
     results = {}
     for workers in (1, args.workers):
         started = time.perf_counter()

@@ -106,6 +106,7 @@ class Tuning(Parameters):
     enabled: bool
     strategy: Literal["coordinate", "grid"]
     max_sweeps: Count
+    time_budget_minutes: Positive | None
     workers: Count | None
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]]
     pairs: list[Annotated[list[str], Field(min_length=2, max_length=2)]]

@@ -273,6 +273,52 @@ def test_coordinate_ascent_moves_with_the_best_min_size_it_has_scored():
     assert (best["a"], best["b"], best["min_size"]) == (1, 1, 5)
 
 
+def test_coordinate_ascent_starts_no_step_once_out_of_time():
+    # The best lies at a = 1, b = 1, reached only by a step over b after the one over a.
+    table = {(0, 0): 0.1, (1, 0): 0.5, (0, 1): 0.2, (1, 1): 0.9}
+    grid = {"a": [0, 1], "b": [0, 1]}
+
+    def run(steps_allowed):
+        scored, checks = {}, []
+
+        def score(candidates):
+            for trial in candidates:
+                scored.setdefault(repr(sorted(trial.items())), {**trial, "tuning_score": table[trial["a"], trial["b"]]})
+
+        def out_of_time():
+            checks.append(len(scored))
+            return len(checks) > steps_allowed
+
+        finished = _coordinate_ascent(score, scored, {"a": 0, "b": 0}, grid, max_sweeps=3, out_of_time=out_of_time)
+        best = max(scored.values(), key=lambda trial: trial["tuning_score"])
+        return finished, (best["a"], best["b"]), len(scored)
+
+    assert run(steps_allowed=1) == (False, (1, 0), 2)  # the step over a, then no more
+    assert run(steps_allowed=0) == (False, (0, 0), 1)  # the start alone
+    assert run(steps_allowed=99) == (True, (1, 1), 4)
+
+
+def test_tuning_time_budget_keeps_the_best_of_the_trials_scored_in_time(validation, caplog):
+    samples, probabilities, _ = validation
+    grid = {"threshold": [0.7, 0.6, 0.5, 0.4], "method": ["components", "watershed"], "border_channel": [1],
+            "marker_threshold": [0.9, 0.5]}
+    full, full_trials = tune_postprocessing(probabilities, samples, POSTPROCESSING,
+                                            tuning(strategy="coordinate", grid=grid, time_budget_minutes=None))
+    # A clock that moves a minute per reading: the budget of 1.5 minutes is spent after the first step.
+    ticks = iter(range(1000))
+    with caplog.at_level("WARNING"):
+        cut, cut_trials = tune_postprocessing(probabilities, samples, POSTPROCESSING,
+                                              tuning(strategy="coordinate", grid=grid, time_budget_minutes=1.5),
+                                              clock=lambda: 60.0 * next(ticks))
+    assert 1 < len(cut_trials) < len(full_trials)
+    best_scored = cut_trials.iloc[0]  # the best of what it scored
+    assert (cut["threshold"], cut["marker_threshold"]) == (best_scored["threshold"], best_scored["marker_threshold"])
+    assert set(map(tuple, cut_trials[["threshold", "method"]].values)) < set(map(tuple, full_trials[["threshold", "method"]].values))
+    assert "evaluation.tuning.time_budget_minutes" in caplog.text
+    with pytest.raises(ParameterError, match="evaluation.tuning.time_budget_minutes"):
+        tuning(time_budget_minutes=0)
+
+
 def test_pair_steps_reach_an_optimum_no_single_key_step_leads_to():
     # From (0, 0) every one-key step loses (a ridge along the diagonal): only the pair step
     # over a × b finds (1, 1).

@@ -6,6 +6,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -27,6 +28,7 @@ from nuclei_pipeline.core.overlays import PREDICTED_COLOUR, TRUE_COLOUR, draw_ou
 from nuclei_pipeline.core.postprocess import probabilities_to_labels
 from nuclei_pipeline.core.predict import nucleus_scale, predict_labels, predict_with_spec
 from nuclei_pipeline.core.sources import source_weights
+from nuclei_pipeline.core.time_budget import budget_seconds
 from nuclei_pipeline.core.tuning import pooled_image_scores
 from nuclei_pipeline.parameters import (
     DSB_SOURCE,
@@ -35,6 +37,7 @@ from nuclei_pipeline.parameters import (
     ModelSpec,
     Postprocessing,
     Prediction,
+    Tuning,
 )
 from nuclei_pipeline.serving import NucleiModel
 
@@ -137,7 +140,8 @@ def _coordinate_ascent(
     grid: dict[str, list[Any]],
     max_sweeps: int,
     pairs: Sequence[Sequence[str]] = (),
-) -> None:
+    out_of_time: Callable[[], bool] = lambda: False,
+) -> bool:
     # Key by key (min_size last), then each pair of keys over the product of their values, keep
     # the best with the others fixed; ``score`` adds each candidate's trial to ``scored`` at every
     # grid min_size (it only filters), so each step also takes the best min_size: fixed at the
@@ -146,11 +150,15 @@ def _coordinate_ascent(
     # path of single-key steps (threshold and min_mean_probability trade against each other).
     keys = sorted(key for key in grid if key != "min_size") + (["min_size"] if "min_size" in grid else [])
     steps = [(key,) for key in keys] + [tuple(pair) for pair in pairs]
+    # Returns False when ``out_of_time`` ended it early (asked before each step: the trials
+    # scored so far stay, and the best of them is the result).
     current = dict(start)
     score([current])
     for _ in range(max_sweeps):
         before = dict(current)
         for step in steps:
+            if out_of_time():
+                return False
             score([{**current, **dict(zip(step, values, strict=True))}
                    for values in itertools.product(*(grid[key] for key in step))])
             free = {*step, "min_size"}
@@ -161,6 +169,27 @@ def _coordinate_ascent(
             current = {k: best_trial[k] for k in start}
         if current == before:
             break
+    return True
+
+
+def _timed_ascent(
+    score: Callable[[list[dict[str, Any]]], None],
+    scored: dict[str, dict[str, Any]],
+    start: dict[str, Any],
+    grid: dict[str, list[Any]],
+    tuning: Tuning,
+    pairs: Sequence[Sequence[str]],
+    clock: Callable[[], float],
+) -> None:
+    # _coordinate_ascent within tuning.time_budget_minutes of ``clock``'s seconds; says when it cut it short.
+    budget = budget_seconds(tuning.time_budget_minutes)
+    started = clock()
+    finished = _coordinate_ascent(score, scored, start, grid, tuning.max_sweeps, pairs,
+                                  out_of_time=lambda: budget is not None and clock() - started >= budget)
+    if not finished:
+        logger.warning("evaluation.tuning.time_budget_minutes: %.3g min spent after %d trial(s); "
+                       "the ascent stops unfinished with the best setting scored so far",
+                       tuning.time_budget_minutes, len(scored))
 
 
 def tune_postprocessing(
@@ -169,6 +198,7 @@ def tune_postprocessing(
     postprocessing: Postprocessing,
     evaluation: Evaluation,
     model_spec: ModelSpec | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Choose post-processing settings by validation score.
 
@@ -183,7 +213,9 @@ def tune_postprocessing(
     starts from ``postprocessing`` and, key by key, keeps the best value
     with the others fixed, then each of ``tuning.pairs`` over the product of
     its two keys' values, sweeping until a sweep changes nothing (at most
-    ``tuning.max_sweeps``) — far fewer trials for large grids.
+    ``tuning.max_sweeps``) — far fewer trials for large grids. Past
+    ``tuning.time_budget_minutes`` (``clock``'s seconds) it stops after the
+    step in progress with the best setting scored so far, and says so.
     ``tuning.workers`` processes (``null``: one per CPU core) share the
     images; the result does not depend on their number.
 
@@ -229,7 +261,7 @@ def tune_postprocessing(
             score([{**start, **dict(zip(keys, values, strict=True))}
                    for values in itertools.product(*(grid[key] for key in keys))])
         else:
-            _coordinate_ascent(score, scored, start, grid, tuning.max_sweeps, pairs)
+            _timed_ascent(score, scored, start, grid, tuning, pairs, clock)
     trials = sorted(scored.values(), key=lambda trial: -trial["tuning_score"])  # stable: ties keep order
     best = {key: trials[0][key] for key in start}
     logger.info("post-processing %s: %s over %d trial(s) (%s)", best,
