@@ -37,7 +37,6 @@ from nuclei_pipeline.parameters import (
     ModelSpec,
     Postprocessing,
     Prediction,
-    Tuning,
 )
 from nuclei_pipeline.serving import NucleiModel
 
@@ -158,6 +157,8 @@ def _coordinate_ascent(
         before = dict(current)
         for step in steps:
             if out_of_time():
+                logger.warning("evaluation.tuning.time_budget_minutes spent after %d trial(s); the ascent "
+                               "stops unfinished with the best setting scored so far", len(scored))
                 return False
             score([{**current, **dict(zip(step, values, strict=True))}
                    for values in itertools.product(*(grid[key] for key in step))])
@@ -172,24 +173,11 @@ def _coordinate_ascent(
     return True
 
 
-def _timed_ascent(
-    score: Callable[[list[dict[str, Any]]], None],
-    scored: dict[str, dict[str, Any]],
-    start: dict[str, Any],
-    grid: dict[str, list[Any]],
-    tuning: Tuning,
-    pairs: Sequence[Sequence[str]],
-    clock: Callable[[], float],
-) -> None:
-    # _coordinate_ascent within tuning.time_budget_minutes of ``clock``'s seconds; says when it cut it short.
-    budget = budget_seconds(tuning.time_budget_minutes)
-    started = clock()
-    finished = _coordinate_ascent(score, scored, start, grid, tuning.max_sweeps, pairs,
-                                  out_of_time=lambda: budget is not None and clock() - started >= budget)
-    if not finished:
-        logger.warning("evaluation.tuning.time_budget_minutes: %.3g min spent after %d trial(s); "
-                       "the ascent stops unfinished with the best setting scored so far",
-                       tuning.time_budget_minutes, len(scored))
+def _time_is_up(minutes: float | None, clock: Callable[[], float]) -> Callable[[], bool]:
+    """True once ``minutes`` (``evaluation.tuning.time_budget_minutes``) of ``clock``'s seconds have
+    passed since this call; never with ``None``."""
+    budget, started = budget_seconds(minutes), clock()
+    return lambda: budget is not None and clock() - started >= budget
 
 
 def tune_postprocessing(
@@ -261,7 +249,8 @@ def tune_postprocessing(
             score([{**start, **dict(zip(keys, values, strict=True))}
                    for values in itertools.product(*(grid[key] for key in keys))])
         else:
-            _timed_ascent(score, scored, start, grid, tuning, pairs, clock)
+            _coordinate_ascent(score, scored, start, grid, tuning.max_sweeps, pairs,
+                               _time_is_up(tuning.time_budget_minutes, clock))
     trials = sorted(scored.values(), key=lambda trial: -trial["tuning_score"])  # stable: ties keep order
     best = {key: trials[0][key] for key in start}
     logger.info("post-processing %s: %s over %d trial(s) (%s)", best,
