@@ -48,7 +48,8 @@ def run(count: int, model, groups) -> tuple[float, float]:
         predict_peak = tracemalloc.get_traced_memory()[1] / 1e6
         tracemalloc.reset_peak()
         originals = ImageFolderDataset(str(images_dir), original=True).load()
-        submission, _ = summarise_masks(images, masks.load(), measure_masks(originals, masks.load(), inference))
+        submission, _ = summarise_masks(images, masks.load(), measure_masks(originals, masks.load(), {}, inference),
+                                        inference)
         summary_peak = tracemalloc.get_traced_memory()[1] / 1e6
         tracemalloc.stop()
     print(f"{count} images: predict+write peak {predict_peak:.1f} MB, {count / seconds:.1f} images/s; "

@@ -52,7 +52,7 @@ def main() -> None:
         stored = masks.load()
         started = time.perf_counter()
         tables = {}
-        for image_id, table in measure_masks(originals, stored, inference).items():
+        for image_id, table in measure_masks(originals, stored, {}, inference).items():
             tables[image_id] = table()
             AtomicParquetDataset(filepath=str(out / "nuclei" / f"{image_id}.parquet")).save(tables[image_id])
         measure_seconds = time.perf_counter() - started

@@ -27,3 +27,16 @@ def test_compact_model_is_deflated_and_predicts_as_the_original(tmp_path):
     loaded = keras.models.load_model(tmp_path / "unet.keras", compile=False)
     np.testing.assert_allclose(loaded.predict(images, verbose=0), before, atol=5e-3)
     assert list(tmp_path.iterdir()) == [tmp_path / "unet.keras"]  # no temporary file left
+
+
+def test_card_table_shows_each_rows_confidence_or_a_dash():
+    import pandas as pd
+
+    from nuclei_pipeline.ship_model import _table
+
+    row = {"dataset": "validation", "group": "all", "images": 66, "mean_average_precision": 0.65, "pixel_iou": 0.87,
+           "missed": 5, "extra": 4, "split": 1, "merged": 2}
+    table = _table(pd.DataFrame([{**row, "confidence": 0.96215}, {**row, "group": "histology", "confidence": None}]))
+    assert "| validation | all | 66 | 0.6500 | 0.8700 | 5 | 4 | 1 | 2 | 0.962 |" in table
+    assert "| validation | histology | 66 | 0.6500 | 0.8700 | 5 | 4 | 1 | 2 | – |" in table
+    assert "| – |" in _table(pd.DataFrame([row]))  # a summary from before confidences were reported

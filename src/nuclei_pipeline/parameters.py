@@ -148,6 +148,7 @@ class Inference(Parameters):
     dask_scheduler: str | None
     dask_workers: Count | None
     exports: list[Literal[EXPORTS]]
+    min_confidence: Probability | None
 
     @field_validator("dask_scheduler")
     @classmethod

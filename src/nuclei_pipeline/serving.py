@@ -7,7 +7,7 @@ registers it as ``nuclei_pipeline``, so
 
 answers ``POST /invocations`` with ``{"dataframe_records": [{"id": "a", "image": "<base64 PNG/TIFF>"}]}``
 with one row per nucleus: the image id, the label, the measurements of
-:func:`nuclei_pipeline.core.measure.measure_nuclei` and the nucleus's run-length encoding
+:func:`nuclei_pipeline.core.measure.measure_nuclei` (with the nucleus's ``confidence``) and its run-length encoding
 (``rle``, the Kaggle format, column-major), from which the label image is rebuilt.
 """
 
@@ -23,7 +23,7 @@ import pandas as pd
 
 from nuclei_pipeline.core.images import to_rgb
 from nuclei_pipeline.core.measure import measure_nuclei
-from nuclei_pipeline.core.predict import predict_labels
+from nuclei_pipeline.core.predict import predict_nuclei
 from nuclei_pipeline.core.rle import labels_to_rles
 from nuclei_pipeline.datasets.image_files import read_original_image
 from nuclei_pipeline.parameters import ModelSpec, Postprocessing, Prediction
@@ -61,9 +61,9 @@ class NucleiModel(mlflow.pyfunc.PythonModel):
         for index, row in enumerate(model_input.to_dict("records")):
             image_id = str(row.get("id", index))
             original = decode_image(row["image"])
-            labels = predict_labels(self.model, to_rgb(original), model_spec, postprocessing,
-                                    self.test_time_augmentation, prediction)
-            table = measure_nuclei(labels, original)
+            labels, confidence = predict_nuclei(self.model, to_rgb(original), model_spec, postprocessing,
+                                                self.test_time_augmentation, prediction)
+            table = measure_nuclei(labels, original, confidence=confidence)
             table.insert(0, "id", image_id)
             table["rle"] = labels_to_rles(labels)  # label order, as the table's rows
             tables.append(table)

@@ -318,18 +318,25 @@ def _pixelwise_model():
 
 def test_blockwise_prediction_finds_every_nucleus_once_on_a_large_image():
     from nuclei_pipeline.core.metrics import iou_matrix
-    from nuclei_pipeline.core.predict import predict_labels
+    from nuclei_pipeline.core.predict import predict_nuclei, predict_with_spec
     from tests.conftest import make_nuclei
 
     image, truth = make_nuclei((3000, 4000), count=900, radius=(5, 12), seed=4, touching_pair=False)
     post, spec = parameters("postprocessing", **COMPONENTS), _spec()
     model = _pixelwise_model()
-    whole = predict_labels(model, image, spec, post)  # no prediction settings: all at once
-    blocks = predict_labels(model, image, spec, post, prediction=parameters(
+    whole, whole_confidence = predict_nuclei(model, image, spec, post)  # no prediction settings: all at once
+    blocks, confidence = predict_nuclei(model, image, spec, post, prediction=parameters(
         "prediction", block_size=1024, block_margin=64, tile_size=512, tile_overlap=32, nucleus_diameter=None))
     assert whole.max() == truth.max() == blocks.max()  # every nucleus once: none dropped or duplicated
     assert np.array_equal(np.unique(blocks), np.arange(blocks.max() + 1))
-    assert (iou_matrix(whole, blocks).max(axis=1) == 1.0).all()  # none cut at a block border
+    iou = iou_matrix(whole, blocks)
+    assert (iou.max(axis=1) == 1.0).all()  # none cut at a block border
+    # one confidence per nucleus, its mean nucleus probability, following it through the block renumbering
+    assert len(confidence) == blocks.max()
+    np.testing.assert_allclose(confidence[iou.argmax(axis=1)], whole_confidence, atol=1e-4)
+    probability = predict_with_spec(model, image, spec)[..., 0]
+    for label in (1, whole.max() // 2, whole.max()):
+        assert whole_confidence[label - 1] == pytest.approx(probability[whole == label].mean(), abs=1e-4)
 
 
 def test_diameter_scale_brings_nuclei_to_the_trained_size_only_when_they_differ():
@@ -359,7 +366,7 @@ def _recorded_forward(monkeypatch):
 def test_auto_nucleus_diameter_predicts_small_nuclei_enlarged_and_returns_them_at_their_size(monkeypatch):
     from nuclei_pipeline.core.measure import median_diameter
     from nuclei_pipeline.core.metrics import average_precision
-    from nuclei_pipeline.core.predict import nucleus_scale, predict_labels
+    from nuclei_pipeline.core.predict import nucleus_scale, predict_nuclei
     from tests.conftest import make_nuclei
 
     image, truth = make_nuclei((128, 160), count=12, radius=(4, 5), seed=3, touching_pair=False)
@@ -370,7 +377,7 @@ def test_auto_nucleus_diameter_predicts_small_nuclei_enlarged_and_returns_them_a
     assert diameter == pytest.approx(median_diameter(truth), rel=0.1)
     assert scale == pytest.approx(2.0, rel=0.1)
     shapes = _recorded_forward(monkeypatch)
-    labels = predict_labels(model, image, spec, post, prediction=auto)
+    labels, _ = predict_nuclei(model, image, spec, post, prediction=auto)
     assert max(shape[0] for shape in shapes) >= 2 * 128  # the second pass ran on the enlarged image
     assert labels.shape == truth.shape
     assert average_precision(truth, labels) > 0.9
@@ -379,16 +386,16 @@ def test_auto_nucleus_diameter_predicts_small_nuclei_enlarged_and_returns_them_a
 
 def test_nucleus_diameter_of_the_trained_size_predicts_once(monkeypatch):
     from nuclei_pipeline.core.measure import median_diameter
-    from nuclei_pipeline.core.predict import predict_labels
+    from nuclei_pipeline.core.predict import predict_nuclei
     from tests.conftest import make_nuclei
 
     image, truth = make_nuclei((96, 96), count=6, radius=(6, 8), seed=1, touching_pair=False)
     post = parameters("postprocessing", **COMPONENTS)
     spec = _spec(nucleus_diameter=median_diameter(truth))
     shapes = _recorded_forward(monkeypatch)
-    plain = predict_labels(_pixelwise_model(), image, _spec(), post)
-    auto = predict_labels(_pixelwise_model(), image, spec, post, prediction=parameters("prediction",
-                                                                                       nucleus_diameter="auto"))
+    plain, _ = predict_nuclei(_pixelwise_model(), image, _spec(), post)
+    auto, _ = predict_nuclei(_pixelwise_model(), image, spec, post, prediction=parameters("prediction",
+                                                                                          nucleus_diameter="auto"))
     assert len(shapes) == 2  # one for each call: the first pass is reused
     assert np.array_equal(plain, auto)
 

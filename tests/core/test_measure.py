@@ -102,3 +102,12 @@ def test_measuring_in_chunks_of_labels_gives_the_table_of_one_pass():
     for chunk in (1, 4, 7):
         pd.testing.assert_frame_equal(measure_nuclei(labels, Sliced(), pixel_size_um=0.5, chunk=chunk), whole)
     assert measure_nuclei(np.zeros_like(labels), original).empty
+
+
+def test_confidence_column_follows_the_labels(known):
+    labels, image = known
+    table = measure_nuclei(labels, image, confidence=np.array([0.9, 0.5, 0.7])).set_index("label")
+    assert table["confidence"].tolist() == pytest.approx([0.9, 0.5, 0.7])
+    assert measure_nuclei(labels, image)["confidence"].isna().all()  # no confidences: the column is NaN
+    with pytest.raises(ValueError, match="confidence has 2 values"):
+        measure_nuclei(labels, image, confidence=np.array([0.9, 0.5]))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from nuclei_pipeline.core.metrics import average_precision
-from nuclei_pipeline.core.postprocess import probabilities_to_labels
+from nuclei_pipeline.core.postprocess import object_confidence, probabilities_to_labels
 from nuclei_pipeline.core.targets import make_targets
 from tests.conftest import make_nuclei, parameters
 
@@ -84,15 +84,20 @@ def test_blockwise_labels_match_whole_image_labels_across_block_borders():
     # nuclei scattered over a 160 × 200 image, many straddling the 48-pixel block borders
     _, truth = make_nuclei((160, 200), count=40, radius=(4, 9), seed=3)
     maps = make_targets(truth, ["mask", "touching"]) * 0.9
+    maps[..., 0] *= np.linspace(0.85, 1.0, truth.max() + 1)[truth]  # each nucleus its own probability
     # conf's settings for a two-channel (mask, touching) model
     settings = parameters("postprocessing", method="watershed", threshold=0.5, border_channel=1, marker_threshold=0.7,
                           distance_channel=None, min_mean_probability=0.0).model_dump()
     whole = probabilities_to_labels(maps, **settings)
-    blocks = blockwise_labels(maps, block_size=48, margin=24, **settings)
+    blocks, confidence = blockwise_labels(maps, block_size=48, margin=24, **settings)
     assert blocks.max() == whole.max() == truth.max()  # none dropped, none duplicated
     assert np.array_equal(np.unique(blocks), np.arange(blocks.max() + 1))  # unique labels 1…N
     iou = iou_matrix(whole, blocks)
     assert (iou.max(axis=1) == 1.0).all()  # each nucleus whole, not cut at a border
+    # each nucleus keeps its own confidence through the renumbering
+    whole_confidence = object_confidence(whole, maps[..., 0])
+    assert len(np.unique(np.round(whole_confidence, 4))) > 20
+    np.testing.assert_allclose(confidence[iou.argmax(axis=1)], whole_confidence, rtol=1e-6)
 
 
 def test_blockwise_labels_name_bad_sizes():
@@ -100,3 +105,17 @@ def test_blockwise_labels_name_bad_sizes():
 
     with pytest.raises(ValueError, match="block_size"):
         blockwise_labels(np.zeros((8, 8, 1)), block_size=0, margin=4)
+
+
+def test_object_confidence_is_each_objects_mean_probability():
+    labels = np.array([[1, 1, 0, 2], [1, 1, 0, 2], [0, 0, 0, 0]])
+    probability = np.array([[0.9, 0.7, 0.2, 0.6], [0.8, 0.6, 0.1, 0.4], [0.3, 0.3, 0.3, 0.3]])
+    np.testing.assert_allclose(object_confidence(labels, probability), [0.75, 0.5], rtol=1e-6)
+    assert object_confidence(np.zeros((3, 3), int), probability[:, :3]).shape == (0,)
+
+
+def test_image_confidence_is_the_mean_of_the_known_nuclei_confidences():
+    from nuclei_pipeline.core.postprocess import image_confidence
+
+    assert image_confidence(np.array([0.9, 0.7, np.nan])) == pytest.approx(0.8)
+    assert np.isnan(image_confidence(np.zeros(0))) and np.isnan(image_confidence(np.array([np.nan, np.nan])))

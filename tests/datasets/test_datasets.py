@@ -93,7 +93,7 @@ def test_png_folder_writes_16_bit_labels_keys_and_skips_none(tmp_path, caplog):
     loaded = folder.load()
     assert sorted(loaded) == ["a", "c"]
     np.testing.assert_array_equal(loaded["a"](), labels)
-    assert PngFolderDataset(str(tmp_path / "masks"), load_keys=True).load() == {"a": "abc", "c": None}
+    assert PngFolderDataset(str(tmp_path / "masks"), contents="keys").load() == {"a": "abc", "c": None}
     assert "nothing to write for b" in caplog.text
     assert not list((tmp_path / "masks").glob(".*"))  # no temporary files left
 
@@ -108,7 +108,7 @@ def test_label_images_beyond_16_bits_are_kept_as_tiff_with_their_key(tmp_path, m
     folder.save({"plate": {"image": many, "key": "k70000"}})
     assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["plate.tif"]  # the stale PNG is gone
     np.testing.assert_array_equal(folder.load()["plate"](), many)
-    assert PngFolderDataset(str(tmp_path / "masks"), load_keys=True).load() == {"plate": "k70000"}
+    assert PngFolderDataset(str(tmp_path / "masks"), contents="keys").load() == {"plate": "k70000"}
     folder.save({"plate": {"unchanged": True}})  # a TIFF counts as the kept file
     # Large label images go to tiled TIFF too, whatever their count.
     monkeypatch.setattr(png_folder, "TIFF_ABOVE_PIXELS", 100)
@@ -290,3 +290,29 @@ def test_a_large_tiff_is_measured_region_by_region_with_its_stored_values(tmp_pa
     import pandas as pd
 
     pd.testing.assert_frame_equal(measure_nuclei(labels, lazy, chunk=5), measure_nuclei(labels, whole))
+
+
+def test_mask_confidences_are_stored_with_the_mask_png_or_tiff(tmp_path, monkeypatch):
+    import nuclei_pipeline.datasets.png_folder as png_folder
+
+    labels = np.zeros((30, 30), np.int32)
+    labels[2:8, 2:8], labels[10:20, 10:20] = 1, 2
+    many = np.arange(2000, dtype=np.int32).reshape(40, 50) + 1  # a long list: stored deflated
+    folder = PngFolderDataset(str(tmp_path / "masks"))
+    folder.save({"two": {"image": labels, "key": "k", "confidence": np.array([0.91234, 0.5])},
+                 "many": {"image": many, "key": "m", "confidence": np.linspace(0, 1, 2000)},
+                 "old": {"image": labels, "key": "o"}})  # made before confidences were stored
+    confidences = PngFolderDataset(str(tmp_path / "masks"), contents="confidence").load()
+    np.testing.assert_allclose(confidences["two"](), [0.9123, 0.5])
+    np.testing.assert_allclose(confidences["many"](), np.linspace(0, 1, 2000), atol=5e-5)
+    assert confidences["old"]() is None
+    assert PngFolderDataset(str(tmp_path / "masks"), contents="keys").load() == {"many": "m", "old": "o", "two": "k"}
+    np.testing.assert_array_equal(folder.load()["two"](), labels)  # the pixels as they were
+    monkeypatch.setattr(png_folder, "TIFF_ABOVE_PIXELS", 100)  # large masks are TIFF: the same there
+    folder.save({"big": {"image": labels, "key": "b", "confidence": np.array([0.7, 0.8])}})
+    assert (tmp_path / "masks" / "big.tif").is_file()
+    np.testing.assert_allclose(PngFolderDataset(str(tmp_path / "masks"), contents="confidence").load()["big"](),
+                               [0.7, 0.8])
+    assert PngFolderDataset(str(tmp_path / "masks"), contents="keys").load()["big"] == "b"
+    with pytest.raises(DatasetError, match="contents must be one of"):
+        PngFolderDataset(str(tmp_path / "masks"), contents="key")

@@ -169,7 +169,7 @@ def test_tuning_off_returns_the_configured_settings(validation):
 def test_scores_and_summary_by_type(validation):
     samples, probabilities, table = validation
     predictions = postprocess_predictions(probabilities, parameters("postprocessing", **{**SETTINGS, "threshold": 0.5}))
-    scores = score_images(samples, predictions, table)
+    scores = score_images(samples, predictions, table, probabilities)
     assert list(scores["id"])[-1] != "s0"  # sorted worst first: s0 has a merged pair
     assert scores.set_index("id").loc["s0", "merged"] == 1
     assert scores.set_index("id").loc["s1", "average_precision"] == 1.0
@@ -179,12 +179,31 @@ def test_scores_and_summary_by_type(validation):
     assert metrics["val_map_histology"]["value"] == 1.0
 
 
+def test_image_confidence_ranks_the_images_by_how_sure_the_maps_are(validation):
+    samples, probabilities, table = validation
+    predictions = postprocess_predictions(probabilities, parameters("postprocessing", **{**SETTINGS, "threshold": 0.5}))
+    # the same maps, less sure for some images: their confidence falls with their probabilities
+    faded = {image_id: maps * np.float32(factor) for (image_id, maps), factor
+             in zip(probabilities.items(), np.linspace(1.0, 0.6, len(probabilities)), strict=True)}
+    scores = score_images(samples, predictions, table, faded).set_index("id")
+    for image_id, maps in faded.items():
+        labels = predictions[image_id]
+        expected = np.mean([maps[..., 0][labels == k].mean() for k in range(1, labels.max() + 1)])
+        assert scores.loc[image_id, "confidence"] == pytest.approx(expected, rel=1e-5)
+    ordered = scores.loc[list(faded), "confidence"].to_numpy()
+    assert (np.diff(ordered) < 0).all()
+    figures = summarise_scores(scores.reset_index())[0].iloc[0]
+    assert figures["confidence"] == pytest.approx(scores["confidence"].mean())
+    expected_rho = scores["confidence"].rank().corr(scores["average_precision"].rank())
+    assert figures["confidence_rank_correlation"] == pytest.approx(expected_rho)
+
+
 def test_held_out_extra_images_are_summarised_apart_from_validation(validation):
     samples, probabilities, table = validation
     held = {**samples[1], "id": "he/s1", "source": "he"}
     predictions = postprocess_predictions(probabilities, parameters("postprocessing", **{**SETTINGS, "threshold": 0.5}))
     predictions["he/s1"] = np.zeros_like(held["labels"])  # nothing found on the held-out image
-    scores = score_images(samples + [held], predictions, table)
+    scores = score_images(samples + [held], predictions, table, {**probabilities, "he/s1": probabilities["s1"]})
     assert scores.set_index("id").loc["he/s1", ["source", "type"]].tolist() == ["he", "he"]
     summary, metrics = summarise_scores(scores)
     assert list(summary["dataset"]) == ["validation"] * 3 + ["he_holdout"]
@@ -195,7 +214,7 @@ def test_held_out_extra_images_are_summarised_apart_from_validation(validation):
 
 def test_out_of_distribution_sets_are_scored_and_summarised_per_set(validation):
     samples, probabilities, table = validation
-    scores = score_images(samples, postprocess_predictions(probabilities, POSTPROCESSING), table)
+    scores = score_images(samples, postprocess_predictions(probabilities, POSTPROCESSING), table, probabilities)
     images = {s["id"]: s for s in samples}
     ood_raw = {
         "perfect": {"s1": lambda: images["s1"], "s2": lambda: images["s2"]},
@@ -205,13 +224,15 @@ def test_out_of_distribution_sets_are_scored_and_summarised_per_set(validation):
         "perfect": {"s1": images["s1"]["labels"], "s2": images["s2"]["labels"]},
         "blind": {"s0": np.zeros_like(images["s0"]["labels"])},
     }
-    ood_scores = score_ood_images(ood_raw, predictions)
+    ood_scores = score_ood_images(ood_raw, predictions, {"perfect": {"s1": 0.9, "s2": 0.8}})
     assert sorted(zip(ood_scores["set"], ood_scores["id"], strict=True)) == [
         ("blind", "s0"), ("perfect", "s1"), ("perfect", "s2")]
     summary, metrics = summarise_scores(scores, ood_scores)
     assert metrics["ood_map_perfect"]["value"] == 1.0 and metrics["ood_map_blind"]["value"] == 0.0
     assert metrics["ood_map"]["value"] == pytest.approx(0.5)
     assert metrics["ood_missed_blind"]["value"] == images["s0"]["labels"].max()
+    assert metrics["ood_confidence_perfect"]["value"] == pytest.approx(0.85)
+    assert "ood_confidence_blind" not in metrics  # nothing found, no confidence
     assert metrics["val_map"]["value"] == pytest.approx(scores["average_precision"].mean())
     ood_rows = summary[summary["dataset"] != "validation"]
     assert list(ood_rows["dataset"]) == ["blind", "perfect"] and set(ood_rows["group"]) == {"all"}
@@ -220,8 +241,8 @@ def test_out_of_distribution_sets_are_scored_and_summarised_per_set(validation):
 
 def test_no_out_of_distribution_set_adds_no_metric(validation):
     samples, probabilities, table = validation
-    scores = score_images(samples, postprocess_predictions(probabilities, POSTPROCESSING), table)
-    empty = score_ood_images({}, {})
+    scores = score_images(samples, postprocess_predictions(probabilities, POSTPROCESSING), table, probabilities)
+    empty = score_ood_images({}, {}, {})
     summary, metrics = summarise_scores(scores, empty)
     assert not any(name.startswith("ood") for name in metrics)
     assert set(summary["dataset"]) == {"validation"}

@@ -1,5 +1,8 @@
+import logging
+
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.ndimage import binary_dilation
 from skimage.draw import polygon2mask
@@ -93,28 +96,53 @@ def predicted():
     return images, originals, masks, {"a": labels_a, "b": labels_b, "grey16": grey16}
 
 
+# Stored confidences: image a's nuclei sure, image b's not (b is stored without them in one test).
+CONFIDENCES = {"a": lambda: np.full(5, 0.97, np.float32), "b": lambda: np.linspace(0.8, 0.9, 3).astype(np.float32)}
+
+
 def test_measurements_cover_every_nucleus_and_feed_the_report(predicted):
     images, originals, masks, truth = predicted
-    measurements = measure_masks(originals, masks, parameters("inference", pixel_size_um=None))
+    measurements = measure_masks(originals, masks, CONFIDENCES, parameters("inference", pixel_size_um=None))
     assert sorted(measurements) == ["a", "b"]
     table_b = measurements["b"]()
     assert len(table_b) == truth["b"].max() and set(table_b["image_id"]) == {"b"}
     assert table_b["pixel_size_um"].eq(0.65).all()  # from the file's metadata
     object_one = truth["grey16"][truth["b"] == 1]
     assert table_b.set_index("label").loc[1, "intensity_mean_ch0"] == pytest.approx(object_one.mean())
-    _, report = summarise_masks(images, masks, measurements)
+    _, report = summarise_masks(images, masks, measurements, parameters("inference", min_confidence=0.95))
     report = report.set_index("id")
     assert report.loc["a", "nucleus_count"] == truth["a"].max()
     assert report.loc["a", "area_median"] == pytest.approx(np.median(np.bincount(truth["a"].ravel())[1:]))
     assert report.loc["b", "pixel_size_um"] == 0.65 and np.isnan(report.loc["a", "pixel_size_um"])
     assert report.loc["broken", "status"] == "unreadable"
-    configured = measure_masks(originals, masks, parameters("inference", pixel_size_um=0.2))["b"]()
+    configured = measure_masks(originals, masks, CONFIDENCES, parameters("inference", pixel_size_um=0.2))["b"]()
     assert configured["pixel_size_um"].eq(0.2).all()  # the parameter wins over metadata
+
+
+def test_confidence_per_nucleus_and_image_and_low_ones_flagged(predicted, caplog):
+    images, originals, masks, _ = predicted
+    measurements = measure_masks(originals, masks, CONFIDENCES, parameters("inference"))
+    assert measurements["b"]().set_index("label")["confidence"].tolist() == pytest.approx([0.8, 0.85, 0.9])
+    with caplog.at_level(logging.WARNING):
+        _, report = summarise_masks(images, masks, measurements, parameters("inference", min_confidence=0.95))
+    report = report.set_index("id")
+    assert report.loc["a", "confidence"] == pytest.approx(0.97) and report.loc["b", "confidence"] == pytest.approx(0.85)
+    assert report["low_confidence"][["a", "b"]].tolist() == [False, True]
+    assert pd.isna(report.loc["broken", "low_confidence"])  # unreadable: unknown
+    assert "1 of 2 images have a mean nucleus confidence below inference.min_confidence 0.95" in caplog.text
+    assert caplog.text.rstrip().endswith(": b")
+    caplog.clear()
+    _, unflagged = summarise_masks(images, masks, measurements, parameters("inference", min_confidence=None))
+    assert not unflagged["low_confidence"].fillna(False).any() and "min_confidence" not in caplog.text
+    # a mask stored without confidences (made before they were): NaN, never flagged
+    stored_without = measure_masks(originals, masks, {"a": CONFIDENCES["a"], "b": lambda: None}, parameters("inference"))
+    _, report = summarise_masks(images, masks, stored_without, parameters("inference", min_confidence=0.95))
+    assert np.isnan(report.set_index("id").loc["b", "confidence"]) and not report["low_confidence"].fillna(False).any()
 
 
 def test_exports_are_made_only_when_asked(predicted):
     _, originals, masks, truth = predicted
-    measurements = measure_masks(originals, masks, parameters("inference", pixel_size_um=None))
+    measurements = measure_masks(originals, masks, CONFIDENCES, parameters("inference", pixel_size_um=None))
     table_csv, tiffs, rois, geojson = export_masks(masks, measurements, parameters("inference", exports=[]))
     assert table_csv == [] and tiffs == {} and rois == {} and geojson == {}
     everything = parameters("inference", exports=["table_csv", "label_tiff", "imagej_rois", "geojson"])
@@ -137,7 +165,7 @@ def test_exports_are_made_only_when_asked(predicted):
 
 def test_exports_from_the_command_line_as_one_string(predicted):
     _, originals, masks, _ = predicted
-    measurements = measure_masks(originals, masks, parameters("inference"))
+    measurements = measure_masks(originals, masks, {}, parameters("inference"))
     inference = parameters("inference", exports="label_tiff+geojson")  # as `--params` gives it
     table_csv, tiffs, rois, geojson = export_masks(masks, measurements, inference)
     assert table_csv == [] and rois == {} and sorted(tiffs) == sorted(geojson) == ["a", "b"]
@@ -173,7 +201,7 @@ def test_a_mask_is_reused_only_for_the_same_picture(tmp_path):
     inference = parameters("inference", resume=True, test_time_augmentation=False)
     first, other = make_nuclei((32, 32), seed=1)[0], make_nuclei((32, 32), seed=2)[0]
     masks = PngFolderDataset(str(tmp_path / "masks"))
-    keys = PngFolderDataset(str(tmp_path / "masks"), load_keys=True)
+    keys = PngFolderDataset(str(tmp_path / "masks"), contents="keys")
     masks.save(predict_masks({"cells": lambda: first}, model, spec, post, inference, keys.load(), prediction))
     written = (tmp_path / "masks" / "cells.png").stat().st_mtime_ns
     again = predict_masks({"cells": lambda: first}, model, spec, post, inference, keys.load(), prediction)
@@ -221,8 +249,9 @@ def test_an_awkward_folder_is_predicted_image_by_image_and_reported(tmp_path):
     masks.save(predict_masks(images, _pixelwise_model(), _spec(), COMPONENTS,
                              parameters("inference", test_time_augmentation=False), {}, parameters("prediction")))
     originals = ImageFolderDataset(str(folder), original=True).load()
-    measurements = measure_masks(originals, masks.load(), parameters("inference"))
-    submission, report = summarise_masks(images, masks.load(), measurements)
+    confidences = PngFolderDataset(str(tmp_path / "masks"), contents="confidence").load()
+    measurements = measure_masks(originals, masks.load(), confidences, parameters("inference"))
+    submission, report = summarise_masks(images, masks.load(), measurements, parameters("inference"))
     status = report.set_index("id")["status"].to_dict()
     assert status == {"fake": "unreadable", "float": "ok", "grey16": "ok", "nan": "unreadable",
                       "one_pixel": "ok", "rgba": "ok", "tiny": "ok", "truncated": "unreadable",
@@ -230,6 +259,9 @@ def test_an_awkward_folder_is_predicted_image_by_image_and_reported(tmp_path):
     counts = report.set_index("id")["nucleus_count"]
     assert counts["rgba"] == counts["grey16"] == counts["float"] > 0  # one picture, whatever its encoding
     assert report.set_index("id").loc["one_pixel", "height"] == 1
+    # each mask's nuclei confidences were stored with it and reach the report
+    confidence = report.set_index("id")["confidence"]
+    assert confidence[counts > 0].between(0, 1).all() and np.isnan(confidence["one_pixel"])
     # An image without nuclei still has its one submission row, with nothing encoded.
     rows = submission.groupby("ImageId")["EncodedPixels"].apply(list).to_dict()
     assert rows["one_pixel"] == [""] and counts["one_pixel"] == 0

@@ -210,16 +210,17 @@ def test_the_registered_model_answers_a_request_with_nuclei(project, monkeypatch
     request = pd.DataFrame({"id": ["cells"], "image": [base64.b64encode(buffer.getvalue()).decode()]})
     nuclei = served.predict(request)
     # The same answer as predicting the image here with the run's model and tuned settings.
-    from nuclei_pipeline.core.predict import predict_labels
+    from nuclei_pipeline.core.predict import predict_nuclei
     from nuclei_pipeline.parameters import ModelSpec, Postprocessing
     from tests.conftest import parameters
 
     model = keras_load(project / "data" / "06_models" / "default" / "unet.keras")
     spec = ModelSpec.from_conf(json.loads((project / "data/06_models/default/model_spec.json").read_text()))
     post = Postprocessing.from_conf(json.loads((project / "data/06_models/default/postprocessing.json").read_text()))
-    labels = predict_labels(model, image, spec, post, test_time_augmentation=True,
-                            prediction=parameters("prediction"))
+    labels, confidence = predict_nuclei(model, image, spec, post, test_time_augmentation=True,
+                                        prediction=parameters("prediction"))
     assert len(nuclei) == labels.max()
+    np.testing.assert_allclose(nuclei["confidence"], confidence, atol=1e-6)  # each nucleus's own
     assert {"id", "label", "area", "centroid_y", "rle"} <= set(nuclei.columns)
     for row in nuclei.itertuples():
         assert np.array_equal(rle_decode(row.rle, labels.shape), labels == row.label)
@@ -423,6 +424,8 @@ def test_model_card_reports_the_validation_scores(project, monkeypatch):
     summary = pd.read_csv(project / "data" / "08_reporting" / "default" / "evaluation_summary.csv")
     assert (f"| validation | all | {summary.loc[0, 'images']} | "
             f"{summary.loc[0, 'mean_average_precision']:.4f} |") in card
+    confidence = summary.loc[0, "confidence"]  # NaN when the tiny model finds no nucleus
+    assert f"| {summary.loc[0, 'merged']} | {'–' if pd.isna(confidence) else f'{confidence:.3f}'} |" in card
     for dataset, group in zip(summary["dataset"], summary["group"], strict=True):
         assert f"| {dataset} | {group} |" in card
     assert "| cpm15 | all |" in card

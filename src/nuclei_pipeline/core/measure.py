@@ -30,7 +30,8 @@ def median_diameter(labels: np.ndarray) -> float | None:
 
 
 def measure_nuclei(
-    labels: np.ndarray, image, pixel_size_um: float | None = None, chunk: int = 20_000
+    labels: np.ndarray, image, pixel_size_um: float | None = None, chunk: int = 20_000,
+    confidence: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Per-nucleus shape and intensity measurements (``skimage.measure.regionprops_table``).
 
@@ -48,6 +49,10 @@ def measure_nuclei(
         object's crops until its table is made: 456,951 nuclei of a 20,000²
         plate at once took 6 GB), each chunk inside the box that holds its
         objects.
+    confidence : (N,) array, optional
+        Each label's confidence at index ``label - 1`` (its mean nucleus
+        probability, :func:`nuclei_pipeline.core.predict.predict_nuclei`);
+        the ``confidence`` column is NaN without it.
 
     Returns
     -------
@@ -55,7 +60,7 @@ def measure_nuclei(
         One row per nucleus in label order: ``label``, ``centroid_y/x``, ``bbox_min/max_y/x``
         (max exclusive), ``area``, ``perimeter``, ``equivalent_diameter``,
         ``axis_major/minor_length``, ``eccentricity``, ``solidity``,
-        ``orientation`` (radians), per channel ``c``
+        ``orientation`` (radians), ``confidence``, per channel ``c``
         ``intensity_mean/max/min_ch<c>`` and ``integrated_intensity_ch<c>``
         (sum over the nucleus), ``touches_border``; lengths in pixels, areas
         in pixels², and ``pixel_size_um`` (NaN when unknown) with the µm
@@ -74,6 +79,7 @@ def measure_nuclei(
     parts = [_measure_chunk(labels, image, boxes, first, first + chunk) for first in range(0, len(boxes), chunk)]
     table = pd.concat([p for p in parts if p is not None] or [_measure_chunk(labels, image, [], 0, 1)],
                       ignore_index=True)
+    table.insert(table.columns.get_loc("orientation") + 1, "confidence", _confidence_column(table["label"], confidence))
     for channel in range(channels):
         table[f"integrated_intensity_ch{channel}"] = table[f"intensity_mean_ch{channel}"] * table["area"]
     height, width = labels.shape
@@ -86,6 +92,16 @@ def measure_nuclei(
         table[f"{column}_um"] = table[column] * size
     table["area_um2"] = table["area"] * size**2
     return table
+
+
+def _confidence_column(labels: pd.Series, confidence: np.ndarray | None) -> np.ndarray:
+    """``confidence[label - 1]`` for each row (NaN without confidences); refuses a count that does not match."""
+    if confidence is None:
+        return np.full(len(labels), np.nan, np.float32)
+    confidence = np.asarray(confidence, dtype=np.float32)
+    if len(labels) and labels.max() > len(confidence):
+        raise ValueError(f"confidence has {len(confidence)} values, the labels go up to {labels.max()}")
+    return confidence[labels.to_numpy() - 1]
 
 
 def _measure_chunk(labels: np.ndarray, image, boxes: list, first: int, stop: int) -> pd.DataFrame | None:

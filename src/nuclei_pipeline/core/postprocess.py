@@ -36,9 +36,29 @@ def remove_uncertain_labels(
     if min_mean_probability <= 0 or labels.max() == 0:
         return labels
     ids = np.arange(1, labels.max() + 1)
-    means = ndi.mean(probabilities, labels, ids)
-    kept = np.concatenate([[0], np.where(means >= min_mean_probability, ids, 0)])
+    kept = np.concatenate([[0], np.where(object_confidence(labels, probabilities) >= min_mean_probability, ids, 0)])
     return relabel_sequential(kept[labels])[0].astype(np.int32)
+
+
+def object_confidence(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Mean nucleus probability of each object: ``(N,)`` float32 for labels 1 … N.
+
+    Parameters
+    ----------
+    labels : (H, W) int
+        Instance labels numbered 1 … N (0 = background).
+    probabilities : (H, W) float
+        The nucleus probability (channel 0 of the model's maps).
+
+    Returns
+    -------
+    (N,) float32; an empty array when there is no object. Averaged over an
+    image (:func:`image_confidence`), it ranks how well the image was segmented.
+    """
+    count = int(labels.max()) if labels.size else 0
+    if count == 0:
+        return np.zeros(0, np.float32)
+    return np.asarray(ndi.mean(probabilities, labels, np.arange(1, count + 1)), dtype=np.float32)
 
 
 def connected_components(
@@ -195,32 +215,45 @@ def probabilities_to_labels(
     return remove_small_labels(remove_uncertain_labels(labels, body, min_mean_probability), min_size)
 
 
+def image_confidence(confidence: np.ndarray) -> float:
+    """An image's confidence: the mean of its nuclei's (:func:`object_confidence`).
+
+    NaN without nuclei or without known values (NaN entries are skipped).
+    It ranks how well images are segmented (README, *How sure is the model*).
+    """
+    values = np.asarray(confidence, dtype=np.float64).ravel()
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
 def assemble_blocks(
     shape: tuple[int, int],
     block_size: int,
     margin: int,
-    segment_region: Callable[[int, int, int, int], np.ndarray],
-) -> np.ndarray:
-    """Instance labels of a large image, segmented block by block.
+    segment_region: Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Instance labels of a large image, segmented block by block, and one value per object.
 
-    ``segment_region(y0, y1, x0, x1)`` returns the labels of that region: a
-    ``block_size²`` block with ``margin`` pixels of context on every side.
+    ``segment_region(y0, y1, x0, x1)`` returns the labels of that region (a
+    ``block_size²`` block with ``margin`` pixels of context on every side)
+    and one value per label 1 … N (``(N,)``, e.g. :func:`object_confidence`).
     An object belongs to the block that holds its centre and is pasted
     whole, so no nucleus is cut, duplicated or dropped at a block border as
     long as nuclei are smaller than ``margin``. Labels are made unique over
-    the image (1…N, numbered block by block). Working memory grows with the
-    block, not with the image, apart from the label image itself.
+    the image (1…N, numbered block by block) and the values follow them.
+    Working memory grows with the block, not with the image, apart from the
+    label image itself.
     """
     if block_size < 1 or margin < 0:
         raise ValueError(f"block_size must be positive and margin non-negative, got {block_size} and {margin}")
     height, width = shape
     result = np.zeros((height, width), np.int32)
-    count = 0
+    values: list[float] = []
     for top in range(0, height, block_size):
         for left in range(0, width, block_size):
             y0, x0 = max(0, top - margin), max(0, left - margin)
             y1, x1 = min(height, top + block_size + margin), min(width, left + block_size + margin)
-            labels = segment_region(y0, y1, x0, x1)
+            labels, region_values = segment_region(y0, y1, x0, x1)
             if not labels.any():
                 continue
             objects = np.arange(1, labels.max() + 1)
@@ -233,14 +266,21 @@ def assemble_blocks(
                 if not (top <= cy < top + block_size and left <= cx < left + block_size):
                     continue  # another block owns it
                 free = (labels[box] == value) & (target[box] == 0)
-                count += 1
-                target[box][free] = count
-    return result
+                values.append(float(region_values[value - 1]))
+                target[box][free] = len(values)
+    return result, np.asarray(values, dtype=np.float32)
 
 
-def blockwise_labels(probabilities: np.ndarray, block_size: int, margin: int, **settings) -> np.ndarray:
-    """:func:`probabilities_to_labels` block by block (see :func:`assemble_blocks`)."""
+def labels_with_confidence(probabilities: np.ndarray, **settings) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`probabilities_to_labels` and the :func:`object_confidence` of each label."""
+    labels = probabilities_to_labels(probabilities, **settings)
+    body = probabilities[..., 0] if np.ndim(probabilities) == 3 else probabilities
+    return labels, object_confidence(labels, np.asarray(body, dtype=np.float32))
+
+
+def blockwise_labels(probabilities: np.ndarray, block_size: int, margin: int, **settings) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`labels_with_confidence` block by block (see :func:`assemble_blocks`)."""
     return assemble_blocks(
         probabilities.shape[:2], block_size, margin,
-        lambda y0, y1, x0, x1: probabilities_to_labels(probabilities[y0:y1, x0:x1], **settings),
+        lambda y0, y1, x0, x1: labels_with_confidence(probabilities[y0:y1, x0:x1], **settings),
     )

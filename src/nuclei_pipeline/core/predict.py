@@ -16,7 +16,11 @@ from skimage.transform import resize
 
 from nuclei_pipeline.core.measure import median_diameter
 from nuclei_pipeline.core.model import network_stride
-from nuclei_pipeline.core.postprocess import assemble_blocks, probabilities_to_labels
+from nuclei_pipeline.core.postprocess import (
+    assemble_blocks,
+    labels_with_confidence,
+    probabilities_to_labels,
+)
 from nuclei_pipeline.core.preprocess import pad_to_multiple, resize_image, scale_image
 
 if TYPE_CHECKING:  # core imports nothing of the project above it: the typed settings are only annotations
@@ -270,16 +274,19 @@ def nucleus_scale(
     return diameter, scale, maps if whole and scale == 1.0 else None
 
 
-def predict_labels(
+def predict_nuclei(
     model: keras.Model,
     image: np.ndarray,
     model_spec: ModelSpec,
     postprocessing: Postprocessing,
     test_time_augmentation: bool = False,
     prediction: Prediction | None = None,
-) -> np.ndarray:
-    """Instance labels ``(H, W)`` of one image: :func:`predict_with_spec`, then post-processing.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Instance labels ``(H, W)`` of one image and each nucleus's confidence.
 
+    :func:`predict_with_spec`, then post-processing; the confidence of label
+    ``i`` is at index ``i - 1``: its mean nucleus probability
+    (:func:`~nuclei_pipeline.core.postprocess.object_confidence`).
     An image larger than ``prediction.block_size`` (native input) is done
     block by block (:func:`nuclei_pipeline.core.postprocess.assemble_blocks`:
     each block predicted and segmented with ``prediction.block_margin`` pixels
@@ -292,12 +299,12 @@ def predict_labels(
     settings = postprocessing.model_dump()
     _, scale, maps = nucleus_scale(model, image, model_spec, postprocessing, test_time_augmentation, prediction)
     if maps is not None:  # the size estimate's own prediction, already at the right scale
-        return probabilities_to_labels(maps, **settings)
+        return labels_with_confidence(maps, **settings)
 
-    def segment_region(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    def segment_region(y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
         maps = predict_with_spec(model, image[y0:y1, x0:x1], model_spec, test_time_augmentation, prediction,
                                  scale)
-        return probabilities_to_labels(maps, **settings)
+        return labels_with_confidence(maps, **settings)
 
     block = prediction.block_size if prediction else None
     if not block or model_spec.input_mode != "native" or max(image.shape[:2]) <= block:

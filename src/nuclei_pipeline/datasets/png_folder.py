@@ -1,4 +1,5 @@
-"""A folder of PNGs written one by one, atomically, each optionally tagged with a key.
+"""A folder of PNGs written one by one, atomically, each optionally tagged with a key
+and its nuclei's confidences.
 
 Label images that PNG cannot hold (more than 65,535 nuclei) or that are large
 (over 4096² pixels, e.g. a stitched plate) are written as tiled, compressed
@@ -23,6 +24,8 @@ from nuclei_pipeline.datasets.atomic import write_atomically
 logger = logging.getLogger(__name__)
 
 KEY_CHUNK = "nuclei_pipeline_key"
+CONFIDENCE_CHUNK = "nuclei_pipeline_confidence"
+CONTENTS = ("labels", "keys", "confidence")
 SUFFIXES = (".png", ".tif")
 TIFF_ABOVE_PIXELS = 4096 * 4096  # larger label images: tiled TIFF, never one PNG encoded in memory
 
@@ -38,7 +41,7 @@ def _suffix(array: np.ndarray) -> str:
     return ".png"
 
 
-def _write_tiff(path: Path, labels: np.ndarray, key: str | None) -> None:
+def _write_tiff(path: Path, labels: np.ndarray, tags: dict[str, str]) -> None:
     if labels.size and labels.min() < 0:
         raise ValueError("label values must not be negative")
     dtype = np.uint16 if not labels.size or labels.max() <= 65535 else np.uint32
@@ -46,7 +49,7 @@ def _write_tiff(path: Path, labels: np.ndarray, key: str | None) -> None:
     data = labels.view(np.uint32) if labels.dtype == np.int32 and dtype == np.uint32 else labels.astype(dtype, copy=False)
     tifffile.imwrite(path, data, bigtiff=labels.nbytes > 2**31, tile=(512, 512),
                      compression="zlib", metadata=None,
-                     description=json.dumps({KEY_CHUNK: key}) if key is not None else None)
+                     description=json.dumps(tags) if tags else None)
 
 
 def _to_pil(array: np.ndarray) -> Image.Image:
@@ -72,45 +75,66 @@ def _read_png(path: Path) -> np.ndarray:
         return array.view(np.int32)  # no second copy of a huge label image
     return array.astype(np.int32) if array.dtype in (np.uint16, np.int32, np.uint32) else array
 
-def _read_key(path: Path) -> str | None:
+def _read_tags(path: Path) -> dict[str, str]:
+    """The key and confidence text stored with a mask, without decoding its pixels (``{}`` when unreadable)."""
     try:
         if path.suffix == ".tif":
             with tifffile.TiffFile(path) as tiff:  # the description only: no decode
-                return json.loads(tiff.pages[0].description or "{}").get(KEY_CHUNK)
+                return json.loads(tiff.pages[0].description or "{}")
         with Image.open(path) as image:  # text chunks come before the pixels: no decode
-            return image.text.get(KEY_CHUNK)
+            return dict(image.text)
     except Exception:
-        return None
+        return {}
+
+
+def _read_confidence(path: Path) -> np.ndarray | None:
+    """Each label's confidence (index ``label - 1``), ``None`` for a mask stored without them."""
+    text = _read_tags(path).get(CONFIDENCE_CHUNK)
+    return None if text is None else np.asarray(json.loads(text), dtype=np.float32)
+
+
+def _tags(key: str | None, confidence) -> dict[str, str]:
+    tags = {} if key is None else {KEY_CHUNK: str(key)}
+    if confidence is not None:  # 4 decimals: enough to rank and filter, a few bytes per nucleus
+        tags[CONFIDENCE_CHUNK] = json.dumps([round(float(c), 4) for c in np.asarray(confidence).ravel()])
+    return tags
+
 
 class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
     """``{name: image}`` ↔ ``<path>/<name>.png``.
 
-    Saving accepts, per name, an array, ``{"image": array, "key": str}``
-    (the key is stored in the PNG and tells a later run what produced the
-    file), ``{"unchanged": True}`` (the file in place is current: left as it
-    is), ``None`` (nothing written, a warning), or a callable returning one
-    of these, called only when that file is written: so a node can hand over
-    thousands of lazily computed images and memory stays flat. Each file is
-    written to a temporary name, then renamed: an interrupted run never
-    leaves a half-written PNG. 2-D non-uint8 arrays become 16-bit label PNGs,
-    or tiled (Big)TIFF (16 or 32 bits) beyond 65,535 labels or 4096² pixels;
-    the other format's file of the same name is then removed.
+    Saving accepts, per name, an array, ``{"image": array, "key": str,
+    "confidence": array}`` (the key, stored in the PNG, tells a later run
+    what produced the file; ``confidence``, optional, holds one value per
+    label 1 … N, stored beside it), ``{"unchanged": True}`` (the file in
+    place is current: left as it is), ``None`` (nothing written, a warning),
+    or a callable returning one of these, called only when that file is
+    written: so a node can hand over thousands of lazily computed images
+    and memory stays flat. Each file is written to a temporary name, then
+    renamed: an interrupted run never leaves a half-written PNG. 2-D
+    non-uint8 arrays become 16-bit label PNGs, or tiled (Big)TIFF (16 or 32
+    bits) beyond 65,535 labels or 4096² pixels; the other format's file of
+    the same name is then removed.
 
-    Loading returns ``{name: loader}`` (``loader()`` gives the array), or
-    with ``load_keys: true`` ``{name: key}`` read from the PNG headers. An
-    absent folder loads as ``{}``.
+    Loading returns ``{name: loader}``: ``loader()`` gives the array
+    (``contents: labels``) or the stored confidences (``contents:
+    confidence``; ``None`` for a file stored without them); with
+    ``contents: keys`` ``{name: key}`` read from the file headers. An absent
+    folder loads as ``{}``.
 
     Parameters
     ----------
     path : str
         The folder.
-    load_keys : bool
-        Load the stored keys instead of image loaders.
+    contents : {"labels", "keys", "confidence"}
+        What loading returns.
     """
 
-    def __init__(self, path: str, load_keys: bool = False, metadata=None):
+    def __init__(self, path: str, contents: str = "labels", metadata=None):
+        if contents not in CONTENTS:
+            raise DatasetError(f"PngFolderDataset {path}: contents must be one of {CONTENTS}, got {contents!r}")
         self._path = Path(path)
-        self._load_keys = load_keys
+        self._contents = contents
         self.metadata = metadata
 
     def _files(self) -> dict[str, Path]:
@@ -121,9 +145,10 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
 
     def load(self) -> dict[str, Any]:
         files = self._files()
-        if self._load_keys:
-            return {name: _read_key(path) for name, path in files.items()}
-        return {name: partial(_read_png, path) for name, path in files.items()}
+        if self._contents == "keys":
+            return {name: _read_tags(path).get(KEY_CHUNK) for name, path in files.items()}
+        read = _read_confidence if self._contents == "confidence" else _read_png
+        return {name: partial(read, path) for name, path in files.items()}
 
     def save(self, data: dict[str, Any]) -> None:
         self._path.mkdir(parents=True, exist_ok=True)
@@ -133,24 +158,24 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
             if value is None:
                 logger.warning("nothing to write for %s", name)
                 continue
-            key = None
+            tags: dict[str, str] = {}
             if isinstance(value, dict) and value.get("unchanged"):
                 if not any((self._path / f"{name}{suffix}").is_file() for suffix in SUFFIXES):
                     raise DatasetError(f"{self._path / name}.png was to be kept but does not exist")
                 continue
             if isinstance(value, dict):
-                key, value = value.get("key"), value["image"]
+                tags, value = _tags(value.get("key"), value.get("confidence")), value["image"]
             value = np.asarray(value)
             suffix = _suffix(value)
             target = self._path / f"{name}{suffix}"
             try:
                 if suffix == ".tif":
-                    write_atomically(target, lambda temporary, labels=value, key=key: _write_tiff(temporary, labels, key))
+                    write_atomically(target, lambda temporary, labels=value, tags=tags: _write_tiff(temporary, labels, tags))
                 else:
                     image = _to_pil(value)
                     info = PngImagePlugin.PngInfo()
-                    if key is not None:
-                        info.add_text(KEY_CHUNK, str(key))
+                    for chunk, text in tags.items():
+                        info.add_text(chunk, text, zip=len(text) > 1024)  # long confidence lists deflated (zTXt)
                     write_atomically(
                         target,
                         lambda temporary, image=image, info=info: image.save(temporary, format="PNG", pnginfo=info),
@@ -165,4 +190,4 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         return self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "load_keys": self._load_keys}
+        return {"path": str(self._path), "contents": self._contents}

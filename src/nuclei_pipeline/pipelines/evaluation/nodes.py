@@ -25,8 +25,12 @@ from nuclei_pipeline.core.metrics import (
     precision_at_thresholds,
 )
 from nuclei_pipeline.core.overlays import PREDICTED_COLOUR, TRUE_COLOUR, draw_outlines
-from nuclei_pipeline.core.postprocess import probabilities_to_labels
-from nuclei_pipeline.core.predict import nucleus_scale, predict_labels, predict_with_spec
+from nuclei_pipeline.core.postprocess import (
+    image_confidence,
+    object_confidence,
+    probabilities_to_labels,
+)
+from nuclei_pipeline.core.predict import nucleus_scale, predict_nuclei, predict_with_spec
 from nuclei_pipeline.core.sources import source_weights
 from nuclei_pipeline.core.time_budget import budget_seconds
 from nuclei_pipeline.core.tuning import pooled_image_scores
@@ -291,8 +295,11 @@ def score_images(
     samples: list[dict[str, Any]],
     predictions: dict[str, np.ndarray],
     image_table: pd.DataFrame,
+    probabilities: dict[str, np.ndarray],
 ) -> pd.DataFrame:
-    """Per-image table: source, type, counts, score per IoU threshold, mean score, pixel IoU, errors.
+    """Per-image table: source, type, counts, score per IoU threshold, mean score, pixel IoU, errors
+    and ``confidence`` (:func:`~nuclei_pipeline.core.postprocess.image_confidence` of the nuclei
+    found, on the image's ``probabilities``).
 
     A held-out image of an extra training set has its set's name as ``source`` and ``type``.
     """
@@ -300,7 +307,9 @@ def score_images(
     rows = [
         {"id": sample["id"], "source": _source(sample),
          "type": types.get(sample["id"], sample.get("source", "unknown")),  # held out: its set
-         **score_row(sample["labels"], predictions[sample["id"]])}
+         **score_row(sample["labels"], predictions[sample["id"]]),
+         "confidence": image_confidence(object_confidence(
+             predictions[sample["id"]], np.asarray(probabilities[sample["id"]][..., 0], dtype=np.float32)))}
         for sample in samples
     ]
     return pd.DataFrame(rows).sort_values("average_precision").reset_index(drop=True)
@@ -322,32 +331,38 @@ def predict_ood_sets(
     postprocessing: Postprocessing,
     evaluation: Evaluation,
     prediction: Prediction,
-) -> dict[str, dict[str, np.ndarray]]:
-    """Instance labels for every image of every out-of-distribution set.
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, float]]]:
+    """Instance labels and mean nucleus confidence for every image of every out-of-distribution set.
 
     The same prediction and post-processing (tuned on validation) as the
     validation split: these sets only measure, nothing is chosen with them.
-    Returns ``{set: {image id: uint16 labels}}``; ``{}`` when no set is there.
+    Returns ``{set: {image id: uint16 labels}}`` and ``{set: {image id:
+    confidence}}`` (:func:`~nuclei_pipeline.core.postprocess.image_confidence`); ``{}`` when no set is there.
     """
     predictions: dict[str, dict[str, np.ndarray]] = {}
+    confidences: dict[str, dict[str, float]] = {}
     for set_name, sample in ood_samples(ood_raw):
-        labels = predict_labels(
+        labels, confidence = predict_nuclei(
             model, sample["image"], model_spec, postprocessing,
             test_time_augmentation=evaluation.test_time_augmentation,
             prediction=prediction,
-        ).astype(np.uint16)
-        predictions.setdefault(set_name, {})[sample["id"]] = labels
+        )
+        predictions.setdefault(set_name, {})[sample["id"]] = labels.astype(np.uint16)
+        confidences.setdefault(set_name, {})[sample["id"]] = image_confidence(confidence)
     for set_name, labels in predictions.items():
         logger.info("out-of-distribution set %s: %d images predicted", set_name, len(labels))
-    return predictions
+    return predictions, confidences
 
 
 def score_ood_images(
-    ood_raw: dict[str, dict[str, Any]], predictions: dict[str, dict[str, np.ndarray]]
+    ood_raw: dict[str, dict[str, Any]],
+    predictions: dict[str, dict[str, np.ndarray]],
+    confidences: dict[str, dict[str, float]],
 ) -> pd.DataFrame:
     """Per-image table of every out-of-distribution set (column ``set``), as :func:`score_images`."""
     rows = [
-        {"set": set_name, "id": sample["id"], **score_row(sample["labels"], predictions[set_name][sample["id"]])}
+        {"set": set_name, "id": sample["id"], **score_row(sample["labels"], predictions[set_name][sample["id"]]),
+         "confidence": confidences.get(set_name, {}).get(sample["id"], float("nan"))}
         for set_name, sample in ood_samples(ood_raw)
         if sample["id"] in predictions.get(set_name, {})
     ]
@@ -368,7 +383,20 @@ def summary_row(dataset: str, group: str, scores: pd.DataFrame) -> dict[str, Any
         "predicted_nuclei": int(scores["predicted_count"].sum()),
         **{kind: int(scores[kind].sum()) for kind in ("missed", "extra", "split", "merged")},
         **{column: scores[column].mean() for column in SCORE_COLUMNS},
+        **confidence_figures(scores),
     }
+
+
+def confidence_figures(scores: pd.DataFrame) -> dict[str, float]:
+    """Mean image ``confidence`` and its Spearman rank correlation with the images' average precision
+    (how well the confidence tells the better-segmented images from the worse; NaN below 3 images
+    or when either is the same for all)."""
+    if "confidence" not in scores:
+        return {"confidence": float("nan"), "confidence_rank_correlation": float("nan")}
+    known = scores[scores["confidence"].notna()]
+    ranked = len(known) >= 3 and known["confidence"].nunique() > 1 and known["average_precision"].nunique() > 1
+    rho = known["confidence"].rank().corr(known["average_precision"].rank()) if ranked else float("nan")
+    return {"confidence": float(scores["confidence"].mean()), "confidence_rank_correlation": float(rho)}
 
 
 def summarise_scores(
@@ -386,10 +414,13 @@ def summarise_scores(
         set (``dataset`` its name, ``group`` ``all``): images, mean average
         precision (the competition score), pixel IoU, median over images of
         the matched predicted / true area (``area_ratio``: below 1, masks too
-        small), score at each threshold, total missed / extra / split / merged nuclei.
+        small), score at each threshold, total missed / extra / split / merged nuclei,
+        mean image ``confidence`` and its rank correlation with the images' scores
+        (:func:`confidence_figures`).
     metrics : dict
-        ``val_map``, ``val_map_<type>``, ``val_score_at_<t>`` …; ``holdout_map_<set>``;
-        ``ood_map_<set>``, ``ood_<error>_<set>`` and ``ood_map`` (the mean over sets) for MLflow.
+        ``val_map``, ``val_map_<type>``, ``val_score_at_<t>``, ``val_confidence``,
+        ``val_confidence_rank_correlation`` …; ``holdout_map_<set>``; ``ood_map_<set>``,
+        ``ood_<error>_<set>``, ``ood_confidence_<set>`` and ``ood_map`` (the mean over sets) for MLflow.
     """
     source = scores["source"] if "source" in scores else pd.Series(DSB_SOURCE, index=scores.index)
     held_out = scores[source != DSB_SOURCE]
@@ -412,6 +443,9 @@ def summarise_scores(
         metrics["val_area_ratio"] = {"value": float(overall["area_ratio"]), "step": 0}
     for kind in ("missed", "extra", "split", "merged"):
         metrics[f"val_{kind}"] = {"value": float(overall[kind]), "step": 0}
+    for figure in ("confidence", "confidence_rank_correlation"):
+        if not np.isnan(overall[figure]):
+            metrics[f"val_{figure}"] = {"value": float(overall[figure]), "step": 0}
     for threshold, column in zip(IOU_THRESHOLDS, SCORE_COLUMNS, strict=True):
         metrics[f"val_score_at_{threshold:.2f}"] = {"value": float(overall[column]), "step": 0}
     for row in holdout_rows:
@@ -425,6 +459,8 @@ def summarise_scores(
             metrics[f"ood_area_ratio_{name}"] = {"value": float(row["area_ratio"]), "step": 0}
         for kind in ("missed", "extra", "split", "merged"):
             metrics[f"ood_{kind}_{name}"] = {"value": float(row[kind]), "step": 0}
+        if not np.isnan(row["confidence"]):
+            metrics[f"ood_confidence_{name}"] = {"value": float(row["confidence"]), "step": 0}
     if ood_rows:
         metrics["ood_map"] = {"value": float(np.mean([r["mean_average_precision"] for r in ood_rows])), "step": 0}
     logger.info(

@@ -45,7 +45,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 score_images,
-                ["validation_samples", "validation_predictions", "image_table"],
+                ["validation_samples", "validation_predictions", "image_table", "validation_probabilities"],
                 "validation_scores",
                 name="score_validation_images",
             ),
@@ -54,10 +54,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                 predict_ood_sets,
                 ["trained_model", "ood_raw", "model_spec", "postprocessing_settings", "params:evaluation",
                  "params:prediction"],
-                "ood_predictions",
+                ["ood_predictions", "ood_confidence"],
                 name="predict_ood_sets",
             ),
-            Node(score_ood_images, ["ood_raw", "ood_predictions"], "ood_scores", name="score_ood_images"),
+            Node(score_ood_images, ["ood_raw", "ood_predictions", "ood_confidence"], "ood_scores",
+                 name="score_ood_images"),
             # The evaluated model with its tuned settings, logged and registered for `mlflow models serve`.
             Node(package_served_model, ["trained_model", "model_spec", "postprocessing_settings", "params:inference",
                                         "params:prediction"], "served_model", name="package_served_model"),

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from nuclei_pipeline.core.images import ImageReadError, pixel_digest
 from nuclei_pipeline.core.measure import measure_nuclei, outline_polygons
 from nuclei_pipeline.core.overlays import colour_labels, draw_outlines, overview, overview_step
-from nuclei_pipeline.core.predict import predict_labels
+from nuclei_pipeline.core.postprocess import image_confidence
+from nuclei_pipeline.core.predict import predict_nuclei
 from nuclei_pipeline.core.rle import labels_to_rles
 from nuclei_pipeline.executors import executor_for
 from nuclei_pipeline.parameters import (
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 REPORT_COLUMNS = [
     "id", "status", "height", "width", "nucleus_count",
     "area_mean", "area_median", "area_min", "area_max", "intensity_mean", "pixel_size_um",
+    "confidence", "low_confidence",
 ]
 
 
@@ -92,7 +94,8 @@ def predict_one(
     settings: dict[str, Any],
     existing_key: str | None,
 ) -> dict[str, Any]:
-    """Predict one image (here or on a Dask worker): ``{"image": labels, "key": key}``,
+    """Predict one image (here or on a Dask worker): ``{"image": labels, "key": key, "confidence": values}``
+    (each nucleus's confidence, :func:`~nuclei_pipeline.core.predict.predict_nuclei`),
     ``{"unchanged": True}`` when its stored mask has the same key (``settings["resume"]``),
     or ``{"unreadable": reason}``. ``settings``: ``model_key``, ``resume``,
     ``test_time_augmentation`` and ``prediction`` (the typed group)."""
@@ -103,10 +106,10 @@ def predict_one(
     key = image_key(settings["model_key"], image)
     if settings["resume"] and existing_key == key:
         return {"unchanged": True}
-    labels = predict_labels(model, image, model_spec, postprocessing,
-                            test_time_augmentation=settings["test_time_augmentation"],
-                            prediction=settings["prediction"])
-    return {"image": labels, "key": key}
+    labels, confidence = predict_nuclei(model, image, model_spec, postprocessing,
+                                        test_time_augmentation=settings["test_time_augmentation"],
+                                        prediction=settings["prediction"])
+    return {"image": labels, "key": key, "confidence": confidence}
 
 
 def predict_masks(
@@ -167,6 +170,7 @@ def predict_masks(
 def measure_masks(
     originals: dict[str, Callable[[], dict[str, Any]]],
     masks: dict[str, Callable[[], np.ndarray]],
+    confidences: dict[str, Callable[[], np.ndarray | None]],
     inference: Inference,
 ) -> dict[str, Callable[[], pd.DataFrame]]:
     """Lazily measured nuclei, ``{image_id: table}`` (see :func:`nuclei_pipeline.core.measure.measure_nuclei`).
@@ -176,14 +180,16 @@ def measure_masks(
     has a mask; each table starts with an ``image_id`` column, so the
     partitions read together (``pandas.read_parquet`` on the folder) form one
     table. ``inference.pixel_size_um`` (else the TIFF's own metadata) adds µm
-    columns.
+    columns; ``confidences`` (stored with the masks) the ``confidence`` column,
+    NaN for a mask stored without them (made before they were).
     """
 
     def measure(image_id: str) -> pd.DataFrame:
         original = originals[image_id]()
         labels = masks[image_id]()
         size = _pixel_size(inference, original.get("pixel_size_um"), image_id)
-        table = measure_nuclei(labels, original["image"], size)
+        confidence = confidences[image_id]() if image_id in confidences else None
+        table = measure_nuclei(labels, original["image"], size, confidence=confidence)
         table.insert(0, "image_id", image_id)
         return table
 
@@ -249,6 +255,7 @@ def summarise_masks(
     images: dict[str, Callable[[], np.ndarray]],
     masks: dict[str, Callable[[], np.ndarray]],
     measurements: dict[str, Callable[[], pd.DataFrame]],
+    inference: Inference,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Kaggle submission (``ImageId, EncodedPixels``) and a per-image report.
 
@@ -256,8 +263,11 @@ def summarise_masks(
     mask (unreadable input) is listed in the report with status
     ``unreadable`` and left out of the submission. An image without any
     nucleus gets one submission row with empty ``EncodedPixels``. Counts,
-    areas and mean intensity come from the per-nucleus ``measurements``, so
-    report and table never disagree.
+    areas, mean intensity and ``confidence`` (the mean of the nuclei's) come
+    from the per-nucleus ``measurements``, so report and table never
+    disagree. An image whose confidence is below ``inference.min_confidence``
+    is marked ``low_confidence`` and named in a warning: its masks are
+    likely poor (an image unlike those the model learnt from).
     """
     submission_rows, report_rows = [], []
     for image_id in sorted(images):
@@ -284,13 +294,31 @@ def summarise_masks(
             "area_max": int(areas.max()) if areas.size else 0,
             "intensity_mean": float(intensity.mean()) if intensity.size else float("nan"),
             "pixel_size_um": float(table["pixel_size_um"].iloc[0]) if len(table) else float("nan"),
+            **_confidence_fields(table["confidence"], inference.min_confidence),
         })
     report = pd.DataFrame(report_rows, columns=REPORT_COLUMNS)
     unreadable = report.loc[report["status"] == "unreadable", "id"].tolist()
     if unreadable:
         logger.warning("%d unreadable image(s) left out: %s", len(unreadable), ", ".join(unreadable))
+    _warn_low_confidence(report, inference.min_confidence)
     logger.info("%d images, %d nuclei", (report["status"] == "ok").sum(), int(report["nucleus_count"].sum()))
     return pd.DataFrame(submission_rows, columns=["ImageId", "EncodedPixels"]), report
+
+
+def _confidence_fields(confidence: pd.Series, minimum: float | None) -> dict[str, Any]:
+    """An image's ``confidence`` (mean over its nuclei; NaN without nuclei or stored confidences)
+    and ``low_confidence`` (below ``minimum``; False when either is unknown)."""
+    mean = image_confidence(confidence.to_numpy())
+    return {"confidence": mean, "low_confidence": bool(minimum is not None and mean < minimum)}
+
+
+def _warn_low_confidence(report: pd.DataFrame, minimum: float | None, shown: int = 10) -> None:
+    flagged = report.loc[report["low_confidence"].eq(True), "id"].tolist()
+    if flagged:
+        logger.warning("%d of %d images have a mean nucleus confidence below inference.min_confidence %.2f "
+                       "(their masks are likely poor; check their overlays): %s%s", len(flagged),
+                       int((report["status"] == "ok").sum()),
+                       minimum, ", ".join(flagged[:shown]), f" and {len(flagged) - shown} more" if len(flagged) > shown else "")
 
 
 def draw_overlays(

@@ -22,7 +22,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 measure_masks,
-                ["inference_originals", "predicted_masks", "params:inference"],
+                ["inference_originals", "predicted_masks", "mask_confidence", "params:inference"],
                 "nucleus_measurements",
                 name="measure_masks",
             ),
@@ -34,7 +34,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 summarise_masks,
-                ["inference_images", "predicted_masks", "nucleus_measurements"],
+                ["inference_images", "predicted_masks", "nucleus_measurements", "params:inference"],
                 ["submission", "inference_report"],
                 name="summarise_masks",
             ),
