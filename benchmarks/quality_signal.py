@@ -24,15 +24,7 @@ import pandas as pd
 from project import load_model, open_project
 from sklearn.metrics import roc_auc_score
 
-from nuclei_pipeline.pipelines.evaluation.nodes import (
-    postprocess_predictions,
-    predict_ood_sets,
-    predict_validation,
-    score_images,
-    score_ood_images,
-    select_validation_samples,
-    summarise_scores,
-)
+from nuclei_pipeline.pipelines.evaluation import nodes as evaluation
 
 THRESHOLDS = (0.92, 0.93, 0.94, 0.95, 0.96, 0.97)
 
@@ -40,16 +32,16 @@ THRESHOLDS = (0.92, 0.93, 0.94, 0.95, 0.96, 0.97)
 def scored_images(catalog, groups, source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-image scores with confidence: validation + held-out tiles, and the OOD sets."""
     model, spec, postprocessing = load_model(catalog, source)
-    samples = select_validation_samples(catalog.load("train_samples"), catalog.load("train_validation_split"),
+    samples = evaluation.select_validation_samples(catalog.load("train_samples"), catalog.load("train_validation_split"),
                                         catalog.load("extra_train_samples"))
-    probabilities = predict_validation(model, samples, spec, groups["evaluation"], groups["prediction"],
+    probabilities = evaluation.predict_validation(model, samples, spec, groups["evaluation"], groups["prediction"],
                                        postprocessing)
-    scores = score_images(samples, postprocess_predictions(probabilities, postprocessing),
+    scores = evaluation.score_images(samples, evaluation.postprocess_predictions(probabilities, postprocessing),
                           catalog.load("image_table"), probabilities)
     ood_raw = catalog.load("ood_raw")
-    predictions, confidences = predict_ood_sets(model, ood_raw, spec, postprocessing, groups["evaluation"],
+    predictions, confidences = evaluation.predict_ood_sets(model, ood_raw, spec, postprocessing, groups["evaluation"],
                                                 groups["prediction"])
-    return scores, score_ood_images(ood_raw, predictions, confidences)
+    return scores, evaluation.score_ood_images(ood_raw, predictions, confidences)
 
 
 def describe(name: str, part: pd.DataFrame, poor: float) -> None:
@@ -83,7 +75,7 @@ def main():
               f"{scores.loc[~low, 'average_precision'].mean():.4f}; OOD flagged "
               f"{(ood_scores['confidence'] < threshold).sum()} of {len(ood_scores)}")
     if args.summary:
-        summarise_scores(scores, ood_scores)[0].to_csv(args.summary, index=False)
+        evaluation.summarise_scores(scores, ood_scores)[0].to_csv(args.summary, index=False)
         print(f"summary written to {args.summary}")
     print(np.round(scores.groupby("type")[["average_precision", "confidence"]].mean(), 4).to_string())
 
