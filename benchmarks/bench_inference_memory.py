@@ -49,7 +49,7 @@ def run(count: int, model, groups) -> tuple[float, float]:
         tracemalloc.reset_peak()
         originals = ImageFolderDataset(str(images_dir), original=True).load()
         submission, _ = summarise_masks(images, masks.load(), measure_masks(originals, masks.load(), {}, inference),
-                                        inference)
+                                        inference, None)
         summary_peak = tracemalloc.get_traced_memory()[1] / 1e6
         tracemalloc.stop()
     print(f"{count} images: predict+write peak {predict_peak:.1f} MB, {count / seconds:.1f} images/s; "

@@ -58,6 +58,7 @@ def main():
     parser.add_argument("--env", default=None, help="Kedro environment (preset)")
     parser.add_argument("--model", default="shipped", choices=["shipped", "trained"])
     parser.add_argument("--summary", default=None, help="write the evaluation summary of this model here (CSV)")
+    parser.add_argument("--scores", default=None, help="write the per-image scores (validation, held-out, OOD) here (CSV)")
     args = parser.parse_args()
     catalog, _, groups = open_project(args.env)
     scores, ood_scores = scored_images(catalog, groups, args.model)
@@ -74,6 +75,8 @@ def main():
               f"{(scores['average_precision'] < 0.5).sum()} below 0.5), the others "
               f"{scores.loc[~low, 'average_precision'].mean():.4f}; OOD flagged "
               f"{(ood_scores['confidence'] < threshold).sum()} of {len(ood_scores)}")
+    if args.scores:
+        pd.concat([scores, ood_scores], ignore_index=True).to_csv(args.scores, index=False)
     if args.summary:
         evaluation.summarise_scores(scores, ood_scores)[0].to_csv(args.summary, index=False)
         print(f"summary written to {args.summary}")

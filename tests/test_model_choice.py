@@ -64,3 +64,26 @@ def test_validation_map_reads_the_all_images_row():
                             "mean_average_precision": [0.7, 0.65, 0.2]})
     assert validation_map(summary) == 0.65
     assert validation_map(None) is None
+
+
+def test_the_confidence_reference_follows_the_model_but_its_absence_leaves_it_complete(tmp_path):
+    def with_reference(trained_reference: bool):
+        datasets = _datasets(tmp_path, ("model_spec", "postprocessing_settings"))
+        shipped, own = tmp_path / "shipped_reference.json", tmp_path / "reference.json"
+        shipped.write_text(json.dumps({"from": "shipped"}))
+        own.unlink(missing_ok=True)
+        if trained_reference:
+            own.write_text(json.dumps({"from": "trained"}))
+        datasets["confidence_reference"] = JSONWithFallbackDataset(filepath=str(own), fallback_filepath=str(shipped))
+        return datasets
+
+    datasets = with_reference(trained_reference=True)
+    assert choose_model(datasets, "auto") == ("trained", [])
+    assert datasets["confidence_reference"].load() == {"from": "trained"}
+    # a model evaluated before references were written: still the trained model, no reference (never the shipped one)
+    datasets = with_reference(trained_reference=False)
+    assert choose_model(datasets, "auto") == ("trained", [])
+    assert datasets["confidence_reference"].load() is None
+    assert datasets["model_spec"].load() == {"from": "trained"}
+    assert choose_model(datasets, "shipped")[0] == "shipped"
+    assert datasets["confidence_reference"].load() == {"from": "shipped"}

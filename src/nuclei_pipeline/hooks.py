@@ -87,6 +87,7 @@ class ProjectHooks:
     def _choose_model(pipeline, catalog) -> None:
         # The model, its spec and its post-processing come from one place: trained or shipped.
         from nuclei_pipeline.model_choice import (
+            MODEL_COMPANIONS,
             MODEL_DATASETS,
             SHIPPED_SUMMARY,
             choose_model,
@@ -97,6 +98,8 @@ class ProjectHooks:
         free = [name for name in MODEL_DATASETS if name in pipeline.inputs()]
         if not free:
             return
+        checked = len(free)
+        free += [name for name in MODEL_COMPANIONS if name in pipeline.inputs()]
         choice = Inference.from_conf(catalog.load("parameters")["inference"]).model
         datasets = {name: catalog.get(name) for name in free}
         source, missing = choose_model(datasets, choice)
@@ -105,7 +108,7 @@ class ProjectHooks:
             trained = validation_map(catalog.load("evaluation_summary"))
         shipped = validation_map(pd.read_csv(SHIPPED_SUMMARY)) if SHIPPED_SUMMARY.exists() else None
         folder = os.path.dirname(os.path.relpath(datasets[free[0]].trained_filepath))
-        logger.warning(describe_choice(source, missing, trained, shipped, folder, checked=len(free)))
+        logger.warning(describe_choice(source, missing, trained, shipped, folder, checked=checked))
 
     @hook_impl
     def before_node_run(self, node, catalog, inputs, is_async, run_id):

@@ -20,6 +20,9 @@ from nuclei_pipeline.packaged import SHIPPED
 logger = logging.getLogger(__name__)
 
 MODEL_DATASETS = ("trained_model", "model_spec", "postprocessing_settings")
+# Chosen with the model, but a model evaluated before these were written is still complete:
+# a trained model without one loads it as None (``source = "absent"``).
+MODEL_COMPANIONS = ("confidence_reference",)
 SHIPPED_SUMMARY = SHIPPED / "evaluation_summary.csv"
 
 
@@ -37,7 +40,8 @@ def choose_model(datasets: dict[str, Any], choice: Literal["auto", "shipped", "t
     Parameters
     ----------
     datasets : dict
-        Catalog datasets with a shipped fallback (:mod:`nuclei_pipeline.datasets.fallback`).
+        Catalog datasets with a shipped fallback (:mod:`nuclei_pipeline.datasets.fallback`):
+        of :data:`MODEL_DATASETS` and :data:`MODEL_COMPANIONS`.
     choice : {"auto", "shipped", "trained"}
         ``inference.model`` (:class:`~nuclei_pipeline.parameters.Inference` allows no other value).
 
@@ -46,14 +50,16 @@ def choose_model(datasets: dict[str, Any], choice: Literal["auto", "shipped", "t
     FileNotFoundError
         ``trained`` when a trained file is missing, naming them all.
     """
-    missing = [dataset.trained_filepath for dataset in datasets.values() if not dataset.has_trained()]
+    missing = [dataset.trained_filepath for name, dataset in datasets.items()
+               if name not in MODEL_COMPANIONS and not dataset.has_trained()]
     if choice == "trained" and missing:
         raise FileNotFoundError(f"inference.model is 'trained' but {', '.join(missing)} "
                                 f"{'does' if len(missing) == 1 else 'do'} not exist: run `kedro run` first "
                                 "(training, then evaluation tunes the post-processing)")
     source = "shipped" if choice == "shipped" or (choice == "auto" and missing) else "trained"
-    for dataset in datasets.values():
-        dataset.source = source
+    for name, dataset in datasets.items():
+        absent = name in MODEL_COMPANIONS and source == "trained" and not dataset.has_trained()
+        dataset.source = "absent" if absent else source
     return source, missing
 
 

@@ -148,7 +148,7 @@ class Inference(Parameters):
     dask_scheduler: str | None
     dask_workers: Count | None
     exports: list[Literal[EXPORTS]]
-    min_confidence: Probability | None
+    min_confidence: Literal["auto"] | Probability | None
 
     @field_validator("dask_scheduler")
     @classmethod
@@ -322,6 +322,21 @@ def check_parameters(parameters: Mapping[str, Any], groups: Iterable[str]) -> di
     if problems:
         raise ParameterError(_message(problems))
     return typed
+
+
+class ConfidenceReference(Parameters):
+    """A model's ``confidence_reference.json`` (written by evaluation, not a ``conf`` group): how sure
+    the model is on its own validation images, the scale ``inference.min_confidence: auto`` reads.
+
+    ``validation_lower_quartile``: the image confidence three in four validation images reach
+    (``null`` when no validation image had a nucleus).
+    """
+
+    model_config = ConfigDict(strict=False, extra="allow", frozen=True)
+    group: ClassVar[str] = "confidence_reference"
+    validation_images: Annotated[int, Field(ge=0)]
+    validation_mean: Probability | None
+    validation_lower_quartile: Probability | None
 
 
 class ModelSpec(Parameters):

@@ -28,7 +28,7 @@ from nuclei_pipeline.parameters import DSB_SOURCE, Parameters
 
 # Catalog entries shipped, and the fallback files they are written to.
 SHIPPED_FILES = {"trained_model": "unet.keras", "model_spec": "model_spec.json",
-                 "postprocessing_settings": "postprocessing.json"}
+                 "postprocessing_settings": "postprocessing.json", "confidence_reference": "confidence_reference.json"}
 
 
 def _table(summary: pd.DataFrame) -> str:
@@ -75,7 +75,7 @@ def _relative(path: str, root: Path) -> str:
 def load_trained(root: Path, env: str | None = None) -> dict[str, Any]:
     """What a model card and the shipped files are made of, loaded through the project's catalog.
 
-    The model, spec and post-processing datasets are pointed at the preset's
+    The model, spec, post-processing and confidence-reference datasets are pointed at the preset's
     trained files (``source = "trained"``), so a missing one is an error,
     never the shipped fallback. ``parameters`` are the run's, ``conf/<env>``
     merged into ``conf/base`` as Kedro merges them.
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     SHIPPED.mkdir(exist_ok=True)
     # Loaded without compiling, the model is saved without its optimizer state (a third of the size).
     save_compact(trained["trained_model"], SHIPPED / SHIPPED_FILES["trained_model"])
-    for name in ("model_spec", "postprocessing_settings"):
+    for name in ("model_spec", "postprocessing_settings", "confidence_reference"):
         (SHIPPED / SHIPPED_FILES[name]).write_text(json.dumps(trained[name], indent=2) + "\n")
     (SHIPPED / "MODEL_CARD.md").write_text(card)
     # Inference quotes the shipped model's validation score from it (nuclei_pipeline.model_choice).

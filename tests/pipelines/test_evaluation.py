@@ -363,3 +363,22 @@ def test_pair_steps_reach_an_optimum_no_single_key_step_leads_to():
 def test_pairs_must_name_grid_keys():
     with pytest.raises(ParameterError, match="evaluation.tuning.*pairs"):
         tuning(grid={"threshold": [0.5]}, pairs=[["threshold", "min_mean_probability"]])
+
+
+def test_confidence_reference_is_the_dsb_validation_images_lower_quartile(validation):
+    from nuclei_pipeline.pipelines.evaluation.nodes import confidence_reference
+
+    samples, probabilities, table = validation
+    predictions = postprocess_predictions(probabilities, parameters("postprocessing", **{**SETTINGS, "threshold": 0.5}))
+    faded = {image_id: maps * np.float32(factor) for (image_id, maps), factor
+             in zip(probabilities.items(), np.linspace(1.0, 0.6, len(probabilities)), strict=True)}
+    held = {**samples[0], "id": "he/s0", "source": "he"}  # a held-out tile: not part of the reference
+    predictions["he/s0"], faded["he/s0"] = predictions[samples[0]["id"]], faded[samples[0]["id"]] * 0.1
+    scores = score_images(samples, predictions, table, faded)
+    reference = confidence_reference(samples + [held], predictions, faded)
+    assert reference.validation_images == len(samples)
+    assert reference.validation_mean == pytest.approx(scores["confidence"].mean())
+    assert reference.validation_lower_quartile == pytest.approx(scores["confidence"].quantile(0.25))
+    nothing = {image_id: np.zeros_like(labels) for image_id, labels in predictions.items()}
+    empty = confidence_reference(samples, nothing, faded)
+    assert empty.validation_images == 0 and empty.validation_lower_quartile is None

@@ -109,7 +109,7 @@ def test_measurements_cover_every_nucleus_and_feed_the_report(predicted):
     assert table_b["pixel_size_um"].eq(0.65).all()  # from the file's metadata
     object_one = truth["grey16"][truth["b"] == 1]
     assert table_b.set_index("label").loc[1, "intensity_mean_ch0"] == pytest.approx(object_one.mean())
-    _, report = summarise_masks(images, masks, measurements, parameters("inference", min_confidence=0.95))
+    _, report = summarise_masks(images, masks, measurements, parameters("inference", min_confidence=0.95), None)
     report = report.set_index("id")
     assert report.loc["a", "nucleus_count"] == truth["a"].max()
     assert report.loc["a", "area_median"] == pytest.approx(np.median(np.bincount(truth["a"].ravel())[1:]))
@@ -124,7 +124,7 @@ def test_confidence_per_nucleus_and_image_and_low_ones_flagged(predicted, caplog
     measurements = measure_masks(originals, masks, CONFIDENCES, parameters("inference"))
     assert measurements["b"]().set_index("label")["confidence"].tolist() == pytest.approx([0.8, 0.85, 0.9])
     with caplog.at_level(logging.WARNING):
-        _, report = summarise_masks(images, masks, measurements, parameters("inference", min_confidence=0.95))
+        _, report = summarise_masks(images, masks, measurements, parameters("inference", min_confidence=0.95), None)
     report = report.set_index("id")
     assert report.loc["a", "confidence"] == pytest.approx(0.97) and report.loc["b", "confidence"] == pytest.approx(0.85)
     assert report["low_confidence"][["a", "b"]].tolist() == [False, True]
@@ -132,11 +132,22 @@ def test_confidence_per_nucleus_and_image_and_low_ones_flagged(predicted, caplog
     assert "1 of 2 images have a mean nucleus confidence below inference.min_confidence 0.95" in caplog.text
     assert caplog.text.rstrip().endswith(": b")
     caplog.clear()
-    _, unflagged = summarise_masks(images, masks, measurements, parameters("inference", min_confidence=None))
+    _, unflagged = summarise_masks(images, masks, measurements, parameters("inference", min_confidence=None), None)
     assert not unflagged["low_confidence"].fillna(False).any() and "min_confidence" not in caplog.text
+    # auto: below the lower quartile of the model's validation images; a model without a reference flags none
+    from nuclei_pipeline.parameters import ConfidenceReference
+
+    reference = ConfidenceReference(validation_images=66, validation_mean=0.96, validation_lower_quartile=0.9)
+    _, auto = summarise_masks(images, masks, measurements, parameters("inference", min_confidence="auto"), reference)
+    assert auto.set_index("id")["low_confidence"][["a", "b"]].tolist() == [False, True]  # 0.97 and 0.85
+    reference = ConfidenceReference(validation_images=66, validation_mean=0.99, validation_lower_quartile=0.975)
+    _, auto = summarise_masks(images, masks, measurements, parameters("inference", min_confidence="auto"), reference)
+    assert auto.set_index("id")["low_confidence"][["a", "b"]].tolist() == [True, True]
+    _, none = summarise_masks(images, masks, measurements, parameters("inference", min_confidence="auto"), None)
+    assert not none["low_confidence"].fillna(False).any()
     # a mask stored without confidences (made before they were): NaN, never flagged
     stored_without = measure_masks(originals, masks, {"a": CONFIDENCES["a"], "b": lambda: None}, parameters("inference"))
-    _, report = summarise_masks(images, masks, stored_without, parameters("inference", min_confidence=0.95))
+    _, report = summarise_masks(images, masks, stored_without, parameters("inference", min_confidence=0.95), None)
     assert np.isnan(report.set_index("id").loc["b", "confidence"]) and not report["low_confidence"].fillna(False).any()
 
 
@@ -251,7 +262,7 @@ def test_an_awkward_folder_is_predicted_image_by_image_and_reported(tmp_path):
     originals = ImageFolderDataset(str(folder), original=True).load()
     confidences = PngFolderDataset(str(tmp_path / "masks"), contents="confidence").load()
     measurements = measure_masks(originals, masks.load(), confidences, parameters("inference"))
-    submission, report = summarise_masks(images, masks.load(), measurements, parameters("inference"))
+    submission, report = summarise_masks(images, masks.load(), measurements, parameters("inference"), None)
     status = report.set_index("id")["status"].to_dict()
     assert status == {"fake": "unreadable", "float": "ok", "grey16": "ok", "nan": "unreadable",
                       "one_pixel": "ok", "rgba": "ok", "tiny": "ok", "truncated": "unreadable",

@@ -19,7 +19,8 @@ def with_fallback(base: type[AbstractDataset]) -> type[AbstractDataset]:
     Saving always writes ``filepath``; the fallback is never modified.
     ``source`` (set by :func:`nuclei_pipeline.model_choice.choose_model`)
     forces one of them: ``shipped`` loads the fallback, ``trained`` refuses a
-    missing ``filepath``; ``auto`` falls back with a warning.
+    missing ``filepath``; ``auto`` falls back with a warning; ``absent`` (an
+    optional file the chosen trained model lacks) loads ``None``.
     """
 
     class Fallback(base):
@@ -44,6 +45,8 @@ def with_fallback(base: type[AbstractDataset]) -> type[AbstractDataset]:
             return base(**kwargs).load()
 
         def load(self):
+            if self.source == "absent":
+                return None
             if self.source == "shipped":
                 return self._load_shipped()
             if not self._exists():

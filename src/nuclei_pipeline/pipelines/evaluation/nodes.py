@@ -36,6 +36,7 @@ from nuclei_pipeline.core.time_budget import budget_seconds
 from nuclei_pipeline.core.tuning import pooled_image_scores
 from nuclei_pipeline.parameters import (
     DSB_SOURCE,
+    ConfidenceReference,
     Evaluation,
     Inference,
     ModelSpec,
@@ -291,6 +292,10 @@ def score_row(truth: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
     return row
 
 
+def _image_confidence(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    return image_confidence(object_confidence(labels, np.asarray(probabilities[..., 0], dtype=np.float32)))
+
+
 def score_images(
     samples: list[dict[str, Any]],
     predictions: dict[str, np.ndarray],
@@ -308,8 +313,7 @@ def score_images(
         {"id": sample["id"], "source": _source(sample),
          "type": types.get(sample["id"], sample.get("source", "unknown")),  # held out: its set
          **score_row(sample["labels"], predictions[sample["id"]]),
-         "confidence": image_confidence(object_confidence(
-             predictions[sample["id"]], np.asarray(probabilities[sample["id"]][..., 0], dtype=np.float32)))}
+         "confidence": _image_confidence(predictions[sample["id"]], probabilities[sample["id"]])}
         for sample in samples
     ]
     return pd.DataFrame(rows).sort_values("average_precision").reset_index(drop=True)
@@ -397,6 +401,26 @@ def confidence_figures(scores: pd.DataFrame) -> dict[str, float]:
     ranked = len(known) >= 3 and known["confidence"].nunique() > 1 and known["average_precision"].nunique() > 1
     rho = known["confidence"].rank().corr(known["average_precision"].rank()) if ranked else float("nan")
     return {"confidence": float(scores["confidence"].mean()), "confidence_rank_correlation": float(rho)}
+
+
+def confidence_reference(
+    samples: list[dict[str, Any]],
+    predictions: dict[str, np.ndarray],
+    probabilities: dict[str, np.ndarray],
+) -> ConfidenceReference:
+    """How sure the model is on its DSB2018 validation images: their number, mean image
+    confidence and its lower quartile (what ``inference.min_confidence: auto`` flags below).
+
+    The images' ``confidence`` of :func:`score_images`; images without a nucleus are left out.
+    """
+    known = np.array([_image_confidence(predictions[s["id"]], probabilities[s["id"]])
+                      for s in samples if _source(s) == DSB_SOURCE])
+    known = known[~np.isnan(known)]
+    return ConfidenceReference(
+        validation_images=len(known),
+        validation_mean=float(known.mean()) if len(known) else None,
+        validation_lower_quartile=float(np.quantile(known, 0.25)) if len(known) else None,
+    )
 
 
 def summarise_scores(

@@ -1,6 +1,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from nuclei_pipeline.pipelines.evaluation.nodes import (
+    confidence_reference,
     package_served_model,
     plot_gallery,
     plot_ood_gallery,
@@ -59,6 +60,9 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(score_ood_images, ["ood_raw", "ood_predictions", "ood_confidence"], "ood_scores",
                  name="score_ood_images"),
+            # The model's confidence scale on its validation images: inference flags images below it.
+            Node(confidence_reference, ["validation_samples", "validation_predictions", "validation_probabilities"],
+                 "confidence_reference", name="confidence_reference"),
             # The evaluated model with its tuned settings, logged and registered for `mlflow models serve`.
             Node(package_served_model, ["trained_model", "model_spec", "postprocessing_settings", "params:inference",
                                         "params:prediction"], "served_model", name="package_served_model"),

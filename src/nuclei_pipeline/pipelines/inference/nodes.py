@@ -25,6 +25,7 @@ from nuclei_pipeline.core.predict import predict_nuclei
 from nuclei_pipeline.core.rle import labels_to_rles
 from nuclei_pipeline.executors import executor_for
 from nuclei_pipeline.parameters import (
+    ConfidenceReference,
     Inference,
     ModelSpec,
     Postprocessing,
@@ -256,6 +257,7 @@ def summarise_masks(
     masks: dict[str, Callable[[], np.ndarray]],
     measurements: dict[str, Callable[[], pd.DataFrame]],
     inference: Inference,
+    reference: ConfidenceReference | None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Kaggle submission (``ImageId, EncodedPixels``) and a per-image report.
 
@@ -266,9 +268,12 @@ def summarise_masks(
     areas, mean intensity and ``confidence`` (the mean of the nuclei's) come
     from the per-nucleus ``measurements``, so report and table never
     disagree. An image whose confidence is below ``inference.min_confidence``
-    is marked ``low_confidence`` and named in a warning: its masks are
-    likely poor (an image unlike those the model learnt from).
+    (``auto``: ``reference``, the model's validation lower quartile, see
+    :func:`min_confidence`) is marked ``low_confidence`` and named in a
+    warning: its masks are likely poor (an image unlike those the model
+    learnt from).
     """
+    minimum = min_confidence(inference, reference)
     submission_rows, report_rows = [], []
     for image_id in sorted(images):
         if image_id not in masks:
@@ -294,15 +299,35 @@ def summarise_masks(
             "area_max": int(areas.max()) if areas.size else 0,
             "intensity_mean": float(intensity.mean()) if intensity.size else float("nan"),
             "pixel_size_um": float(table["pixel_size_um"].iloc[0]) if len(table) else float("nan"),
-            **_confidence_fields(table["confidence"], inference.min_confidence),
+            **_confidence_fields(table["confidence"], minimum),
         })
     report = pd.DataFrame(report_rows, columns=REPORT_COLUMNS)
     unreadable = report.loc[report["status"] == "unreadable", "id"].tolist()
     if unreadable:
         logger.warning("%d unreadable image(s) left out: %s", len(unreadable), ", ".join(unreadable))
-    _warn_low_confidence(report, inference.min_confidence)
+    _warn_low_confidence(report, minimum)
     logger.info("%d images, %d nuclei", (report["status"] == "ok").sum(), int(report["nucleus_count"].sum()))
     return pd.DataFrame(submission_rows, columns=["ImageId", "EncodedPixels"]), report
+
+
+def min_confidence(inference: Inference, reference: ConfidenceReference | None) -> float | None:
+    """The image confidence below which inference flags an image (``None``: no flag).
+
+    ``inference.min_confidence`` when a number; ``auto``: the lower quartile of
+    the chosen model's validation images' confidence (``reference``, written by
+    its evaluation): an image less sure than three in four of them. A model
+    evaluated before the reference was written has none: no flag, said once.
+    """
+    setting = inference.min_confidence
+    if setting != "auto":
+        return setting
+    if reference is None or reference.validation_lower_quartile is None:
+        logger.info("inference.min_confidence auto: the model has no confidence reference (evaluated before it "
+                    "was written; `kedro run --pipeline evaluation` writes it): no image is flagged")
+        return None
+    logger.info("inference.min_confidence auto: %.3f, the lower quartile of the model's %d validation images",
+                reference.validation_lower_quartile, reference.validation_images)
+    return reference.validation_lower_quartile
 
 
 def _confidence_fields(confidence: pd.Series, minimum: float | None) -> dict[str, Any]:
@@ -315,7 +340,7 @@ def _confidence_fields(confidence: pd.Series, minimum: float | None) -> dict[str
 def _warn_low_confidence(report: pd.DataFrame, minimum: float | None, shown: int = 10) -> None:
     flagged = report.loc[report["low_confidence"].eq(True), "id"].tolist()
     if flagged:
-        logger.warning("%d of %d images have a mean nucleus confidence below inference.min_confidence %.2f "
+        logger.warning("%d of %d images have a mean nucleus confidence below inference.min_confidence %.3f "
                        "(their masks are likely poor; check their overlays): %s%s", len(flagged),
                        int((report["status"] == "ok").sum()),
                        minimum, ", ".join(flagged[:shown]), f" and {len(flagged) - shown} more" if len(flagged) > shown else "")

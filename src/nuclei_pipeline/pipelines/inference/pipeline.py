@@ -34,7 +34,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 summarise_masks,
-                ["inference_images", "predicted_masks", "nucleus_measurements", "params:inference"],
+                ["inference_images", "predicted_masks", "nucleus_measurements", "params:inference",
+                 "confidence_reference"],
                 ["submission", "inference_report"],
                 name="summarise_masks",
             ),
