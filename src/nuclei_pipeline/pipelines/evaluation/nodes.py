@@ -293,6 +293,7 @@ def score_row(truth: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
 
 
 def _image_confidence(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """The image confidence of ``labels`` found in the ``(H, W, C)`` maps ``probabilities`` (channel 0: nucleus)."""
     return image_confidence(object_confidence(labels, np.asarray(probabilities[..., 0], dtype=np.float32)))
 
 
