@@ -196,10 +196,14 @@ def test_the_figure_never_fails_for_lack_of_masks(predicted):
     from nuclei_pipeline.pipelines.inference.nodes import plot_sample_predictions
 
     images, _, masks, _ = predicted
-    empty = plot_sample_predictions(images, {}, parameters("inference"))
+    report = pd.DataFrame({"id": ["a", "b"], "confidence": [0.97, np.nan], "low_confidence": [True, False]})
+    empty = plot_sample_predictions(images, {}, report.iloc[:0], parameters("inference"))
     assert "unreadable" in empty.texts[0].get_text()
-    assert len(plot_sample_predictions(images, masks, parameters("inference", figure_images=2)).axes) == 4
-    assert len(plot_sample_predictions(images, masks, parameters("inference", figure_images=9)).axes) == 4  # 2 masks
+    figure = plot_sample_predictions(images, masks, report, parameters("inference", figure_images=2))
+    assert len(figure.axes) == 4
+    titles = sorted(axis.get_title() for axis in figure.axes[1::2])
+    assert titles == ["3 nuclei", "5 nuclei, confidence 0.970 (low)"]  # b's confidence unknown: none shown
+    assert len(plot_sample_predictions(images, masks, report, parameters("inference", figure_images=9)).axes) == 4
 
 
 def test_a_mask_is_reused_only_for_the_same_picture(tmp_path):

@@ -346,6 +346,15 @@ def _warn_low_confidence(report: pd.DataFrame, minimum: float | None, shown: int
                        minimum, ", ".join(flagged[:shown]), f" and {len(flagged) - shown} more" if len(flagged) > shown else "")
 
 
+def _confidence_title(confidence: pd.DataFrame | None, image_id: str) -> str:
+    """``", confidence 0.912 (low)"`` for an image of the report; ``""`` when unknown."""
+    if confidence is None or image_id not in confidence.index or pd.isna(confidence.loc[image_id, "confidence"]):
+        return ""
+    flag = confidence.loc[image_id, "low_confidence"]  # NaN for an unreadable image
+    low = " (low)" if pd.notna(flag) and bool(flag) else ""
+    return f", confidence {confidence.loc[image_id, 'confidence']:.3f}{low}"
+
+
 def draw_overlays(
     images: dict[str, Callable[[], np.ndarray]],
     masks: dict[str, Callable[[], np.ndarray]],
@@ -370,10 +379,12 @@ def draw_overlays(
 def plot_sample_predictions(
     images: dict[str, Callable[[], np.ndarray]],
     masks: dict[str, Callable[[], np.ndarray]],
+    report: pd.DataFrame,
     inference: Inference,
 ) -> Figure:
     """The seed's figure: ``inference.figure_images`` random test images (``inference.seed``)
-    beside their predicted masks.
+    beside their predicted masks, titled with the nucleus count and the image's confidence
+    from ``report`` (``low`` when flagged).
 
     A figure never stops the data outputs: with no mask to show (every input
     unreadable) it says so in the figure instead of failing.
@@ -388,6 +399,7 @@ def plot_sample_predictions(
     chosen = rng.choice(available, size=count, replace=False)
     figure = Figure(figsize=(8, 4 * count))
     axes = figure.subplots(count, 2, squeeze=False)
+    confidence = report.set_index("id")[["confidence", "low_confidence"]] if len(report) else None
     for row, image_id in zip(axes, chosen, strict=True):
         labels = masks[image_id]()
         nuclei = int(labels.max())
@@ -395,7 +407,7 @@ def plot_sample_predictions(
         row[0].imshow(image)
         row[0].set_title(f"{image_id[:16]}", fontsize=9)
         row[1].imshow(colour_labels(labels))
-        row[1].set_title(f"{nuclei} nuclei", fontsize=9)
+        row[1].set_title(f"{nuclei} nuclei{_confidence_title(confidence, image_id)}", fontsize=9)
         for axis in row:
             axis.axis("off")
     figure.tight_layout()

@@ -43,7 +43,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  name="draw_overlays"),
             Node(
                 plot_sample_predictions,
-                ["inference_images", "predicted_masks", "params:inference"],
+                ["inference_images", "predicted_masks", "inference_report", "params:inference"],
                 "sample_predictions_plot",
                 name="plot_sample_predictions",
             ),
