@@ -36,8 +36,9 @@ def scored_images(catalog, groups, source: str) -> tuple[pd.DataFrame, pd.DataFr
                                         catalog.load("extra_train_samples"))
     probabilities = evaluation.predict_validation(model, samples, spec, groups["evaluation"], groups["prediction"],
                                        postprocessing)
-    scores = evaluation.score_images(samples, evaluation.postprocess_predictions(probabilities, postprocessing),
-                          catalog.load("image_table"), probabilities)
+    predictions = evaluation.postprocess_predictions(probabilities, postprocessing)
+    scores = evaluation.score_images(samples, predictions, catalog.load("image_table"),
+                                     evaluation.image_confidences(predictions, probabilities))
     ood_raw = catalog.load("ood_raw")
     predictions, confidences = evaluation.predict_ood_sets(model, ood_raw, spec, postprocessing, groups["evaluation"],
                                                 groups["prediction"])

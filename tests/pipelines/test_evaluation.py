@@ -6,6 +6,7 @@ from nuclei_pipeline.core.targets import make_targets
 from nuclei_pipeline.parameters import ModelSpec, ParameterError
 from nuclei_pipeline.pipelines.evaluation.nodes import (
     _coordinate_ascent,
+    image_confidences,
     postprocess_predictions,
     score_images,
     score_ood_images,
@@ -169,7 +170,7 @@ def test_tuning_off_returns_the_configured_settings(validation):
 def test_scores_and_summary_by_type(validation):
     samples, probabilities, table = validation
     predictions = postprocess_predictions(probabilities, parameters("postprocessing", **{**SETTINGS, "threshold": 0.5}))
-    scores = score_images(samples, predictions, table, probabilities)
+    scores = score_images(samples, predictions, table, image_confidences(predictions, probabilities))
     assert list(scores["id"])[-1] != "s0"  # sorted worst first: s0 has a merged pair
     assert scores.set_index("id").loc["s0", "merged"] == 1
     assert scores.set_index("id").loc["s1", "average_precision"] == 1.0
@@ -185,7 +186,7 @@ def test_image_confidence_ranks_the_images_by_how_sure_the_maps_are(validation):
     # the same maps, less sure for some images: their confidence falls with their probabilities
     faded = {image_id: maps * np.float32(factor) for (image_id, maps), factor
              in zip(probabilities.items(), np.linspace(1.0, 0.6, len(probabilities)), strict=True)}
-    scores = score_images(samples, predictions, table, faded).set_index("id")
+    scores = score_images(samples, predictions, table, image_confidences(predictions, faded)).set_index("id")
     for image_id, maps in faded.items():
         labels = predictions[image_id]
         expected = np.mean([maps[..., 0][labels == k].mean() for k in range(1, labels.max() + 1)])
@@ -203,7 +204,8 @@ def test_held_out_extra_images_are_summarised_apart_from_validation(validation):
     held = {**samples[1], "id": "he/s1", "source": "he"}
     predictions = postprocess_predictions(probabilities, parameters("postprocessing", **{**SETTINGS, "threshold": 0.5}))
     predictions["he/s1"] = np.zeros_like(held["labels"])  # nothing found on the held-out image
-    scores = score_images(samples + [held], predictions, table, {**probabilities, "he/s1": probabilities["s1"]})
+    scores = score_images(samples + [held], predictions, table,
+                          image_confidences(predictions, {**probabilities, "he/s1": probabilities["s1"]}))
     assert scores.set_index("id").loc["he/s1", ["source", "type"]].tolist() == ["he", "he"]
     summary, metrics = summarise_scores(scores)
     assert list(summary["dataset"]) == ["validation"] * 3 + ["he_holdout"]
@@ -214,7 +216,7 @@ def test_held_out_extra_images_are_summarised_apart_from_validation(validation):
 
 def test_out_of_distribution_sets_are_scored_and_summarised_per_set(validation):
     samples, probabilities, table = validation
-    scores = score_images(samples, postprocess_predictions(probabilities, POSTPROCESSING), table, probabilities)
+    scores = score_images(samples, postprocess_predictions(probabilities, POSTPROCESSING), table, {})
     images = {s["id"]: s for s in samples}
     ood_raw = {
         "perfect": {"s1": lambda: images["s1"], "s2": lambda: images["s2"]},
@@ -241,7 +243,7 @@ def test_out_of_distribution_sets_are_scored_and_summarised_per_set(validation):
 
 def test_no_out_of_distribution_set_adds_no_metric(validation):
     samples, probabilities, table = validation
-    scores = score_images(samples, postprocess_predictions(probabilities, POSTPROCESSING), table, probabilities)
+    scores = score_images(samples, postprocess_predictions(probabilities, POSTPROCESSING), table, {})
     empty = score_ood_images({}, {}, {})
     summary, metrics = summarise_scores(scores, empty)
     assert not any(name.startswith("ood") for name in metrics)
@@ -374,11 +376,12 @@ def test_confidence_reference_is_the_dsb_validation_images_lower_quartile(valida
              in zip(probabilities.items(), np.linspace(1.0, 0.6, len(probabilities)), strict=True)}
     held = {**samples[0], "id": "he/s0", "source": "he"}  # a held-out tile: not part of the reference
     predictions["he/s0"], faded["he/s0"] = predictions[samples[0]["id"]], faded[samples[0]["id"]] * 0.1
-    scores = score_images(samples, predictions, table, faded)
-    reference = confidence_reference(samples + [held], predictions, faded)
+    confidences = image_confidences(predictions, faded)
+    scores = score_images(samples, predictions, table, confidences)
+    reference = confidence_reference(samples + [held], confidences)
     assert reference.validation_images == len(samples)
     assert reference.validation_mean == pytest.approx(scores["confidence"].mean())
     assert reference.validation_lower_quartile == pytest.approx(scores["confidence"].quantile(0.25))
     nothing = {image_id: np.zeros_like(labels) for image_id, labels in predictions.items()}
-    empty = confidence_reference(samples, nothing, faded)
+    empty = confidence_reference(samples, image_confidences(nothing, faded))
     assert empty.validation_images == 0 and empty.validation_lower_quartile is None

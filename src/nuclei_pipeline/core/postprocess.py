@@ -47,8 +47,8 @@ def object_confidence(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarr
     ----------
     labels : (H, W) int
         Instance labels numbered 1 … N (0 = background).
-    probabilities : (H, W) float
-        The nucleus probability (channel 0 of the model's maps).
+    probabilities : (H, W) or (H, W, C) float
+        The nucleus probability, or the model's maps (channel 0: nucleus).
 
     Returns
     -------
@@ -58,7 +58,8 @@ def object_confidence(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarr
     count = int(labels.max()) if labels.size else 0
     if count == 0:
         return np.zeros(0, np.float32)
-    return np.asarray(ndi.mean(probabilities, labels, np.arange(1, count + 1)), dtype=np.float32)
+    body = probabilities[..., 0] if np.ndim(probabilities) == 3 else probabilities
+    return np.asarray(ndi.mean(body, labels, np.arange(1, count + 1)), dtype=np.float32)
 
 
 def connected_components(
@@ -274,8 +275,7 @@ def assemble_blocks(
 def labels_with_confidence(probabilities: np.ndarray, **settings) -> tuple[np.ndarray, np.ndarray]:
     """:func:`probabilities_to_labels` and the :func:`object_confidence` of each label."""
     labels = probabilities_to_labels(probabilities, **settings)
-    body = probabilities[..., 0] if np.ndim(probabilities) == 3 else probabilities
-    return labels, object_confidence(labels, np.asarray(body, dtype=np.float32))
+    return labels, object_confidence(labels, probabilities)
 
 
 def blockwise_labels(probabilities: np.ndarray, block_size: int, margin: int, **settings) -> tuple[np.ndarray, np.ndarray]:

@@ -292,20 +292,23 @@ def score_row(truth: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
     return row
 
 
-def _image_confidence(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """The image confidence of ``labels`` found in the ``(H, W, C)`` maps ``probabilities`` (channel 0: nucleus)."""
-    return image_confidence(object_confidence(labels, np.asarray(probabilities[..., 0], dtype=np.float32)))
+def image_confidences(
+    predictions: dict[str, np.ndarray], probabilities: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """Each image's confidence (:func:`~nuclei_pipeline.core.postprocess.image_confidence`): the mean
+    of its predicted nuclei's mean nucleus probability in its maps; NaN without nuclei."""
+    return {image_id: image_confidence(object_confidence(labels, probabilities[image_id]))
+            for image_id, labels in predictions.items()}
 
 
 def score_images(
     samples: list[dict[str, Any]],
     predictions: dict[str, np.ndarray],
     image_table: pd.DataFrame,
-    probabilities: dict[str, np.ndarray],
+    confidences: dict[str, float],
 ) -> pd.DataFrame:
     """Per-image table: source, type, counts, score per IoU threshold, mean score, pixel IoU, errors
-    and ``confidence`` (:func:`~nuclei_pipeline.core.postprocess.image_confidence` of the nuclei
-    found, on the image's ``probabilities``).
+    and ``confidence`` (:func:`image_confidences`).
 
     A held-out image of an extra training set has its set's name as ``source`` and ``type``.
     """
@@ -314,7 +317,7 @@ def score_images(
         {"id": sample["id"], "source": _source(sample),
          "type": types.get(sample["id"], sample.get("source", "unknown")),  # held out: its set
          **score_row(sample["labels"], predictions[sample["id"]]),
-         "confidence": _image_confidence(predictions[sample["id"]], probabilities[sample["id"]])}
+         "confidence": confidences.get(sample["id"], float("nan"))}
         for sample in samples
     ]
     return pd.DataFrame(rows).sort_values("average_precision").reset_index(drop=True)
@@ -404,18 +407,12 @@ def confidence_figures(scores: pd.DataFrame) -> dict[str, float]:
     return {"confidence": float(scores["confidence"].mean()), "confidence_rank_correlation": float(rho)}
 
 
-def confidence_reference(
-    samples: list[dict[str, Any]],
-    predictions: dict[str, np.ndarray],
-    probabilities: dict[str, np.ndarray],
-) -> ConfidenceReference:
+def confidence_reference(samples: list[dict[str, Any]], confidences: dict[str, float]) -> ConfidenceReference:
     """How sure the model is on its DSB2018 validation images: their number, mean image
-    confidence and its lower quartile (what ``inference.min_confidence: auto`` flags below).
-
-    The images' ``confidence`` of :func:`score_images`; images without a nucleus are left out.
+    confidence (:func:`image_confidences`) and its lower quartile (what
+    ``inference.min_confidence: auto`` flags below). Images without a nucleus are left out.
     """
-    known = np.array([_image_confidence(predictions[s["id"]], probabilities[s["id"]])
-                      for s in samples if _source(s) == DSB_SOURCE])
+    known = np.array([confidences[s["id"]] for s in samples if _source(s) == DSB_SOURCE], dtype=np.float64)
     known = known[~np.isnan(known)]
     return ConfidenceReference(
         validation_images=len(known),

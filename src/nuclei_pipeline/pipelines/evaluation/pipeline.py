@@ -2,6 +2,7 @@ from kedro.pipeline import Node, Pipeline
 
 from nuclei_pipeline.pipelines.evaluation.nodes import (
     confidence_reference,
+    image_confidences,
     package_served_model,
     plot_gallery,
     plot_ood_gallery,
@@ -44,9 +45,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "validation_predictions",
                 name="postprocess_validation",
             ),
+            Node(image_confidences, ["validation_predictions", "validation_probabilities"], "validation_confidences",
+                 name="validation_image_confidences"),
             Node(
                 score_images,
-                ["validation_samples", "validation_predictions", "image_table", "validation_probabilities"],
+                ["validation_samples", "validation_predictions", "image_table", "validation_confidences"],
                 "validation_scores",
                 name="score_validation_images",
             ),
@@ -61,8 +64,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(score_ood_images, ["ood_raw", "ood_predictions", "ood_confidence"], "ood_scores",
                  name="score_ood_images"),
             # The model's confidence scale on its validation images: inference flags images below it.
-            Node(confidence_reference, ["validation_samples", "validation_predictions", "validation_probabilities"],
-                 "confidence_reference", name="confidence_reference"),
+            Node(confidence_reference, ["validation_samples", "validation_confidences"], "confidence_reference",
+                 name="confidence_reference"),
             # The evaluated model with its tuned settings, logged and registered for `mlflow models serve`.
             Node(package_served_model, ["trained_model", "model_spec", "postprocessing_settings", "params:inference",
                                         "params:prediction"], "served_model", name="package_served_model"),
