@@ -149,6 +149,7 @@ class Inference(Parameters):
     dask_workers: Count | None
     exports: list[Literal[EXPORTS]]
     min_confidence: Literal["auto"] | Probability | None
+    annotation_queue: Size
 
     @field_validator("dask_scheduler")
     @classmethod

@@ -73,3 +73,16 @@ def test_streamed_csv_is_one_table_and_no_table_removes_a_stale_one(tmp_path):
     assert table["area"].tolist() == [3, 4, 5] and list(table.columns) == ["image_id", "area"]
     dataset.save([])
     assert not (tmp_path / "nuclei.csv").exists()
+
+
+def test_streamed_csv_of_grey_and_colour_images_keeps_every_value_in_its_column(tmp_path):
+    # A grey image's table has one intensity channel, an RGB image's three: rows must not shift.
+    grey = pd.DataFrame({"image_id": ["g"], "intensity_mean_ch0": [7.0], "touches_border": [False]})
+    colour = pd.DataFrame({"image_id": ["c"], "intensity_mean_ch0": [1.0], "intensity_mean_ch1": [2.0],
+                           "intensity_mean_ch2": [3.0], "touches_border": [True]})
+    dataset = StreamedCSVDataset(str(tmp_path / "nuclei.csv"))
+    dataset.save([lambda: grey, lambda: colour])
+    table = pd.read_csv(tmp_path / "nuclei.csv").set_index("image_id")
+    assert list(table.columns) == list(colour.columns[1:])  # the widest table's order
+    assert table.loc["g", "intensity_mean_ch0"] == 7.0 and np.isnan(table.loc["g", "intensity_mean_ch2"])
+    assert table.loc["c", "intensity_mean_ch2"] == 3.0 and table["touches_border"].tolist() == [False, True]

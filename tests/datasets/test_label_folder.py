@@ -90,6 +90,47 @@ def test_sets_skip_a_missing_folder_with_a_warning(tmp_path, caplog):
     assert "absent" in caplog.text and str(tmp_path / "absent") in caplog.text
 
 
+def test_saved_pairs_read_back_as_annotated_samples(tmp_path):
+    # What the project writes (inference's annotation queue) it reads back as training data, losslessly.
+    image, labels = make_nuclei((40, 48), seed=6)
+    many = np.arange(40 * 48, dtype=np.int64).reshape(40, 48) * 40  # up to 76,760: beyond 16 bits
+    dataset = LabelFolderDataset(str(tmp_path / "queue"))
+    dataset.save({"a": {"image": image, "labels": labels}, "b": lambda: {"image": image[..., 0], "labels": many}})
+    assert sorted(p.name for p in (tmp_path / "queue" / "labels").iterdir()) == ["a.png", "b.tif"]
+    samples = dataset.load()
+    first, second = samples["a"](), samples["b"]()
+    assert np.array_equal(first["image"], image) and np.array_equal(first["labels"], labels)
+    assert first["labels"].dtype == np.int32
+    assert np.array_equal(second["labels"], many) and np.array_equal(second["image"][..., 1], image[..., 0])
+
+
+@pytest.mark.parametrize(
+    ("sample", "problem"),
+    [
+        ({"image": np.zeros((8, 8, 3), np.uint8), "labels": np.ones((8, 9), np.int32)}, "differ in size"),
+        ({"image": np.zeros((8, 8, 3), np.uint8), "labels": np.ones((8, 8), np.float32)}, "non-negative integers"),
+        ({"image": np.zeros((8, 8, 3), np.float32), "labels": np.ones((8, 8), np.int32)}, "uint8"),
+        ({"image": np.zeros((8, 8, 3), np.uint8)}, "expected"),
+    ],
+)
+def test_saving_what_is_no_annotated_pair_is_refused_naming_it(tmp_path, sample, problem):
+    with pytest.raises(DatasetError, match=f"sample 'tile7'.*{problem}"):
+        LabelFolderDataset(str(tmp_path)).save({"tile7": sample})
+    assert not (tmp_path / "labels").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_overwrite_removes_the_pairs_an_earlier_save_left(tmp_path, overwrite):
+    image, labels = make_nuclei((32, 32), seed=1)
+    pair = {"image": image, "labels": labels}
+    dataset = LabelFolderDataset(str(tmp_path), overwrite=overwrite)
+    dataset.save({"old": pair, "kept": pair})
+    dataset.save({"kept": pair, "new": pair})
+    expected = ["kept", "new"] if overwrite else ["kept", "new", "old"]
+    assert sorted(dataset.load()) == expected
+    assert sorted(p.stem for p in (tmp_path / "images").iterdir()) == expected
+
+
 def test_real_ood_sets_read_with_their_nucleus_counts():
     if not OOD_DATA.is_dir():
         pytest.skip("the out-of-distribution sets (../shared/data/ood) are not present")

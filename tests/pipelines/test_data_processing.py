@@ -203,7 +203,7 @@ def test_extra_samples_without_a_share_are_named(samples, extra_raw):
 def test_an_unavailable_extra_set_is_warned_about(extra_raw, caplog):
     with caplog.at_level("WARNING"):
         assert read_extra_samples(extra_raw, parameters("training", extra_datasets={"elsewhere": 0.2})) == []
-    assert "elsewhere" in caplog.text
+    assert "names 'elsewhere'" in caplog.text and "extra_train_raw" in caplog.text  # where to configure it
 
 
 @pytest.mark.parametrize(

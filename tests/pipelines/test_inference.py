@@ -13,6 +13,7 @@ from nuclei_pipeline.pipelines.inference.nodes import (
     export_masks,
     measure_masks,
     prediction_key,
+    queue_for_annotation,
     summarise_masks,
 )
 from tests.conftest import make_nuclei, parameters
@@ -149,6 +150,26 @@ def test_confidence_per_nucleus_and_image_and_low_ones_flagged(predicted, caplog
     stored_without = measure_masks(originals, masks, {"a": CONFIDENCES["a"], "b": lambda: None}, parameters("inference"))
     _, report = summarise_masks(images, masks, stored_without, parameters("inference", min_confidence=0.95), None)
     assert np.isnan(report.set_index("id").loc["b", "confidence"]) and not report["low_confidence"].fillna(False).any()
+
+
+def test_the_least_confident_images_are_queued_for_annotation(predicted, caplog):
+    images, originals, masks, truth = predicted
+    images = {**images, "c": images["a"], "empty": lambda: np.zeros((20, 20, 3), np.uint8)}
+    masks = {**masks, "c": masks["a"], "empty": lambda: np.zeros((20, 20), np.int32)}
+    confidences = {**CONFIDENCES, "c": lambda: np.full(5, 0.9, np.float32), "empty": lambda: np.zeros(0, np.float32)}
+    measurements = measure_masks({**originals, "c": originals["a"],
+                                  "empty": lambda: {"image": np.zeros((20, 20, 3), np.uint8), "pixel_size_um": None}},
+                                 masks, confidences, parameters("inference"))
+    _, report = summarise_masks(images, masks, measurements, parameters("inference"), None)  # a 0.97, b 0.85, c 0.9
+    assert queue_for_annotation(images, masks, report, parameters("inference", annotation_queue=0)) == {}
+    with caplog.at_level(logging.INFO):
+        queue = queue_for_annotation(images, masks, report, parameters("inference", annotation_queue=2))
+    assert list(queue) == ["b", "c"]  # least confident first; the image without nuclei has no confidence
+    pair = queue["b"]()
+    assert np.array_equal(pair["labels"], truth["b"]) and np.array_equal(pair["image"], images["b"]())
+    assert "b (0.850), c (0.900)" in caplog.text and "1 image(s) without a confidence" in caplog.text
+    everything = queue_for_annotation(images, masks, report, parameters("inference", annotation_queue=10))
+    assert list(everything) == ["b", "c", "a"]  # never the unreadable or the empty image
 
 
 def test_exports_are_made_only_when_asked(predicted):

@@ -263,27 +263,68 @@ def test_inference_measures_every_nucleus_and_exports_for_fiji_and_qupath(projec
     import roifile
 
     run(project, monkeypatch, "tiny", pipeline="inference",
-        runtime_params={"inference": {"exports": ["table_csv", "label_tiff", "imagej_rois", "geojson"]}})
+        runtime_params={"inference": {"exports": ["table_csv", "label_tiff", "imagej_rois", "geojson"],
+                                      "annotation_queue": 2}})
     output = project / "data" / "07_model_output" / "default"
     report = pd.read_csv(project / "data" / "08_reporting" / "default" / "inference_report.csv").set_index("id")
-    table = pd.read_parquet(project / "data" / "07_model_output" / "default" / "nuclei")
+    partitions = sorted((output / "nuclei").glob("*.parquet"))
+    table = pd.concat([pd.read_parquet(path) for path in partitions], ignore_index=True)
     ok = sorted(report.index[report["status"] == "ok"])
     assert ok == ["grey16", "sample00", "sample01"]  # the broken file is reported, not measured
     counts = table.groupby("image_id").size().reindex(ok, fill_value=0)
     assert counts.tolist() == report.loc[ok, "nucleus_count"].tolist()
     if len(table):
         whole = pd.read_csv(project / "data" / "07_model_output" / "default" / "nuclei.csv")
-        assert len(whole) == len(table) and list(whole.columns) == list(table.columns)
+        assert len(whole) == len(table) and set(whole.columns) == set(table.columns)
+        # grey16 (one channel) and the RGB samples (three) each keep their values in their own columns
+        whole_grey = whole[whole["image_id"] == "grey16"]
+        assert np.allclose(whole_grey["intensity_max_ch0"], table.loc[table["image_id"] == "grey16", "intensity_max_ch0"])
     for image_id in ok:
         labels = skimage.io.imread(output / "masks" / f"{image_id}.png")
         assert np.array_equal(skimage.io.imread(output / "label_tiff" / f"{image_id}.tif"), labels)
         assert len(roifile.roiread(output / "imagej_rois" / f"{image_id}.zip") or []) == labels.max()
         features = json.loads((output / "geojson" / f"{image_id}.geojson").read_text())["features"]
         assert len(features) == labels.max()
+    # The two least confident images with their masks, in the layout training reads (extra_train_raw).
+    from nuclei_pipeline.datasets import LabelFolderDataset
+
+    least_sure = report.loc[ok].dropna(subset=["confidence"]).sort_values("confidence").index[:2]
+    queued = LabelFolderDataset(str(project / "data" / "08_reporting" / "default" / "annotation_queue")).load() if len(least_sure) else {}
+    assert sorted(queued) == sorted(least_sure)
+    for image_id, sample in queued.items():
+        assert np.array_equal(sample()["labels"], skimage.io.imread(output / "masks" / f"{image_id}.png"))
     # The 16-bit TIFF input is measured on its own values, not on the 8-bit copy the model saw.
     grey = table[table["image_id"] == "grey16"]
     if len(grey):
         assert grey["intensity_max_ch0"].max() > 255
+
+
+@pytest.mark.slow
+def test_corrected_annotation_queue_trains_as_an_extra_set(project, monkeypatch):
+    # README "Teaching the model your images": queue the least sure images, copy the queue, correct it,
+    # name the copy in extra_train_raw, give it a share — the next training draws crops from it.
+    run(project, monkeypatch, "tiny", pipeline="inference",
+        runtime_params={"inference": {"model": "shipped", "annotation_queue": 2}})
+    queue = project / "data" / "08_reporting" / "default" / "annotation_queue"
+    corrected = project / "data" / "01_raw" / "extra" / "my_lab"
+    shutil.copytree(queue, corrected)
+    queued = sorted(path.stem for path in (corrected / "labels").iterdir())
+    assert len(queued) == 2
+    env = project / "conf" / "tinyloop"
+    env.mkdir(exist_ok=True)
+    catalog = yaml.safe_load((project / "conf" / "base" / "catalog.yml").read_text())
+    catalog["extra_train_raw"]["sets"]["my_lab"] = "data/01_raw/extra/my_lab"
+    (env / "catalog.yml").write_text(yaml.safe_dump({"extra_train_raw": catalog["extra_train_raw"]}))
+    training = {**TINY_PARAMETERS["training"], "extra_datasets": {"monuseg_train": 0.2, "my_lab": 0.3}}
+    (env / "parameters.yml").write_text(yaml.safe_dump({**TINY_PARAMETERS, "training": training}))
+    (env / "globals.yml").write_text("preset: loop\n")
+    run(project, monkeypatch, "tinyloop", pipeline="data_processing")
+    run(project, monkeypatch, "tinyloop", pipeline="training")
+    with open(project / "data" / "05_model_input" / "loop" / "model_input_train.pkl", "rb") as file:
+        trained_ids = pickle.load(file)["ids"]
+    assert sorted(i for i in trained_ids if i.startswith("my_lab/")) == [f"my_lab/{i}" for i in queued]
+    spec = json.loads((project / "data" / "06_models" / "loop" / "model_spec.json").read_text())
+    assert spec["training_sources"]["my_lab"] == pytest.approx(0.3)
 
 
 @pytest.mark.slow

@@ -13,7 +13,6 @@ and, on its own, :class:`StreamedCSVDataset`: one CSV from many tables, appended
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -101,11 +100,27 @@ class AtomicJSONDataset(_LocalFileDataset):
         write_atomically(self._filepath, lambda temporary: Path(temporary).write_text(json.dumps(data)))
 
 
+def _load(table: pd.DataFrame | Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    return table() if callable(table) else table
+
+
+def _column_union(tables: list[pd.DataFrame | Callable[[], pd.DataFrame]]) -> list[str]:
+    """Every column of ``tables``: the widest table's in its order, then the others' new ones as they come."""
+    seen = [list(_load(table).columns) for table in tables]
+    union = list(max(seen, key=len))
+    for columns in seen:
+        union.extend(column for column in columns if column not in union)
+    return union
+
+
 class StreamedCSVDataset(_LocalFileDataset):
     """Many tables → one CSV, appended table by table (memory holds one at a time), renamed into place.
 
     ``save`` takes an iterable of DataFrames or of callables returning one
-    (e.g. the loaders of a ``PartitionedDataset``), all with the same columns.
+    (e.g. the loaders of a ``PartitionedDataset``). Tables whose columns
+    differ — a grey image's measurements have one intensity channel, an RGB
+    image's three — are written under the union of their columns, the cells
+    a table lacks left empty (each table is read twice: once for its columns).
     An iterable that yields nothing (the export was not asked for, or no image
     was measured) writes no file and removes one left by an earlier run, so no
     stale table looks current.
@@ -115,18 +130,17 @@ class StreamedCSVDataset(_LocalFileDataset):
         return pd.read_csv(self._filepath)
 
     def save(self, data: Iterable[pd.DataFrame | Callable[[], pd.DataFrame]]) -> None:
-        tables = iter(data)
-        first = next(tables, None)
-        if first is None:
+        tables = list(data)
+        if not tables:
             if self._filepath.is_file():
                 self._filepath.unlink()
                 logger.info("removed %s: no table in this run", self._filepath)
             return
+        columns = _column_union(tables)
 
         def write(temporary: str) -> None:
             with open(temporary, "w", newline="") as handle:
-                for index, table in enumerate(itertools.chain([first], tables)):
-                    table = table() if callable(table) else table
-                    table.to_csv(handle, header=index == 0, index=False)
+                for index, table in enumerate(tables):
+                    _load(table).reindex(columns=columns).to_csv(handle, header=index == 0, index=False)
 
         write_atomically(self._filepath, write)

@@ -2,7 +2,8 @@
 
 ``<root>/images/<id>.<ext>`` and ``<root>/labels/<id>.<ext>``: one RGB (or
 grey) image and one instance label image (0 background, 1…N nuclei) per id,
-PNG or TIFF, matched by file stem.
+PNG or TIFF, matched by file stem. Written in the same layout (inference's
+annotation queue), so what the project writes it can read back as training data.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
 from nuclei_pipeline.core.images import ImageReadError
 from nuclei_pipeline.datasets.image_files import list_images, read_image, read_labels
+from nuclei_pipeline.datasets.png_folder import SUFFIXES, PngFolderDataset
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +89,46 @@ def annotated_samples(
     }
 
 
-class LabelFolderDataset(AbstractDataset[None, dict[str, Callable[[], dict | None]]]):
+def _checked_pair(sample_id: str, sample: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The sample's image and labels, refused (naming ``sample_id``) unless they make an annotated pair."""
+    try:
+        image, labels = np.asarray(sample["image"]), np.asarray(sample["labels"])
+    except (KeyError, TypeError) as error:
+        raise DatasetError(f"sample {sample_id!r}: expected {{'image': array, 'labels': array}}") from error
+    if image.ndim not in (2, 3) or image.dtype != np.uint8:
+        raise DatasetError(f"sample {sample_id!r}: image must be (H, W) or (H, W, C) uint8, "
+                           f"got {image.shape} {image.dtype}")
+    if labels.ndim != 2 or labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
+        raise DatasetError(f"sample {sample_id!r}: labels must be 2-D non-negative integers, "
+                           f"got {labels.shape} {labels.dtype}")
+    if labels.shape != image.shape[:2]:
+        raise DatasetError(f"sample {sample_id!r}: labels {labels.shape} and image {image.shape[:2]} differ in size")
+    # Never uint8: PngFolderDataset keeps 8-bit 2-D arrays as grey pictures, labels as 16/32-bit label images.
+    return image, labels.astype(np.int32, copy=False)
+
+
+def _remove_unsaved(folder: Path, kept: set[str]) -> None:
+    """Delete ``folder``'s image files whose stem is not in ``kept`` (an earlier save's samples)."""
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.suffix in SUFFIXES and not path.name.startswith(".") and path.stem not in kept:
+                path.unlink()
+
+
+class LabelFolderDataset(AbstractDataset[Mapping[str, Any], dict[str, Callable[[], dict | None]]]):
     """Lazily loaded images with instance label images (``images/`` + ``labels/``).
 
     ``load()`` returns ``{id: loader}``; ``loader()`` reads one sample as
     ``{"id", "image", "labels"}`` — the same record as
     :class:`~nuclei_pipeline.datasets.DSBSampleDataset` — with ``image``
     ``(H, W, 3)`` uint8 RGB and ``labels`` ``(H, W)`` int32.
+
+    ``save({id: sample})`` writes each ``{"image", "labels"}`` (or a callable
+    returning one, called only when that pair is written) as
+    ``images/<id>.png`` (uint8) and ``labels/<id>.png`` (16-bit; TIFF beyond
+    65,535 nuclei or 4096² pixels), each file atomically. A sample that is not
+    a pair (labels of another size, a non-integer label image) is refused
+    naming it.
 
     Parameters
     ----------
@@ -103,6 +139,10 @@ class LabelFolderDataset(AbstractDataset[None, dict[str, Callable[[], dict | Non
     on_error : {"raise", "skip"}
         A broken or unpaired file raises an error naming it, or is skipped
         with a warning (the loader then returns ``None``).
+    overwrite : bool
+        Saving removes the pairs an earlier save wrote that are not in the
+        new data (an output folder that is rewritten each run); ``False``
+        (default) only adds and replaces.
 
     Example catalog entry::
 
@@ -112,24 +152,34 @@ class LabelFolderDataset(AbstractDataset[None, dict[str, Callable[[], dict | Non
     """
 
     def __init__(self, path: str, images: str = "images", labels: str = "labels",
-                 on_error: str = "raise", metadata=None):
+                 on_error: str = "raise", overwrite: bool = False, metadata=None):
         if on_error not in ON_ERROR:
             raise DatasetError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self._path = Path(path)
         self._images, self._labels, self._on_error = images, labels, on_error
+        self._overwrite = bool(overwrite)
         self.metadata = metadata
 
     def load(self) -> dict[str, Callable[[], dict | None]]:
         return annotated_samples(self._path, self._images, self._labels, self._on_error)
 
-    def save(self, data) -> None:
-        raise DatasetError("LabelFolderDataset is read-only")
+    def save(self, data: Mapping[str, Any]) -> None:
+        image_folder = PngFolderDataset(str(self._path / self._images))
+        label_folder = PngFolderDataset(str(self._path / self._labels))
+        for sample_id, sample in data.items():
+            image, labels = _checked_pair(sample_id, sample() if callable(sample) else sample)
+            # The labels last: a pair interrupted half-way is an image without labels, which loading names.
+            image_folder.save({sample_id: image})
+            label_folder.save({sample_id: labels})
+        if self._overwrite:
+            for folder in (self._images, self._labels):
+                _remove_unsaved(self._path / folder, set(data))
 
     def _exists(self) -> bool:
         return (self._path / self._images).is_dir() and (self._path / self._labels).is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "on_error": self._on_error}
+        return {"path": str(self._path), "on_error": self._on_error, "overwrite": self._overwrite}
 
 
 class LabelFolderSetsDataset(AbstractDataset[None, dict[str, dict[str, Callable[[], dict | None]]]]):

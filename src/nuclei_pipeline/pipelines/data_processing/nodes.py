@@ -58,15 +58,16 @@ def read_extra_samples(
 ) -> list[dict[str, Any]]:
     """Read the annotated sets that ``training.extra_datasets`` names, each sample tagged with its ``source``.
 
-    A named set that the catalog entry ``extra_train_raw`` does not configure is an
-    error; one whose folder is missing was left out by the dataset with a
-    warning, and training goes on without it (``model_spec.json`` records the
-    sets actually used).
+    A named set that is not available — not configured under the catalog entry
+    ``extra_train_raw``, or its folder missing (which the dataset also warns
+    about) — is left out with a warning that says both, and training goes on
+    without it (``model_spec.json`` records the sets actually used).
     """
     samples = []
     for name in training.extra_shares:
         if name not in extra_raw:
-            logger.warning("training.extra_datasets names %r, which is not available: training without it", name)
+            logger.warning("training.extra_datasets names %r, which is not available (is it under extra_train_raw's "
+                           "sets in conf/base/catalog.yml, and does its folder exist?): training without it", name)
             continue
         for record in _read_all(extra_raw[name]):
             samples.append({**record, "id": f"{name}/{record['id']}", "source": name})

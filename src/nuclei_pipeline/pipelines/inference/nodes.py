@@ -179,8 +179,8 @@ def measure_masks(
     Measured on the original image values (``originals``: the input folder
     read with ``original: true``) for every image of the current input that
     has a mask; each table starts with an ``image_id`` column, so the
-    partitions read together (``pandas.read_parquet`` on the folder) form one
-    table. ``inference.pixel_size_um`` (else the TIFF's own metadata) adds µm
+    partitions concatenated form one table (images with other channel counts
+    have other intensity columns). ``inference.pixel_size_um`` (else the TIFF's own metadata) adds µm
     columns; ``confidences`` (stored with the masks) the ``confidence`` column,
     NaN for a mask stored without them (made before they were).
     """
@@ -344,6 +344,45 @@ def _warn_low_confidence(report: pd.DataFrame, minimum: float | None, shown: int
                        "(their masks are likely poor; check their overlays): %s%s", len(flagged),
                        int((report["status"] == "ok").sum()),
                        minimum, ", ".join(flagged[:shown]), f" and {len(flagged) - shown} more" if len(flagged) > shown else "")
+
+
+def queue_for_annotation(
+    images: dict[str, Callable[[], np.ndarray]],
+    masks: dict[str, Callable[[], np.ndarray]],
+    report: pd.DataFrame,
+    inference: Inference,
+) -> dict[str, Callable[[], dict[str, np.ndarray]]]:
+    """The ``inference.annotation_queue`` least confident images with their predicted masks, to be corrected.
+
+    Correcting the masks of the images a model is least sure of, and training on
+    them, teaches it most per image annotated (they are the images least like its
+    training data). Ranked by ``report``'s image confidence, lowest first (ties by
+    id). Images without a confidence are not queued: those where no nucleus was
+    found (an empty label image is no training sample: annotate such an image from
+    scratch if it holds nuclei) and masks made before confidences were stored.
+
+    Returns
+    -------
+    dict
+        ``{image_id: loader}``, ``loader()`` giving ``{"image", "labels"}``: the
+        picture as the model saw it (uint8 RGB) and its mask, for
+        :class:`~nuclei_pipeline.datasets.LabelFolderDataset`.
+    """
+    if not inference.annotation_queue:
+        return {}
+    predicted = report["status"].eq("ok") & report["id"].isin(list(masks))
+    ranked = report.loc[predicted & report["confidence"].notna()].sort_values(["confidence", "id"])
+    queued = ranked.head(inference.annotation_queue)
+    unranked = int((predicted & report["confidence"].isna()).sum())
+    logger.info("annotation queue, least confident first: %s%s",
+                ", ".join(f"{row.id} ({row.confidence:.3f})" for row in queued.itertuples()) or "none",
+                f"; {unranked} image(s) without a confidence (no nucleus found, or masks made before "
+                "confidences were stored) not queued" if unranked else "")
+
+    def pair(image_id: str) -> dict[str, np.ndarray]:
+        return {"image": np.asarray(images[image_id]()), "labels": masks[image_id]()}
+
+    return {image_id: (lambda i=image_id: pair(i)) for image_id in queued["id"]}
 
 
 def _confidence_title(confidence: pd.DataFrame | None, image_id: str) -> str:

@@ -6,6 +6,7 @@ from nuclei_pipeline.pipelines.inference.nodes import (
     measure_masks,
     plot_sample_predictions,
     predict_masks,
+    queue_for_annotation,
     summarise_masks,
 )
 
@@ -38,6 +39,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                  "confidence_reference"],
                 ["submission", "inference_report"],
                 name="summarise_masks",
+            ),
+            Node(
+                queue_for_annotation,
+                ["inference_images", "predicted_masks", "inference_report", "params:inference"],
+                "annotation_queue",
+                name="queue_for_annotation",
             ),
             Node(draw_overlays, ["inference_images", "predicted_masks"], "mask_overlays",
                  name="draw_overlays"),
