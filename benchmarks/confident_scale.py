@@ -1,0 +1,120 @@
+"""Per image, keep the scale the model is most sure of: predict at 1× and at other scales, choose by confidence.
+
+Run after `make data` and `kedro run --pipeline data_processing`:
+``.venv/bin/python benchmarks/confident_scale.py [--env ENV] [--model shipped] [--scales 1.5 0.67]
+[--margins 0 0.005 0.01 0.02] [--out scales.csv]``.
+
+Enlarging every image finds the small nuclei of ``cpm15``'s 20× tiles but loses validation and
+the held-out 40× tiles (``scale_tta.py``; ``prediction.nucleus_diameter: auto`` likewise). An
+image's confidence (the mean of its nuclei's mean nucleus probability) ranks how well it was
+segmented (``quality_signal.py``: ρ +0.80 on validation), so this asks whether it can also pick
+the scale image by image. Each image (the validation split and held-out tiles — the decision
+set — and the out-of-distribution sets, which only describe) is predicted with flip TTA at 1×
+and at every ``--scales`` factor (maps brought back to the image's size), post-processed with
+the model's tuned settings and scored. Per margin ``m`` an image takes the scale of highest
+confidence when that beats 1× by more than ``m`` (larger nuclei have more interior pixels, so
+an enlarged image may look surer for that alone: the margin is read off the decision set).
+Prints, per source, the mAP at 1×, at each scale alone, and per margin with the number of
+images switched; ``--out`` writes the per-image table (scores and confidences per scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+from project import load_model, open_project
+
+from nuclei_pipeline.core.metrics import average_precision
+from nuclei_pipeline.core.postprocess import image_confidence, labels_with_confidence
+from nuclei_pipeline.core.predict import predict_with_spec
+from nuclei_pipeline.parameters import DSB_SOURCE
+from nuclei_pipeline.pipelines.evaluation.nodes import ood_samples, select_validation_samples
+
+
+def scale_column(scale: float) -> str:
+    return f"{scale:g}x"
+
+
+def score_at_scales(model, spec, settings, image, truth, scales, tta, tiling) -> dict[str, float]:
+    """The image's mAP and confidence at each scale (1× first)."""
+    row = {}
+    for scale in (1.0, *scales):
+        maps = predict_with_spec(model, image, spec, tta, tiling, scale)
+        labels, confidences = labels_with_confidence(maps.astype(np.float32), **settings)
+        row[f"map_{scale_column(scale)}"] = average_precision(truth, labels)
+        row[f"confidence_{scale_column(scale)}"] = image_confidence(confidences)
+    return row
+
+
+def choose(table: pd.DataFrame, scales, margin: float) -> tuple[pd.Series, pd.Series]:
+    """Per image, the mAP of the surest scale when it beats 1×'s confidence by more than ``margin``; and the scale."""
+    at_one = table[f"confidence_{scale_column(1.0)}"].fillna(-1.0)
+    best_scale = pd.Series(1.0, index=table.index)
+    best_confidence = at_one.copy()
+    for scale in scales:
+        confidence = table[f"confidence_{scale_column(scale)}"].fillna(-1.0)
+        better = (confidence > at_one + margin) & (confidence > best_confidence)
+        best_scale[better], best_confidence[better] = scale, confidence[better]
+    chosen_map = pd.Series([table.loc[i, f"map_{scale_column(s)}"] for i, s in best_scale.items()], index=table.index)
+    return chosen_map, best_scale
+
+
+def summary(table: pd.DataFrame, scales, margins) -> pd.DataFrame:
+    rows = []
+    for source, group in table.groupby("source", sort=True):
+        row = {"source": source, "images": len(group)}
+        for scale in (1.0, *scales):
+            row[f"{scale_column(scale)} alone"] = group[f"map_{scale_column(scale)}"].mean()
+        for margin in margins:
+            chosen_map, chosen_scale = choose(group, scales, margin)
+            row[f"margin {margin:g}"] = chosen_map.mean()
+            row[f"switched at {margin:g}"] = int((chosen_scale != 1.0).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default=None, help="Kedro environment (preset) for data and, with --model trained, the model")
+    parser.add_argument("--model", choices=("shipped", "trained"), default="shipped")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.5, 0.67])
+    parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.005, 0.01, 0.02, 0.03])
+    parser.add_argument("--limit", type=int, default=None, help="at most this many images per source (a quick look)")
+    parser.add_argument("--out", default=None, help="write the per-image table to this CSV")
+    args = parser.parse_args()
+    catalog, _, groups = open_project(args.env)
+    if groups["prediction"].nucleus_diameter is not None:
+        parser.error("prediction.nucleus_diameter must be null here: the scales are relative to the image as it is")
+    model, spec, postprocessing = load_model(catalog, args.model)
+    settings = postprocessing.model_dump()
+    tta, tiling = groups["evaluation"].test_time_augmentation, groups["prediction"]
+    decision = select_validation_samples(catalog.load("train_samples"), catalog.load("train_validation_split"),
+                                         catalog.load("extra_train_samples"))
+    samples = [(sample.get("source", DSB_SOURCE), sample) for sample in decision]
+    samples += [(f"ood {name}", sample) for name, sample in ood_samples(catalog.load("ood_raw"))]
+    if args.limit:
+        kept, seen = [], {}
+        for source, sample in samples:
+            seen[source] = seen.get(source, 0) + 1
+            if seen[source] <= args.limit:
+                kept.append((source, sample))
+        samples = kept
+    rows, started = [], time.perf_counter()
+    for index, (source, sample) in enumerate(samples):
+        row = {"id": sample["id"], "source": source,
+               **score_at_scales(model, spec, settings, sample["image"], sample["labels"].astype(np.int32),
+                                 args.scales, tta, tiling)}
+        rows.append(row)
+        print(f"[{index + 1}/{len(samples)} {time.perf_counter() - started:.0f} s] {row}", flush=True)
+    table = pd.DataFrame(rows)
+    if args.out:
+        table.to_csv(args.out, index=False)
+    decision_rows = table[~table["source"].str.startswith("ood ")].assign(source="decision (validation + held-out)")
+    print(summary(pd.concat([table, decision_rows]), args.scales, args.margins).round(4).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
