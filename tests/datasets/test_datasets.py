@@ -96,6 +96,8 @@ def test_png_folder_writes_16_bit_labels_keys_and_skips_none(tmp_path, caplog):
     assert PngFolderDataset(str(tmp_path / "masks"), contents="keys").load() == {"a": "abc", "c": None}
     assert "nothing to write for b" in caplog.text
     assert not list((tmp_path / "masks").glob(".*"))  # no temporary files left
+    (tmp_path / "masks" / ".d.k3j9.png").write_bytes(b"half")  # what a killed write leaves: never a mask
+    assert sorted(folder.load()) == ["a", "c"]
 
 
 def test_label_images_beyond_16_bits_are_kept_as_tiff_with_their_key(tmp_path, monkeypatch):

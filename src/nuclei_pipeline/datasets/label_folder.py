@@ -19,7 +19,7 @@ from kedro.io import AbstractDataset, DatasetError
 
 from nuclei_pipeline.core.images import ImageReadError
 from nuclei_pipeline.datasets.image_files import list_images, read_image, read_labels
-from nuclei_pipeline.datasets.png_folder import SUFFIXES, PngFolderDataset
+from nuclei_pipeline.datasets.png_folder import PngFolderDataset, stored_files
 
 logger = logging.getLogger(__name__)
 
@@ -107,14 +107,6 @@ def _checked_pair(sample_id: str, sample: Mapping[str, Any]) -> tuple[np.ndarray
     return image, labels.astype(np.int32, copy=False)
 
 
-def _remove_unsaved(folder: Path, kept: set[str]) -> None:
-    """Delete ``folder``'s image files whose stem is not in ``kept`` (an earlier save's samples)."""
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if path.suffix in SUFFIXES and not path.name.startswith(".") and path.stem not in kept:
-                path.unlink()
-
-
 class LabelFolderDataset(AbstractDataset[Mapping[str, Any], dict[str, Callable[[], dict | None]]]):
     """Lazily loaded images with instance label images (``images/`` + ``labels/``).
 
@@ -171,9 +163,11 @@ class LabelFolderDataset(AbstractDataset[Mapping[str, Any], dict[str, Callable[[
             # The labels last: a pair interrupted half-way is an image without labels, which loading names.
             image_folder.save({sample_id: image})
             label_folder.save({sample_id: labels})
-        if self._overwrite:
+        if self._overwrite:  # an earlier save's pairs that this one does not hold
             for folder in (self._images, self._labels):
-                _remove_unsaved(self._path / folder, set(data))
+                for name, path in stored_files(self._path / folder).items():
+                    if name not in data:
+                        path.unlink()
 
     def _exists(self) -> bool:
         return (self._path / self._images).is_dir() and (self._path / self._labels).is_dir()

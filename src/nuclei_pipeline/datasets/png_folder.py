@@ -30,6 +30,14 @@ SUFFIXES = (".png", ".tif")
 TIFF_ABOVE_PIXELS = 4096 * 4096  # larger label images: tiled TIFF, never one PNG encoded in memory
 
 
+def stored_files(folder: Path) -> dict[str, Path]:
+    """``{name: path}`` of the PNG/TIFF files a :class:`PngFolderDataset` at ``folder`` holds
+    (hidden temporary files of an interrupted write excluded); ``{}`` for an absent folder."""
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix in SUFFIXES and not p.name.startswith(".")}
+
+
 def _is_label_image(array: np.ndarray) -> bool:
     return array.ndim == 2 and array.dtype != np.uint8
 
@@ -137,14 +145,8 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         self._contents = contents
         self.metadata = metadata
 
-    def _files(self) -> dict[str, Path]:
-        if not self._path.is_dir():
-            return {}
-        return {p.stem: p for p in sorted(self._path.iterdir())
-                if p.suffix in SUFFIXES and not p.name.startswith(".")}
-
     def load(self) -> dict[str, Any]:
-        files = self._files()
+        files = stored_files(self._path)
         if self._contents == "keys":
             return {name: _read_tags(path).get(KEY_CHUNK) for name, path in files.items()}
         read = _read_confidence if self._contents == "confidence" else _read_png

@@ -370,7 +370,7 @@ def queue_for_annotation(
     """
     if not inference.annotation_queue:
         return {}
-    predicted = report["status"].eq("ok") & report["id"].isin(list(masks))
+    predicted = report["status"].eq("ok")  # every image with a mask; the unreadable ones have none
     ranked = report.loc[predicted & report["confidence"].notna()].sort_values(["confidence", "id"])
     queued = ranked.head(inference.annotation_queue)
     unranked = int((predicted & report["confidence"].isna()).sum())
