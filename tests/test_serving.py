@@ -63,3 +63,28 @@ def test_a_bad_request_is_refused_with_what_is_wrong():
         served.predict(None, pd.DataFrame({"id": ["a"]}))
     with pytest.raises(ImageReadError, match="cannot read image the given image"):
         decode_image(base64.b64encode(b"not an image").decode())
+
+
+def test_a_request_names_the_channel_holding_the_nuclei():
+    image, truth = make_nuclei((64, 80), count=6, radius=(4, 7), seed=5, touching_pair=False)
+    rng = np.random.default_rng(0)
+    # A 3-channel fluorescence TIFF (channels first, as ImageJ stores them): nuclei in channel 1 only,
+    # channel 0 bright everywhere (a cytoplasm stain, say).
+    stack = rng.integers(0, 30, (3, 64, 80)).astype(np.uint16)
+    stack[0] += 25000
+    stack[1] = image[..., 0].astype(np.uint16) * 100
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, stack, imagej=True, metadata={"axes": "CYX"})
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    served = NucleiModel(_bright_is_nucleus(), SPEC, COMPONENTS, False, None)
+    request = pd.DataFrame({"id": ["dna", "as_rgb"], "image": [encoded, encoded], "nucleus_channel": [1, None]})
+    nuclei = served.predict(None, request)
+    assert (nuclei["id"] == "dna").sum() == truth.max()
+    assert (nuclei["id"] == "as_rgb").sum() == 1  # seen as a colour picture, the bright channel is one blob
+    # Every channel is measured: the nuclei's channel-1 intensity is 100× the 8-bit picture's.
+    assert {"intensity_mean_ch0", "intensity_mean_ch1", "intensity_mean_ch2"} <= set(nuclei.columns)
+    assert nuclei.loc[nuclei["id"] == "dna", "intensity_mean_ch1"].min() > 100 * 100
+    with pytest.raises(ValueError, match="'dna': nucleus_channel 3 does not exist: the image has 3 channel"):
+        served.predict(None, request.assign(nucleus_channel=[3, None]))
+    with pytest.raises(ValueError, match="'dna': nucleus_channel must be a channel index.*'DAPI'"):
+        served.predict(None, request.assign(nucleus_channel=["DAPI", None]))

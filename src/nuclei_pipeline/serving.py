@@ -6,6 +6,7 @@ registers it as ``nuclei_pipeline``, so
     mlflow models serve -m models:/nuclei_pipeline/latest --env-manager local -p 5001
 
 answers ``POST /invocations`` with ``{"dataframe_records": [{"id": "a", "image": "<base64 PNG/TIFF>"}]}``
+(optional per record: ``nucleus_channel``, the channel of a multi-channel image that holds the nuclei)
 with one row per nucleus: the image id, the label, the measurements of
 :func:`nuclei_pipeline.core.measure.measure_nuclei` (with the nucleus's ``confidence``) and its run-length encoding
 (``rle``, the Kaggle format, column-major), from which the label image is rebuilt.
@@ -35,6 +36,22 @@ def decode_image(data: str | bytes) -> np.ndarray:
     return read_original_image(io.BytesIO(base64.b64decode(data) if isinstance(data, str) else bytes(data)))
 
 
+def _network_input(original: np.ndarray, record: dict[str, Any], image_id: str) -> np.ndarray:
+    """The RGB image the network sees: the record's ``nucleus_channel`` alone when it names one."""
+    channel = record.get("nucleus_channel")
+    if channel is not None and not (isinstance(channel, float) and np.isnan(channel)):  # NaN: not in this record
+        whole = isinstance(channel, int | np.integer | float | np.floating) and float(channel).is_integer()
+        if isinstance(channel, bool) or not whole or channel < 0:
+            raise ValueError(f"image {image_id!r}: nucleus_channel must be a channel index (0, 1, ...), got {channel!r}")
+        channel = int(channel)
+    else:
+        channel = None
+    try:
+        return to_rgb(original, channel=channel)
+    except ValueError as error:
+        raise ValueError(f"image {image_id!r}: {error}") from error
+
+
 class NucleiModel(mlflow.pyfunc.PythonModel):
     """U-Net, input settings and tuned post-processing in one servable object."""
 
@@ -53,7 +70,8 @@ class NucleiModel(mlflow.pyfunc.PythonModel):
                 Prediction.from_conf(self.prediction) if self.prediction else None)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """One row per nucleus of every image of ``model_input`` (columns ``image``, optional ``id``)."""
+        """One row per nucleus of every image of ``model_input`` (columns ``image``, optional ``id`` and
+        ``nucleus_channel``)."""
         if "image" not in model_input:
             raise ValueError("the request needs an 'image' column: base64-encoded PNG, TIFF or JPG files")
         model_spec, postprocessing, prediction = self._settings()
@@ -61,8 +79,8 @@ class NucleiModel(mlflow.pyfunc.PythonModel):
         for index, row in enumerate(model_input.to_dict("records")):
             image_id = str(row.get("id", index))
             original = decode_image(row["image"])
-            labels, confidence = predict_nuclei(self.model, to_rgb(original), model_spec, postprocessing,
-                                                self.test_time_augmentation, prediction)
+            labels, confidence = predict_nuclei(self.model, _network_input(original, row, image_id), model_spec,
+                                                postprocessing, self.test_time_augmentation, prediction)
             table = measure_nuclei(labels, original, confidence=confidence)
             table.insert(0, "id", image_id)
             table["rle"] = labels_to_rles(labels)  # label order, as the table's rows

@@ -115,3 +115,53 @@ def test_a_float_image_with_nan_is_refused_naming_the_file(tmp_path):
     tifffile.imwrite(tmp_path / "float_nan.tif", values)
     with pytest.raises(ImageReadError, match="float_nan.tif.*NaN"):
         read_image(tmp_path / "float_nan.tif")
+
+
+def test_one_channel_of_a_multichannel_image_is_read_alone_as_grey_on_its_own_range():
+    image = np.zeros((4, 5, 6), np.uint16)
+    image[..., 3] = np.arange(20, dtype=np.uint16).reshape(4, 5) * 10 + 500  # 500 … 690
+    image[..., 0] = 60000  # another channel's far larger values do not squash it
+    grey = to_rgb(image, channel=3)
+    assert grey.shape == (4, 5, 3) and np.all(grey[..., 0] == grey[..., 2])
+    assert grey[0, 0, 0] == 0 and grey[-1, -1, 0] == 255
+    assert np.array_equal(to_rgb(image[..., 3]), grey)
+    assert np.array_equal(to_rgb(np.full((3, 3), 9, np.uint8), channel=0), np.full((3, 3, 3), 9, np.uint8))
+    with pytest.raises(ValueError, match="nucleus_channel 6 does not exist: the image has 6 channel"):
+        to_rgb(image, channel=6)
+    with pytest.raises(ValueError, match=r"6 channels: name the one holding the nuclei \(nucleus_channel 0-5\)"):
+        to_rgb(image)
+
+
+@pytest.mark.parametrize(
+    ("name", "stack", "options"),
+    [
+        ("ImageJ hyperstack", (2, 30, 40), {"imagej": True, "metadata": {"axes": "CYX"}}),
+        ("OME-TIFF", (1, 5, 1, 30, 40), {"ome": True, "metadata": {"axes": "TCZYX"}}),
+        ("plain pages", (5, 30, 40), {}),
+        ("channels last", (30, 40, 5), {"photometric": "minisblack", "planarconfig": "contig"}),
+        ("plain, channels last", (30, 40, 2), {}),  # tifffile names its axes QYX: 30 pages of 40 × 2
+    ],
+)
+def test_a_multichannel_tiff_comes_channels_last_wherever_it_stores_them(tmp_path, name, stack, options):
+    import tifffile
+
+    from nuclei_pipeline.datasets.image_files import read_original_image
+
+    values = np.arange(np.prod(stack), dtype=np.uint16).reshape(stack)
+    tifffile.imwrite(tmp_path / "cells.tif", values, **options)
+    original = read_original_image(tmp_path / "cells.tif")
+    channels = values.reshape(-1, 30, 40) if stack[-1] == 40 else np.moveaxis(values, -1, 0)
+    assert original.shape == (30, 40, len(channels))
+    for index, plane in enumerate(channels):
+        assert np.array_equal(original[..., index], plane)
+    last = len(channels) - 1
+    assert np.array_equal(read_image(tmp_path / "cells.tif", channel=last), to_rgb(channels[last]))
+
+
+def test_a_stack_of_planes_is_refused_naming_the_file_and_what_to_do(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "zstack.tif", np.zeros((7, 2, 30, 40), np.uint16), imagej=True,
+                     metadata={"axes": "ZCYX"})
+    with pytest.raises(ImageReadError, match=r"zstack\.tif: a stack of planes \(axes ZCYX.*projection"):
+        read_image(tmp_path / "zstack.tif", channel=0)

@@ -259,6 +259,53 @@ def test_inference_says_which_model_predicts_and_takes_the_shipped_one_on_reques
 
 
 @pytest.mark.slow
+def test_inference_finds_nuclei_in_the_named_channel_of_multichannel_tiffs(project, monkeypatch):
+    import tifffile
+
+    from nuclei_pipeline.core.metrics import average_precision
+
+    folder = project / "fluorescence"
+    folder.mkdir()
+    truths = {}
+    rng = np.random.default_rng(3)
+    for index in range(2):
+        image, truth = make_nuclei((96, 96), count=8, radius=(6, 9), seed=30 + index, touching_pair=False)
+        stack = rng.integers(0, 50, (3, 96, 96)).astype(np.uint16)
+        stack[0] += 30000  # a stain over the whole field
+        stack[1] = image[..., 0].astype(np.uint16) * 100  # the DNA stain
+        tifffile.imwrite(folder / f"well{index}.tif", stack, imagej=True, metadata={"axes": "CYX"})
+        truths[f"well{index}"] = truth
+    tifffile.imwrite(folder / "zstack.tif", np.zeros((5, 32, 32), np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    said = []
+    run(project, monkeypatch, "tiny", pipeline="inference", warnings=said,
+        runtime_params={"input_dir": str(folder), "nucleus_channel": 1, "inference": {"model": "shipped"}})
+    output = project / "data" / "07_model_output" / "default"
+    report = pd.read_csv(project / "data" / "08_reporting" / "default" / "inference_report.csv").set_index("id")
+    assert report.loc["zstack", "status"] == "unreadable"
+    assert any("zstack.tif: a stack of planes (axes ZYX" in line for line in said)
+    for image_id, truth in truths.items():
+        assert report.loc[image_id, "status"] == "ok"
+        labels = skimage.io.imread(output / "masks" / f"{image_id}.png")
+        assert average_precision(truth, labels) > 0.5
+        # Every channel is measured on its stored values; the nuclei are bright in channel 1 alone.
+        table = pd.read_parquet(output / "nuclei" / f"{image_id}.parquet")
+        assert len(table) == labels.max() and table["intensity_mean_ch1"].median() > 100 * 100
+        assert table["intensity_mean_ch0"].min() >= 30000 and "intensity_mean_ch2" in table
+    # The same files as colour pictures (no channel named) are other pictures: predicted anew, not resumed.
+    before = (output / "masks" / "well0.png").stat().st_mtime_ns
+    run(project, monkeypatch, "tiny", pipeline="inference",
+        runtime_params={"input_dir": str(folder), "inference": {"model": "shipped"}})
+    assert (output / "masks" / "well0.png").stat().st_mtime_ns != before
+    # A folder where no image can be read still gets its report (no measurement partition to load).
+    stacks = project / "stacks"
+    stacks.mkdir()
+    (folder / "zstack.tif").rename(stacks / "zstack.tif")
+    run(project, monkeypatch, "tiny", pipeline="inference", runtime_params={"input_dir": str(stacks)})
+    report = pd.read_csv(project / "data" / "08_reporting" / "default" / "inference_report.csv")
+    assert report[["id", "status"]].values.tolist() == [["zstack", "unreadable"]]
+
+
+@pytest.mark.slow
 def test_inference_measures_every_nucleus_and_exports_for_fiji_and_qupath(project, monkeypatch):
     import roifile
 

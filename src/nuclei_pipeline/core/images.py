@@ -52,20 +52,54 @@ def to_uint8(image: np.ndarray, value_range: tuple[float, float] | None = None) 
     return np.round((values.clip(low, high) - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
-def to_rgb(image: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
-    """Return an ``(H, W, 3)`` uint8 image from grey, grey+alpha, RGB or RGBA.
+def nucleus_channel_of(image: np.ndarray, channel: int) -> np.ndarray:
+    """The 2-D plane of channel ``channel`` (0-based, channels last) of a multi-channel image.
 
-    ``value_range``: see :func:`to_uint8`.
+    A 2-D image is its own channel 0.
 
     Raises
     ------
     ValueError
-        If the array is not 2-D or 3-D with 1 to 4 channels, or holds NaN or
-        infinite values.
+        If the image has no such channel.
     """
-    image = to_uint8(np.asarray(image), value_range)
+    channels = 1 if image.ndim == 2 else image.shape[-1]
+    if not 0 <= channel < channels:
+        raise ValueError(f"nucleus_channel {channel} does not exist: the image has {channels} channel(s), 0-{channels - 1}")
+    return image if image.ndim == 2 else image[..., channel]
+
+
+def to_rgb(
+    image: np.ndarray, value_range: tuple[float, float] | None = None, channel: int | None = None
+) -> np.ndarray:
+    """Return an ``(H, W, 3)`` uint8 image from grey, grey+alpha, RGB or RGBA, or from one channel of any image.
+
+    Parameters
+    ----------
+    image : ndarray
+        2-D, or channels last.
+    value_range : (low, high), optional
+        See :func:`to_uint8` (of the chosen channel when ``channel`` is given).
+    channel : int, optional
+        The channel holding the nuclei (a multi-channel fluorescence image's
+        DNA stain): that channel alone, as grey, stretched on its own values.
+        ``None``: the image as it is, which takes 1 to 4 channels.
+
+    Raises
+    ------
+    ValueError
+        If the array is not 2-D or 3-D with 1 to 4 channels (any number with
+        ``channel``), has no channel ``channel``, or holds NaN or infinite values.
+    """
+    image = np.asarray(image)
+    if channel is not None and image.ndim in (2, 3):
+        image = nucleus_channel_of(image, channel)
+    image = to_uint8(image, value_range)
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] > 4:
+        raise ValueError(
+            f"{image.shape[2]} channels: name the one holding the nuclei (nucleus_channel 0-{image.shape[2] - 1})"
+        )
     if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
         raise ValueError(f"expected a 2-D image or 1-4 channels, got shape {image.shape}")
     channels = image.shape[2]

@@ -16,6 +16,7 @@ from nuclei_pipeline.datasets.fallback import (
 from nuclei_pipeline.datasets.image_folder import ImageFolderDataset
 from nuclei_pipeline.datasets.label_folder import LabelFolderDataset, LabelFolderSetsDataset
 from nuclei_pipeline.datasets.mlflow_tags import MlflowTagsDataset
+from nuclei_pipeline.datasets.partitions import PossiblyEmptyPartitionedDataset
 from nuclei_pipeline.datasets.png_folder import PngFolderDataset
 from nuclei_pipeline.datasets.typed_json import TypedJSONDataset
 
@@ -32,6 +33,7 @@ __all__ = [
     "LabelFolderSetsDataset",
     "MlflowTagsDataset",
     "PngFolderDataset",
+    "PossiblyEmptyPartitionedDataset",
     "StreamedCSVDataset",
     "TensorFlowModelWithFallbackDataset",
     "TypedJSONDataset",

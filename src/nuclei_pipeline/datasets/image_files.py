@@ -15,7 +15,7 @@ import numpy as np
 import skimage.io
 import tifffile
 
-from nuclei_pipeline.core.images import IMAGE_SUFFIXES, ImageReadError, to_rgb
+from nuclei_pipeline.core.images import IMAGE_SUFFIXES, ImageReadError, nucleus_channel_of, to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -23,17 +23,19 @@ _MICRONS = {"um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.
             "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4}
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, channel: int | None = None) -> np.ndarray:
     """Read any PNG/TIF/JPG as an ``(H, W, 3)`` uint8 RGB array (:func:`read_original_image`, then :func:`to_rgb`).
+
+    ``channel``: the channel holding the nuclei, read alone as grey (``None``: the image as it is).
 
     Raises
     ------
     ImageReadError
-        Naming the file, when it is missing, unreadable or of an unusable shape.
+        Naming the file, when it is missing, unreadable, of an unusable shape or without channel ``channel``.
     """
     raw = read_original_image(path)
     try:
-        return to_rgb(raw)
+        return to_rgb(raw, channel=channel)
     except ValueError as error:
         raise ImageReadError(f"unusable image {path}: {error}") from error
 
@@ -55,26 +57,40 @@ class LazyImage:
     ``np.asarray(image)`` reads it all.
     """
 
-    def __init__(self, path: str | Path, rows_per_pass: int = 1024, original: bool = False):
+    def __init__(self, path: str | Path, rows_per_pass: int = 1024, original: bool = False,
+                 channel: int | None = None):
         import zarr
 
         self.path = Path(path)
         self._rows = rows_per_pass
         self._original = original
+        self._channel = None if original else channel
+        try:
+            with tifffile.TiffFile(self.path) as tiff:
+                axes, raw_shape = tiff.series[0].axes, tiff.series[0].shape
+        except Exception as error:
+            raise ImageReadError(f"cannot read image {self.path}: {error}") from error
+        axis = _channel_axis(axes, raw_shape, self.path)  # before the store is opened: a refusal leaves none open
+        if axis not in (None, 0, len(raw_shape) - 1):
+            raise ImageReadError(f"unusable image {self.path}: channels between rows and columns (axes {axes})")
         try:
             self._store = tifffile.imread(self.path, aszarr=True, level=0)
             self._array = zarr.open(self._store, mode="r")
             self._memmappable = _memmappable(self.path)
         except Exception as error:
             raise ImageReadError(f"cannot read image {self.path}: {error}") from error
-        raw_shape = self._array.shape
-        self._channel_first = len(raw_shape) == 3 and raw_shape[0] in (3, 4) and raw_shape[2] > 4
-        shape = (raw_shape[1], raw_shape[2], raw_shape[0]) if self._channel_first else raw_shape
-        if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 2, 3, 4) and not original):
-            raise ImageReadError(f"unusable image {self.path}: expected 2-D or 1-4 channels, got shape {shape}")
+        self._channel_first = axis == 0
+        shape = (*raw_shape[1:], raw_shape[0]) if self._channel_first else raw_shape
+        channels = shape[2] if len(shape) == 3 else 1
         if original:  # values as stored, for measuring (read_original_image's rules)
             self.shape, self.dtype, self.ndim, self._range = tuple(shape), self._array.dtype, len(shape), None
             return
+        if self._channel is not None and not 0 <= self._channel < channels:
+            raise ImageReadError(f"unusable image {self.path}: nucleus_channel {self._channel} does not exist: "
+                                 f"the image has {channels} channel(s), 0-{channels - 1}")
+        if self._channel is None and channels > 4:
+            raise ImageReadError(f"unusable image {self.path}: {channels} channels: name the one holding the "
+                                 f"nuclei (nucleus_channel 0-{channels - 1})")
         self.shape = (shape[0], shape[1], 3)
         self.dtype = np.dtype(np.uint8)
         self.ndim = 3
@@ -95,6 +111,8 @@ class LazyImage:
         low, high = np.inf, -np.inf
         for top in range(0, self.shape[0], self._rows):
             strip = self._raw(slice(top, top + self._rows), slice(None))
+            if self._channel is not None:  # the nucleus channel is stretched on its own values
+                strip = nucleus_channel_of(strip, self._channel)
             if strip.dtype.kind == "f" and not np.isfinite(strip).all():
                 raise ImageReadError(f"unusable image {self.path}: it holds NaN or infinite values")
             low, high = min(low, float(strip.min())), max(high, float(strip.max()))
@@ -106,7 +124,7 @@ class LazyImage:
         if self._original:
             return self._raw(rows, columns)[(slice(None), slice(None), *region[2:])]
         try:
-            rgb = to_rgb(self._raw(rows, columns), self._range)
+            rgb = to_rgb(self._raw(rows, columns), self._range, self._channel)
         except ValueError as error:
             raise ImageReadError(f"unusable image {self.path}: {error}") from error
         return rgb[(slice(None), slice(None), *region[2:])] if len(region) > 2 else rgb
@@ -133,12 +151,12 @@ def _memmappable(path: Path) -> bool:
         return bool(tiff.series and tiff.series[0].dataoffset is not None)
 
 
-def read_image_lazily(path: str | Path) -> np.ndarray | LazyImage:
+def read_image_lazily(path: str | Path, channel: int | None = None) -> np.ndarray | LazyImage:
     """:func:`read_image`, except that a TIFF of more than :data:`LAZY_PIXELS` pixels comes as a :class:`LazyImage`."""
     path = Path(path)
     if _tiff_pixels(path) > LAZY_PIXELS:
-        return LazyImage(path)
-    return read_image(path)
+        return LazyImage(path, channel=channel)
+    return read_image(path, channel)
 
 
 def read_original_lazily(path: str | Path) -> np.ndarray | LazyImage:
@@ -167,23 +185,60 @@ def read_original_image(source: str | Path | BinaryIO) -> np.ndarray:
 
     Unlike :func:`read_image` nothing is scaled or converted: 16-bit stays
     16-bit, float stays float, every channel is kept. ``source`` is a path or
-    an open binary file (e.g. the bytes of a served request).
+    an open binary file (e.g. the bytes of a served request). A TIFF's axes
+    come from its metadata (ImageJ hyperstack, OME, ``tifffile``'s own): its
+    channels are moved last wherever they are stored.
 
     Raises
     ------
     ImageReadError
-        Naming the file, when it is missing, unreadable or not 2-D / channels-last 3-D.
+        Naming the file, when it is missing, unreadable, a stack of planes (z, time) or not 2-D / 3-D.
     """
     name = source if isinstance(source, str | Path) else "the given image"
     try:
-        raw = skimage.io.imread(Path(source) if isinstance(source, str) else source)
+        if _is_tiff(source):
+            with tifffile.TiffFile(source) as tiff:
+                raw, axes = tiff.series[0].asarray(), tiff.series[0].axes
+        else:
+            raw, axes = skimage.io.imread(Path(source) if isinstance(source, str) else source), None
     except Exception as error:
         raise ImageReadError(f"cannot read image {name}: {error}") from error
-    if raw.ndim == 3 and raw.shape[0] in (3, 4) and raw.shape[2] > 4:
-        raw = np.moveaxis(raw, 0, -1)  # channel-first TIFF
+    if axes is not None and (axis := _channel_axis(axes, raw.shape, name)) is not None:
+        raw = np.moveaxis(raw, axis, -1)
     if raw.ndim not in (2, 3):
         raise ImageReadError(f"unusable image {name}: expected 2-D or channels-last 3-D, got shape {raw.shape}")
     return raw
+
+
+def _is_tiff(source: str | Path | BinaryIO) -> bool:
+    if isinstance(source, str | Path):
+        return Path(source).suffix.lower() in (".tif", ".tiff")
+    head = source.read(4)
+    source.seek(-len(head), 1)
+    return head[:2] in (b"II", b"MM") and head[2:4] in (b"*\x00", b"\x00*", b"+\x00", b"\x00+")
+
+
+def _channel_axis(axes: str, shape: tuple[int, ...], name) -> int | None:
+    """Where a TIFF series' channels lie (``None``: a grey image), from its axes (``tifffile`` names).
+
+    ``C`` (channel) and ``S`` (sample: RGB) are channels. A 3-D series whose
+    third axis no metadata names (``Q`` / ``I``: pages written without any)
+    has its channels along its shorter end axis: ``tifffile`` calls the last
+    two axes ``YX`` even where a plain ``(H, W, 2)`` array was written.
+    Any further axis (``Z``, ``T``, …) makes a stack of planes, which is
+    refused: nuclei are found in 2-D images.
+    """
+    others = [index for index, axis in enumerate(axes) if axis not in "YX"]
+    if not others:
+        return None
+    if len(others) == 1 and axes[others[0]] in "CS":
+        return others[0]
+    if len(others) == 1 and axes[others[0]] in "QI" and len(shape) == 3:
+        return 0 if shape[0] < shape[-1] else 2
+    raise ImageReadError(
+        f"unusable image {name}: a stack of planes (axes {axes}, shape {tuple(shape)}); nuclei are found in 2-D "
+        "images: save a projection (e.g. the maximum over Z) or each plane as its own image"
+    )
 
 
 def read_pixel_size_um(path: str | Path) -> float | None:

@@ -34,6 +34,11 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
     Sub-folders are searched; the DSB layout (``<id>/images/<id>.png``)
     therefore works too. Two files with the same name are an error.
 
+    With ``channel: c`` each image is read as its channel ``c`` alone
+    (0-based), as grey: the DNA stain of multi-channel fluorescence images
+    (an image without that channel is refused naming it). The catalog takes it
+    from the runtime parameter ``nucleus_channel``.
+
     With ``original: true`` a loader returns ``{"image", "pixel_size_um"}``
     instead: the values as stored (16-bit stays 16-bit, every channel kept;
     a large TIFF again region by region) for measuring, and the pixel size from TIFF metadata (``None`` when
@@ -45,11 +50,18 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         The folder.
     original : bool
         Load original values and pixel size instead of uint8 RGB.
+    channel : int, optional
+        The channel holding the nuclei (``None``: images as they are, 1 to 4 channels).
     """
 
-    def __init__(self, path: str, original: bool = False, metadata=None):
+    def __init__(self, path: str, original: bool = False, channel: int | None = None, metadata=None):
         self._path = Path(path)
         self._original = bool(original)
+        if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
+            raise DatasetError(f"nucleus_channel must be a channel index (0 for the first channel), got {channel!r}")
+        if channel is not None and self._original:
+            raise DatasetError("an ImageFolderDataset with original: true keeps every channel; channel does not apply")
+        self._channel = channel
         self.metadata = metadata
 
     def load(self) -> dict[str, Callable[[], np.ndarray]]:
@@ -67,7 +79,8 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
                     f"two images share the ImageId {image_id!r}: {sources[image_id]} and {path}"
                 )
             sources[image_id] = path
-            images[image_id] = partial(_read_original if self._original else read_image_lazily, path)
+            images[image_id] = (partial(_read_original, path) if self._original
+                                else partial(read_image_lazily, path, self._channel))
         if not images:
             raise DatasetError(f"no PNG, TIF or JPG images found in {self._path}")
         return images
@@ -79,4 +92,4 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         return self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "original": self._original}
+        return {"path": str(self._path), "original": self._original, "channel": self._channel}
