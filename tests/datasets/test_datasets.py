@@ -86,17 +86,17 @@ def test_image_folder_reads_the_nucleus_channel_of_multichannel_images(tmp_path,
     stack = rng.integers(0, 4000, (4, 120, 90), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "plate.tif", stack, imagej=True, metadata={"axes": "CYX"})
     skimage.io.imsave(tmp_path / "grey.png", np.full((8, 8), 40, np.uint8), check_contrast=False)
-    images = ImageFolderDataset(str(tmp_path), channel=2).load()
+    images = ImageFolderDataset(str(tmp_path), nucleus_channel=2).load()
     dna = np.round((stack[2] - float(stack[2].min())) * 255 / np.ptp(stack[2])).astype(np.uint8)
     assert np.array_equal(images["plate"](), np.repeat(dna[..., None], 3, axis=2))
     with pytest.raises(image_files.ImageReadError, match=r"grey\.png.*nucleus_channel 2 does not exist"):
         images["grey"]()
     # A plate read region by region takes the same channel, stretched on that channel's own range.
     monkeypatch.setattr(image_files, "LAZY_PIXELS", 50 * 50)
-    lazy = ImageFolderDataset(str(tmp_path), channel=2).load()["plate"]()
+    lazy = ImageFolderDataset(str(tmp_path), nucleus_channel=2).load()["plate"]()
     assert isinstance(lazy, image_files.LazyImage) and np.array_equal(np.asarray(lazy), np.repeat(dna[..., None], 3, 2))
     with pytest.raises(image_files.ImageReadError, match=r"plate\.tif.*nucleus_channel 4 does not exist.*4 channel"):
-        ImageFolderDataset(str(tmp_path), channel=4).load()["plate"]()
+        ImageFolderDataset(str(tmp_path), nucleus_channel=4).load()["plate"]()
     # Without a channel, five channels are refused naming the file and the parameter.
     tifffile.imwrite(tmp_path / "five.tif", rng.integers(0, 9, (5, 20, 20), dtype=np.uint16), imagej=True,
                      metadata={"axes": "CYX"})
@@ -107,7 +107,7 @@ def test_image_folder_reads_the_nucleus_channel_of_multichannel_images(tmp_path,
 @pytest.mark.parametrize("channel", [-1, "DAPI", 1.5, True])
 def test_image_folder_refuses_a_channel_that_is_no_index_naming_the_parameter(tmp_path, channel):
     with pytest.raises(DatasetError, match="nucleus_channel must be a channel index"):
-        ImageFolderDataset(str(tmp_path), channel=channel)
+        ImageFolderDataset(str(tmp_path), nucleus_channel=channel)
 
 
 def test_png_folder_writes_16_bit_labels_keys_and_skips_none(tmp_path, caplog):

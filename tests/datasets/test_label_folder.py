@@ -139,3 +139,25 @@ def test_real_ood_sets_read_with_their_nucleus_counts():
     first = loaded["cpm15"][sorted(loaded["cpm15"])[0]]()
     assert first["image"].dtype == np.uint8 and first["image"].shape[2] == 3
     assert first["labels"].shape == first["image"].shape[:2] and first["labels"].max() > 10
+
+
+def test_multichannel_annotated_images_are_read_by_their_nucleus_channel(tmp_path):
+    import tifffile
+
+    image, truth = make_nuclei((40, 48), seed=4)
+    stack = np.stack([np.full((40, 48), 900, np.uint16), image[..., 0].astype(np.uint16) * 10])  # DNA in channel 1
+    for folder in ("images", "labels"):
+        (tmp_path / "plate" / folder).mkdir(parents=True)
+    tifffile.imwrite(tmp_path / "plate" / "images" / "w1.tif", stack, imagej=True, metadata={"axes": "CYX"})
+    tifffile.imwrite(tmp_path / "plate" / "labels" / "w1.tif", truth.astype(np.uint16))
+    dna = LabelFolderDataset(str(tmp_path / "plate"), nucleus_channel=1).load()["w1"]()
+    expected = np.round((stack[1] - float(stack[1].min())) * 255 / np.ptp(stack[1])).astype(np.uint8)
+    assert np.array_equal(dna["image"][..., 0], expected) and np.array_equal(dna["labels"], truth)
+    sets = LabelFolderSetsDataset({"plate": {"path": str(tmp_path / "plate"), "nucleus_channel": 1},
+                                   "as_is": str(tmp_path / "plate")}).load()
+    assert np.array_equal(sets["plate"]["w1"]()["image"], dna["image"])
+    assert not np.array_equal(sets["as_is"]["w1"]()["image"], dna["image"])  # grey + alpha: channel 0
+    with pytest.raises(DatasetError, match="nucleus_channel must be a channel index"):
+        LabelFolderSetsDataset({"plate": {"path": str(tmp_path / "plate"), "nucleus_channel": "DAPI"}})
+    with pytest.raises(DatasetError, match="'plate': expected a path or"):
+        LabelFolderSetsDataset({"plate": {"folder": str(tmp_path / "plate")}})

@@ -22,6 +22,13 @@ def _read_original(path: Path) -> dict[str, Any]:
     return {"image": read_original_lazily(path), "pixel_size_um": read_pixel_size_um(path)}
 
 
+def checked_channel(channel: Any) -> int | None:
+    """``channel`` when it is ``None`` or a channel index (0, 1, …); else a DatasetError naming ``nucleus_channel``."""
+    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
+        raise DatasetError(f"nucleus_channel must be a channel index (0 for the first channel), got {channel!r}")
+    return channel
+
+
 class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray]]]):
     """Lazily loaded images of a folder, keyed by file name without extension.
 
@@ -34,7 +41,7 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
     Sub-folders are searched; the DSB layout (``<id>/images/<id>.png``)
     therefore works too. Two files with the same name are an error.
 
-    With ``channel: c`` each image is read as its channel ``c`` alone
+    With ``nucleus_channel: c`` each image is read as its channel ``c`` alone
     (0-based), as grey: the DNA stain of multi-channel fluorescence images
     (an image without that channel is refused naming it). The catalog takes it
     from the runtime parameter ``nucleus_channel``.
@@ -50,18 +57,17 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         The folder.
     original : bool
         Load original values and pixel size instead of uint8 RGB.
-    channel : int, optional
+    nucleus_channel : int, optional
         The channel holding the nuclei (``None``: images as they are, 1 to 4 channels).
     """
 
-    def __init__(self, path: str, original: bool = False, channel: int | None = None, metadata=None):
+    def __init__(self, path: str, original: bool = False, nucleus_channel: int | None = None, metadata=None):
         self._path = Path(path)
         self._original = bool(original)
-        if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
-            raise DatasetError(f"nucleus_channel must be a channel index (0 for the first channel), got {channel!r}")
-        if channel is not None and self._original:
-            raise DatasetError("an ImageFolderDataset with original: true keeps every channel; channel does not apply")
-        self._channel = channel
+        if nucleus_channel is not None and self._original:
+            raise DatasetError("an ImageFolderDataset with original: true keeps every channel; "
+                               "nucleus_channel does not apply")
+        self._channel = checked_channel(nucleus_channel)
         self.metadata = metadata
 
     def load(self) -> dict[str, Callable[[], np.ndarray]]:
@@ -92,4 +98,4 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         return self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "original": self._original, "channel": self._channel}
+        return {"path": str(self._path), "original": self._original, "nucleus_channel": self._channel}

@@ -1,7 +1,8 @@
 """Annotated images as QuPath, Fiji and Cellpose export them.
 
 ``<root>/images/<id>.<ext>`` and ``<root>/labels/<id>.<ext>``: one RGB (or
-grey) image and one instance label image (0 background, 1…N nuclei) per id,
+grey, or multi-channel with ``nucleus_channel`` naming the channel to read) image
+and one instance label image (0 background, 1…N nuclei) per id,
 PNG or TIFF, matched by file stem. Written in the same layout (inference's
 annotation queue), so what the project writes it can read back as training data.
 """
@@ -19,6 +20,7 @@ from kedro.io import AbstractDataset, DatasetError
 
 from nuclei_pipeline.core.images import ImageReadError
 from nuclei_pipeline.datasets.image_files import list_images, read_image, read_labels
+from nuclei_pipeline.datasets.image_folder import checked_channel
 from nuclei_pipeline.datasets.png_folder import PngFolderDataset, stored_files
 
 logger = logging.getLogger(__name__)
@@ -37,9 +39,10 @@ def _stems(folder: Path) -> dict[str, Path]:
     return found
 
 
-def _read_annotated(sample_id: str, image_path: Path, labels_path: Path, on_error: str) -> dict | None:
+def _read_annotated(sample_id: str, image_path: Path, labels_path: Path, on_error: str,
+                    channel: int | None = None) -> dict | None:
     try:
-        image = read_image(image_path)
+        image = read_image(image_path, channel)
         labels = read_labels(labels_path)
         if labels.shape != image.shape[:2]:
             raise ImageReadError(
@@ -56,9 +59,11 @@ def _read_annotated(sample_id: str, image_path: Path, labels_path: Path, on_erro
 
 
 def annotated_samples(
-    path: str | Path, images: str = "images", labels: str = "labels", on_error: str = "raise"
+    path: str | Path, images: str = "images", labels: str = "labels", on_error: str = "raise",
+    channel: int | None = None,
 ) -> dict[str, Callable[[], dict | None]]:
-    """``{id: loader}`` for one annotated folder; ``loader()`` gives ``{"id", "image", "labels"}``.
+    """``{id: loader}`` for one annotated folder; ``loader()`` gives ``{"id", "image", "labels"}``
+    (``image`` as :func:`~nuclei_pipeline.datasets.image_files.read_image` reads it, ``channel`` alone when given).
 
     Raises
     ------
@@ -84,7 +89,7 @@ def annotated_samples(
     if not paired:
         raise DatasetError(f"no image with a label image found in {root}")
     return {
-        stem: partial(_read_annotated, stem, image_paths[stem], label_paths[stem], on_error)
+        stem: partial(_read_annotated, stem, image_paths[stem], label_paths[stem], on_error, channel)
         for stem in paired
     }
 
@@ -135,6 +140,9 @@ class LabelFolderDataset(AbstractDataset[Mapping[str, Any], dict[str, Callable[[
         Saving removes the pairs an earlier save wrote that are not in the
         new data (an output folder that is rewritten each run); ``False``
         (default) only adds and replaces.
+    nucleus_channel : int, optional
+        The channel of multi-channel images that holds the nuclei, read alone
+        as grey (``None``: images as they are).
 
     Example catalog entry::
 
@@ -144,16 +152,18 @@ class LabelFolderDataset(AbstractDataset[Mapping[str, Any], dict[str, Callable[[
     """
 
     def __init__(self, path: str, images: str = "images", labels: str = "labels",
-                 on_error: str = "raise", overwrite: bool = False, metadata=None):
+                 on_error: str = "raise", overwrite: bool = False, nucleus_channel: int | None = None,
+                 metadata=None):
         if on_error not in ON_ERROR:
             raise DatasetError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self._path = Path(path)
         self._images, self._labels, self._on_error = images, labels, on_error
         self._overwrite = bool(overwrite)
+        self._channel = checked_channel(nucleus_channel)
         self.metadata = metadata
 
     def load(self) -> dict[str, Callable[[], dict | None]]:
-        return annotated_samples(self._path, self._images, self._labels, self._on_error)
+        return annotated_samples(self._path, self._images, self._labels, self._on_error, self._channel)
 
     def save(self, data: Mapping[str, Any]) -> None:
         image_folder = PngFolderDataset(str(self._path / self._images))
@@ -173,7 +183,8 @@ class LabelFolderDataset(AbstractDataset[Mapping[str, Any], dict[str, Callable[[
         return (self._path / self._images).is_dir() and (self._path / self._labels).is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "on_error": self._on_error, "overwrite": self._overwrite}
+        return {"path": str(self._path), "on_error": self._on_error, "overwrite": self._overwrite,
+                "nucleus_channel": self._channel}
 
 
 class LabelFolderSetsDataset(AbstractDataset[None, dict[str, dict[str, Callable[[], dict | None]]]]):
@@ -187,7 +198,9 @@ class LabelFolderSetsDataset(AbstractDataset[None, dict[str, dict[str, Callable[
     Parameters
     ----------
     sets : mapping
-        ``{name: path}``, e.g. ``{cpm15: data/01_raw/ood/cpm15}``.
+        ``{name: path}``, e.g. ``{cpm15: data/01_raw/ood/cpm15}``, or for a set of
+        multi-channel images ``{name: {path: …, nucleus_channel: 1}}`` (the channel
+        holding the nuclei, read alone as grey).
     on_error : {"raise", "skip"}
         As for :class:`LabelFolderDataset`.
     """
@@ -195,7 +208,14 @@ class LabelFolderSetsDataset(AbstractDataset[None, dict[str, dict[str, Callable[
     def __init__(self, sets: Mapping[str, str], on_error: str = "raise", metadata=None):
         if on_error not in ON_ERROR:
             raise DatasetError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-        self._sets = {str(name): Path(path) for name, path in (sets or {}).items()}
+        self._sets, self._channels = {}, {}
+        for name, entry in (sets or {}).items():
+            entry = entry if isinstance(entry, Mapping) else {"path": entry}
+            unknown = sorted(set(entry) - {"path", "nucleus_channel"})
+            if unknown or "path" not in entry:
+                raise DatasetError(f"annotated set {name!r}: expected a path or {{path, nucleus_channel}}, got {dict(entry)}")
+            self._sets[str(name)] = Path(entry["path"])
+            self._channels[str(name)] = checked_channel(entry.get("nucleus_channel"))
         self._on_error = on_error
         self.metadata = metadata
 
@@ -205,7 +225,7 @@ class LabelFolderSetsDataset(AbstractDataset[None, dict[str, dict[str, Callable[
             if not path.is_dir():
                 logger.warning("annotated set %r skipped: folder %s does not exist", name, path)
                 continue
-            loaded[name] = annotated_samples(path, on_error=self._on_error)
+            loaded[name] = annotated_samples(path, on_error=self._on_error, channel=self._channels[name])
         return loaded
 
     def save(self, data) -> None:
@@ -215,4 +235,5 @@ class LabelFolderSetsDataset(AbstractDataset[None, dict[str, dict[str, Callable[
         return any(path.is_dir() for path in self._sets.values())
 
     def _describe(self) -> dict[str, Any]:
-        return {"sets": {name: str(path) for name, path in self._sets.items()}, "on_error": self._on_error}
+        return {"sets": {name: str(path) for name, path in self._sets.items()}, "on_error": self._on_error,
+                "nucleus_channels": {name: channel for name, channel in self._channels.items() if channel is not None}}
