@@ -25,13 +25,11 @@ import time
 
 import numpy as np
 import pandas as pd
-from project import load_model, open_project
+from project import decision_and_ood_samples, load_model, open_project
 
 from nuclei_pipeline.core.metrics import average_precision
 from nuclei_pipeline.core.postprocess import image_confidence, labels_with_confidence
 from nuclei_pipeline.core.predict import predict_with_spec
-from nuclei_pipeline.parameters import DSB_SOURCE
-from nuclei_pipeline.pipelines.evaluation.nodes import ood_samples, select_validation_samples
 
 
 def scale_column(scale: float) -> str:
@@ -91,17 +89,7 @@ def main():
     model, spec, postprocessing = load_model(catalog, args.model)
     settings = postprocessing.model_dump()
     tta, tiling = groups["evaluation"].test_time_augmentation, groups["prediction"]
-    decision = select_validation_samples(catalog.load("train_samples"), catalog.load("train_validation_split"),
-                                         catalog.load("extra_train_samples"))
-    samples = [(sample.get("source", DSB_SOURCE), sample) for sample in decision]
-    samples += [(f"ood {name}", sample) for name, sample in ood_samples(catalog.load("ood_raw"))]
-    if args.limit:
-        kept, seen = [], {}
-        for source, sample in samples:
-            seen[source] = seen.get(source, 0) + 1
-            if seen[source] <= args.limit:
-                kept.append((source, sample))
-        samples = kept
+    samples = decision_and_ood_samples(catalog, args.limit)
     rows, started = [], time.perf_counter()
     for index, (source, sample) in enumerate(samples):
         row = {"id": sample["id"], "source": source,

@@ -66,3 +66,24 @@ def load_model(catalog, source: Literal["shipped", "trained"] = "shipped"):
 
     use_model(catalog, source)
     return catalog.load("trained_model"), catalog.load("model_spec"), catalog.load("postprocessing_settings")
+
+
+def decision_and_ood_samples(catalog, limit: int | None = None) -> list[tuple[str, dict]]:
+    """``[(source, sample)]``: the validation split and held-out extra images (the set decisions may use),
+    then every out-of-distribution set's images as source ``ood <set>`` (which only describe);
+    ``limit``: at most that many per source (a quick look)."""
+    from nuclei_pipeline.parameters import DSB_SOURCE
+    from nuclei_pipeline.pipelines.evaluation.nodes import ood_samples, select_validation_samples
+
+    decision = select_validation_samples(catalog.load("train_samples"), catalog.load("train_validation_split"),
+                                         catalog.load("extra_train_samples"))
+    samples = [(sample.get("source", DSB_SOURCE), sample) for sample in decision]
+    samples += [(f"ood {name}", sample) for name, sample in ood_samples(catalog.load("ood_raw"))]
+    if not limit:
+        return samples
+    kept, seen = [], {}
+    for source, sample in samples:
+        seen[source] = seen.get(source, 0) + 1
+        if seen[source] <= limit:
+            kept.append((source, sample))
+    return kept
