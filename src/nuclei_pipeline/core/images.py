@@ -52,6 +52,18 @@ def to_uint8(image: np.ndarray, value_range: tuple[float, float] | None = None) 
     return np.round((values.clip(low, high) - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
+def check_channels(channels: int, channel: int | None) -> None:
+    """Refuse (ValueError) an image of ``channels`` channels that cannot go to the network as asked.
+
+    With ``channel`` named it must exist; without, 1 to 4 channels are read
+    (grey, grey + alpha, RGB, RGBA) and more must name the one holding the nuclei.
+    """
+    if channel is not None and not 0 <= channel < channels:
+        raise ValueError(f"nucleus_channel {channel} does not exist: the image has {channels} channel(s), 0-{channels - 1}")
+    if channel is None and channels > 4:
+        raise ValueError(f"{channels} channels: name the one holding the nuclei (nucleus_channel 0-{channels - 1})")
+
+
 def nucleus_channel_of(image: np.ndarray, channel: int) -> np.ndarray:
     """The 2-D plane of channel ``channel`` (0-based, channels last) of a multi-channel image.
 
@@ -62,9 +74,7 @@ def nucleus_channel_of(image: np.ndarray, channel: int) -> np.ndarray:
     ValueError
         If the image has no such channel.
     """
-    channels = 1 if image.ndim == 2 else image.shape[-1]
-    if not 0 <= channel < channels:
-        raise ValueError(f"nucleus_channel {channel} does not exist: the image has {channels} channel(s), 0-{channels - 1}")
+    check_channels(1 if image.ndim == 2 else image.shape[-1], channel)
     return image if image.ndim == 2 else image[..., channel]
 
 
@@ -96,10 +106,8 @@ def to_rgb(
     image = to_uint8(image, value_range)
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim == 3 and image.shape[2] > 4:
-        raise ValueError(
-            f"{image.shape[2]} channels: name the one holding the nuclei (nucleus_channel 0-{image.shape[2] - 1})"
-        )
+    if image.ndim == 3:
+        check_channels(image.shape[2], None)
     if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
         raise ValueError(f"expected a 2-D image or 1-4 channels, got shape {image.shape}")
     channels = image.shape[2]

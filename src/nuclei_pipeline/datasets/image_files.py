@@ -15,7 +15,13 @@ import numpy as np
 import skimage.io
 import tifffile
 
-from nuclei_pipeline.core.images import IMAGE_SUFFIXES, ImageReadError, nucleus_channel_of, to_rgb
+from nuclei_pipeline.core.images import (
+    IMAGE_SUFFIXES,
+    ImageReadError,
+    check_channels,
+    nucleus_channel_of,
+    to_rgb,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +91,10 @@ class LazyImage:
         if original:  # values as stored, for measuring (read_original_image's rules)
             self.shape, self.dtype, self.ndim, self._range = tuple(shape), self._array.dtype, len(shape), None
             return
-        if self._channel is not None and not 0 <= self._channel < channels:
-            raise ImageReadError(f"unusable image {self.path}: nucleus_channel {self._channel} does not exist: "
-                                 f"the image has {channels} channel(s), 0-{channels - 1}")
-        if self._channel is None and channels > 4:
-            raise ImageReadError(f"unusable image {self.path}: {channels} channels: name the one holding the "
-                                 f"nuclei (nucleus_channel 0-{channels - 1})")
+        try:
+            check_channels(channels, self._channel)
+        except ValueError as error:
+            raise ImageReadError(f"unusable image {self.path}: {error}") from error
         self.shape = (shape[0], shape[1], 3)
         self.dtype = np.dtype(np.uint8)
         self.ndim = 3
