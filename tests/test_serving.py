@@ -88,3 +88,13 @@ def test_a_request_names_the_channel_holding_the_nuclei():
         served.predict(None, request.assign(nucleus_channel=[3, None]))
     with pytest.raises(ValueError, match="'dna': nucleus_channel must be a channel index.*'DAPI'"):
         served.predict(None, request.assign(nucleus_channel=["DAPI", None]))
+    # A z-stack (nuclei in focus in one plane) with its projection named.
+    planes = np.stack([np.zeros_like(stack), stack, np.zeros_like(stack)])  # Z, C, Y, X
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, planes, imagej=True, metadata={"axes": "ZCYX"})
+    stacked = {"id": "z", "image": base64.b64encode(buffer.getvalue()).decode(), "nucleus_channel": 1}
+    assert len(served.predict(None, pd.DataFrame([{**stacked, "z_projection": "max"}]))) == truth.max()
+    with pytest.raises(ImageReadError, match="a stack of planes"):
+        served.predict(None, pd.DataFrame([stacked]))
+    with pytest.raises(ValueError, match="'z': z_projection must be one of max, mean, got 'median'"):
+        served.predict(None, pd.DataFrame([{**stacked, "z_projection": "median"}]))

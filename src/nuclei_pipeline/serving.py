@@ -6,7 +6,8 @@ registers it as ``nuclei_pipeline``, so
     mlflow models serve -m models:/nuclei_pipeline/latest --env-manager local -p 5001
 
 answers ``POST /invocations`` with ``{"dataframe_records": [{"id": "a", "image": "<base64 PNG/TIFF>"}]}``
-(optional per record: ``nucleus_channel``, the channel of a multi-channel image that holds the nuclei)
+(optional per record: ``nucleus_channel``, the channel of a multi-channel image that holds the nuclei;
+``z_projection``, ``max`` or ``mean`` for a z-stack)
 with one row per nucleus: the image id, the label, the measurements of
 :func:`nuclei_pipeline.core.measure.measure_nuclei` (with the nucleus's ``confidence``) and its run-length encoding
 (``rle``, the Kaggle format, column-major), from which the label image is rebuilt.
@@ -26,14 +27,24 @@ from nuclei_pipeline.core.images import to_rgb
 from nuclei_pipeline.core.measure import measure_nuclei
 from nuclei_pipeline.core.predict import predict_nuclei
 from nuclei_pipeline.core.rle import labels_to_rles
-from nuclei_pipeline.datasets.image_files import read_original_image
+from nuclei_pipeline.datasets.image_files import Z_PROJECTIONS, read_original_image
 from nuclei_pipeline.parameters import ModelSpec, Postprocessing, Prediction
 
 
-def decode_image(data: str | bytes) -> np.ndarray:
+def decode_image(data: str | bytes, z_projection: str | None = None) -> np.ndarray:
     """The array of a base64-encoded (or raw) PNG, TIFF or JPG file, with its original values
     (the project's one image reader, :func:`~nuclei_pipeline.datasets.image_files.read_original_image`)."""
-    return read_original_image(io.BytesIO(base64.b64decode(data) if isinstance(data, str) else bytes(data)))
+    return read_original_image(io.BytesIO(base64.b64decode(data) if isinstance(data, str) else bytes(data)),
+                               z_projection)
+
+
+def _z_projection(record: dict[str, Any], image_id: str) -> str | None:
+    value = record.get("z_projection")
+    if value is None or (isinstance(value, float) and np.isnan(value)):  # NaN: not in this record
+        return None
+    if value not in Z_PROJECTIONS:
+        raise ValueError(f"image {image_id!r}: z_projection must be one of {', '.join(Z_PROJECTIONS)}, got {value!r}")
+    return value
 
 
 def _network_input(original: np.ndarray, record: dict[str, Any], image_id: str) -> np.ndarray:
@@ -70,15 +81,15 @@ class NucleiModel(mlflow.pyfunc.PythonModel):
                 Prediction.from_conf(self.prediction) if self.prediction else None)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """One row per nucleus of every image of ``model_input`` (columns ``image``, optional ``id`` and
-        ``nucleus_channel``)."""
+        """One row per nucleus of every image of ``model_input`` (columns ``image``, optional ``id``,
+        ``nucleus_channel`` and ``z_projection``)."""
         if "image" not in model_input:
             raise ValueError("the request needs an 'image' column: base64-encoded PNG, TIFF or JPG files")
         model_spec, postprocessing, prediction = self._settings()
         tables = []
         for index, row in enumerate(model_input.to_dict("records")):
             image_id = str(row.get("id", index))
-            original = decode_image(row["image"])
+            original = decode_image(row["image"], _z_projection(row, image_id))
             labels, confidence = predict_nuclei(self.model, _network_input(original, row, image_id), model_spec,
                                                 postprocessing, self.test_time_augmentation, prediction)
             table = measure_nuclei(labels, original, confidence=confidence)

@@ -165,3 +165,36 @@ def test_a_stack_of_planes_is_refused_naming_the_file_and_what_to_do(tmp_path):
                      metadata={"axes": "ZCYX"})
     with pytest.raises(ImageReadError, match=r"zstack\.tif: a stack of planes \(axes ZCYX.*projection"):
         read_image(tmp_path / "zstack.tif", channel=0)
+
+
+@pytest.mark.parametrize("projection", ["max", "mean"])
+def test_a_z_stack_is_read_as_its_projection_whole_or_region_by_region(tmp_path, monkeypatch, projection):
+    import tifffile
+
+    from nuclei_pipeline.datasets import image_files
+
+    stack = np.random.default_rng(2).integers(0, 5000, (4, 2, 60, 50), dtype=np.uint16)  # Z, C, Y, X
+    tifffile.imwrite(tmp_path / "zstack.tif", stack, imagej=True, metadata={"axes": "ZCYX"})
+    expected = stack.max(axis=0) if projection == "max" else stack.mean(axis=0, dtype=np.float32)
+    expected = np.moveaxis(expected, 0, -1)
+    original = image_files.read_original_image(tmp_path / "zstack.tif", projection)
+    assert original.dtype == expected.dtype and np.allclose(original, expected)
+    rgb = image_files.read_image(tmp_path / "zstack.tif", channel=1, z_projection=projection)
+    assert np.array_equal(rgb, to_rgb(expected[..., 1]))
+    monkeypatch.setattr(image_files, "LAZY_PIXELS", 20 * 20)
+    lazy = image_files.read_image_lazily(tmp_path / "zstack.tif", 1, projection)
+    assert isinstance(lazy, image_files.LazyImage) and np.array_equal(lazy[10:40, 5:45], rgb[10:40, 5:45])
+    lazy_original = image_files.read_original_lazily(tmp_path / "zstack.tif", projection)
+    assert lazy_original.shape == original.shape and np.allclose(lazy_original[7:31, :], original[7:31, :])
+
+
+def test_only_z_is_projected_and_only_when_asked(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "movie.tif", np.zeros((3, 30, 40), np.uint16), imagej=True, metadata={"axes": "TYX"})
+    tifffile.imwrite(tmp_path / "zstack.tif", np.zeros((3, 30, 40), np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    with pytest.raises(ImageReadError, match=r"movie\.tif: a stack of planes \(axes TYX"):
+        read_image(tmp_path / "movie.tif", z_projection="max")
+    with pytest.raises(ImageReadError, match=r"zstack\.tif: a stack of planes .* or --params z_projection=max"):
+        read_image(tmp_path / "zstack.tif")
+    assert read_image(tmp_path / "zstack.tif", z_projection="max").shape == (30, 40, 3)

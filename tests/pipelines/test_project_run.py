@@ -259,7 +259,7 @@ def test_inference_says_which_model_predicts_and_takes_the_shipped_one_on_reques
 
 
 @pytest.mark.slow
-def test_inference_finds_nuclei_in_the_named_channel_of_multichannel_tiffs(project, monkeypatch):
+def test_inference_reads_the_named_channel_of_multichannel_tiffs_and_projects_z_stacks(project, monkeypatch):
     import tifffile
 
     from nuclei_pipeline.core.metrics import average_precision
@@ -275,7 +275,10 @@ def test_inference_finds_nuclei_in_the_named_channel_of_multichannel_tiffs(proje
         stack[1] = image[..., 0].astype(np.uint16) * 100  # the DNA stain
         tifffile.imwrite(folder / f"well{index}.tif", stack, imagej=True, metadata={"axes": "CYX"})
         truths[f"well{index}"] = truth
-    tifffile.imwrite(folder / "zstack.tif", np.zeros((5, 32, 32), np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    # A z-stack whose nuclei are in focus in one plane (well0's DNA channel between two dark planes).
+    planes = np.stack([np.zeros((96, 96), np.uint16), tifffile.imread(folder / "well0.tif")[1],
+                       np.zeros((96, 96), np.uint16)])
+    tifffile.imwrite(folder / "zstack.tif", planes, imagej=True, metadata={"axes": "ZYX"})
     said = []
     run(project, monkeypatch, "tiny", pipeline="inference", warnings=said,
         runtime_params={"input_dir": str(folder), "nucleus_channel": 1, "inference": {"model": "shipped"}})
@@ -303,6 +306,15 @@ def test_inference_finds_nuclei_in_the_named_channel_of_multichannel_tiffs(proje
     run(project, monkeypatch, "tiny", pipeline="inference", runtime_params={"input_dir": str(stacks)})
     report = pd.read_csv(project / "data" / "08_reporting" / "default" / "inference_report.csv")
     assert report[["id", "status"]].values.tolist() == [["zstack", "unreadable"]]
+    # Projected, the stack is one picture: the nuclei of its plane are found and measured on the projection.
+    run(project, monkeypatch, "tiny", pipeline="inference",
+        runtime_params={"input_dir": str(stacks), "z_projection": "max", "inference": {"model": "shipped"}})
+    report = pd.read_csv(project / "data" / "08_reporting" / "default" / "inference_report.csv")
+    assert report[["id", "status"]].values.tolist() == [["zstack", "ok"]]
+    labels = skimage.io.imread(output / "masks" / "zstack.png")
+    assert average_precision(truths["well0"], labels) > 0.5
+    table = pd.read_parquet(output / "nuclei" / "zstack.parquet")
+    assert table["intensity_mean_ch0"].median() > 100 * 100  # the in-focus plane's values, not a mean with dark ones
 
 
 @pytest.mark.slow

@@ -29,17 +29,18 @@ _MICRONS = {"um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.
             "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4}
 
 
-def read_image(path: str | Path, channel: int | None = None) -> np.ndarray:
+def read_image(path: str | Path, channel: int | None = None, z_projection: str | None = None) -> np.ndarray:
     """Read any PNG/TIF/JPG as an ``(H, W, 3)`` uint8 RGB array (:func:`read_original_image`, then :func:`to_rgb`).
 
     ``channel``: the channel holding the nuclei, read alone as grey (``None``: the image as it is).
+    ``z_projection``: how a z-stack becomes one image (:data:`Z_PROJECTIONS`; ``None``: stacks are refused).
 
     Raises
     ------
     ImageReadError
         Naming the file, when it is missing, unreadable, of an unusable shape or without channel ``channel``.
     """
-    raw = read_original_image(path)
+    raw = read_original_image(path, z_projection)
     try:
         return to_rgb(raw, channel=channel)
     except ValueError as error:
@@ -64,35 +65,33 @@ class LazyImage:
     """
 
     def __init__(self, path: str | Path, rows_per_pass: int = 1024, original: bool = False,
-                 channel: int | None = None):
+                 channel: int | None = None, z_projection: str | None = None):
         import zarr
 
         self.path = Path(path)
         self._rows = rows_per_pass
         self._original = original
         self._channel = None if original else channel
+        self._z_projection = z_projection
         try:
             with tifffile.TiffFile(self.path) as tiff:
                 axes, raw_shape = tiff.series[0].axes, tiff.series[0].shape
         except Exception as error:
             raise ImageReadError(f"cannot read image {self.path}: {error}") from error
-        axis = _channel_axis(axes, raw_shape, self.path)  # before the store is opened: a refusal leaves none open
-        if axis not in (None, 0, len(raw_shape) - 1):
-            raise ImageReadError(f"unusable image {self.path}: channels between rows and columns (axes {axes})")
+        self._layout = _layout(axes, raw_shape, self.path, z_projection)  # before the store opens: a refusal leaves none
         try:
             self._store = tifffile.imread(self.path, aszarr=True, level=0)
             self._array = zarr.open(self._store, mode="r")
             self._memmappable = _memmappable(self.path)
         except Exception as error:
             raise ImageReadError(f"cannot read image {self.path}: {error}") from error
-        self._channel_first = axis == 0
-        shape = (*raw_shape[1:], raw_shape[0]) if self._channel_first else raw_shape
-        channels = shape[2] if len(shape) == 3 else 1
+        shape = tuple(raw_shape[self._layout.index(axis)] for axis in "YXC" if axis in self._layout)
         if original:  # values as stored, for measuring (read_original_image's rules)
-            self.shape, self.dtype, self.ndim, self._range = tuple(shape), self._array.dtype, len(shape), None
+            dtype = np.dtype(np.float32) if "Z" in self._layout and z_projection == "mean" else self._array.dtype
+            self.shape, self.dtype, self.ndim, self._range = shape, dtype, len(shape), None
             return
         try:
-            check_channels(channels, self._channel)
+            check_channels(shape[2] if len(shape) == 3 else 1, self._channel)
         except ValueError as error:
             raise ImageReadError(f"unusable image {self.path}: {error}") from error
         self.shape = (shape[0], shape[1], 3)
@@ -104,12 +103,12 @@ class LazyImage:
         # An uncompressed single-strip TIFF is one Zarr chunk: every region would decode the whole
         # image. Such a file is mapped instead, for this read only (its pages leave with the map).
         array = tifffile.memmap(self.path, mode="r") if self._memmappable else self._array
+        index = tuple(rows if axis == "Y" else columns if axis == "X" else slice(None) for axis in self._layout)
         try:
-            region = array[:, rows, columns] if self._channel_first else array[rows, columns]
-            region = np.array(region)
+            region = np.array(array[index])
         finally:
             del array
-        return np.moveaxis(region, 0, -1) if self._channel_first else region
+        return _rows_columns_channels(region, self._layout, self._z_projection)
 
     def _value_range(self) -> tuple[float, float]:
         low, high = np.inf, -np.inf
@@ -155,21 +154,22 @@ def _memmappable(path: Path) -> bool:
         return bool(tiff.series and tiff.series[0].dataoffset is not None)
 
 
-def read_image_lazily(path: str | Path, channel: int | None = None) -> np.ndarray | LazyImage:
+def read_image_lazily(path: str | Path, channel: int | None = None,
+                      z_projection: str | None = None) -> np.ndarray | LazyImage:
     """:func:`read_image`, except that a TIFF of more than :data:`LAZY_PIXELS` pixels comes as a :class:`LazyImage`."""
     path = Path(path)
     if _tiff_pixels(path) > LAZY_PIXELS:
-        return LazyImage(path, channel=channel)
-    return read_image(path, channel)
+        return LazyImage(path, channel=channel, z_projection=z_projection)
+    return read_image(path, channel, z_projection)
 
 
-def read_original_lazily(path: str | Path) -> np.ndarray | LazyImage:
+def read_original_lazily(path: str | Path, z_projection: str | None = None) -> np.ndarray | LazyImage:
     """:func:`read_original_image`, except that a TIFF of more than :data:`LAZY_PIXELS` pixels comes as a
     :class:`LazyImage` of its stored values (measured one region at a time)."""
     path = Path(path)
     if _tiff_pixels(path) > LAZY_PIXELS:
-        return LazyImage(path, original=True)
-    return read_original_image(path)
+        return LazyImage(path, original=True, z_projection=z_projection)
+    return read_original_image(path, z_projection)
 
 
 def _tiff_pixels(path: Path) -> int:
@@ -184,19 +184,21 @@ def _tiff_pixels(path: Path) -> int:
         raise ImageReadError(f"cannot read image {path}: {error}") from error
 
 
-def read_original_image(source: str | Path | BinaryIO) -> np.ndarray:
+def read_original_image(source: str | Path | BinaryIO, z_projection: str | None = None) -> np.ndarray:
     """Read an image with its original values and type, channels last (for measuring).
 
     Unlike :func:`read_image` nothing is scaled or converted: 16-bit stays
     16-bit, float stays float, every channel is kept. ``source`` is a path or
     an open binary file (e.g. the bytes of a served request). A TIFF's axes
     come from its metadata (ImageJ hyperstack, OME, ``tifffile``'s own): its
-    channels are moved last wherever they are stored.
+    channels are moved last wherever they are stored, and a z-stack becomes
+    one image by ``z_projection`` (:data:`Z_PROJECTIONS`).
 
     Raises
     ------
     ImageReadError
-        Naming the file, when it is missing, unreadable, a stack of planes (z, time) or not 2-D / 3-D.
+        Naming the file, when it is missing, unreadable, a stack of planes (z without a
+        projection, time) or not 2-D / 3-D.
     """
     name = source if isinstance(source, str | Path) else "the given image"
     try:
@@ -207,8 +209,8 @@ def read_original_image(source: str | Path | BinaryIO) -> np.ndarray:
             raw, axes = skimage.io.imread(Path(source) if isinstance(source, str) else source), None
     except Exception as error:
         raise ImageReadError(f"cannot read image {name}: {error}") from error
-    if axes is not None and (axis := _channel_axis(axes, raw.shape, name)) is not None:
-        raw = np.moveaxis(raw, axis, -1)
+    if axes is not None:
+        raw = _rows_columns_channels(raw, _layout(axes, raw.shape, name, z_projection), z_projection)
     if raw.ndim not in (2, 3):
         raise ImageReadError(f"unusable image {name}: expected 2-D or channels-last 3-D, got shape {raw.shape}")
     return raw
@@ -222,27 +224,41 @@ def _is_tiff(source: str | Path | BinaryIO) -> bool:
     return head[:2] in (b"II", b"MM") and head[2:4] in (b"*\x00", b"\x00*", b"+\x00", b"\x00+")
 
 
-def _channel_axis(axes: str, shape: tuple[int, ...], name) -> int | None:
-    """Where a TIFF series' channels lie (``None``: a grey image), from its axes (``tifffile`` names).
+#: How a z-stack becomes one image (``z_projection``): the brightest or the mean value of each pixel over z.
+Z_PROJECTIONS = ("max", "mean")
+
+
+def _layout(axes: str, shape: tuple[int, ...], name, z_projection: str | None) -> str:
+    """A TIFF series' axes (``tifffile`` names) with its channel axis named ``C``: ``YX``, ``YXC``, ``CYX``,
+    ``ZCYX``, … in the order stored.
 
     ``C`` (channel) and ``S`` (sample: RGB) are channels. A 3-D series whose
     third axis no metadata names (``Q`` / ``I``: pages written without any)
     has its channels along its shorter end axis: ``tifffile`` calls the last
-    two axes ``YX`` even where a plain ``(H, W, 2)`` array was written.
-    Any further axis (``Z``, ``T``, …) makes a stack of planes, which is
-    refused: nuclei are found in 2-D images.
+    two axes ``YX`` even where a plain ``(H, W, 2)`` array was written. A
+    ``Z`` axis needs ``z_projection``; any other axis (``T``, …) makes a stack
+    of planes, which is refused: nuclei are found in 2-D images.
     """
-    others = [index for index, axis in enumerate(axes) if axis not in "YX"]
-    if not others:
-        return None
-    if len(others) == 1 and axes[others[0]] in "CS":
-        return others[0]
-    if len(others) == 1 and axes[others[0]] in "QI" and len(shape) == 3:
-        return 0 if shape[0] < shape[-1] else 2
-    raise ImageReadError(
-        f"unusable image {name}: a stack of planes (axes {axes}, shape {tuple(shape)}); nuclei are found in 2-D "
-        "images: save a projection (e.g. the maximum over Z) or each plane as its own image"
-    )
+    if len(axes) == 3 and axes[0] in "QI" and axes[1:] == "YX":
+        return "CYX" if shape[0] < shape[-1] else "YXC"
+    layout = axes.replace("S", "C")
+    others = [axis for axis in layout if axis not in "YXC"]
+    if layout.count("C") > 1 or (others and (others != ["Z"] or z_projection is None)):
+        hint = " or --params z_projection=max" if others == ["Z"] else ""
+        raise ImageReadError(
+            f"unusable image {name}: a stack of planes (axes {axes}, shape {tuple(shape)}); nuclei are found in 2-D "
+            f"images: save a projection (e.g. the maximum over Z){hint}, or each plane as its own image"
+        )
+    return layout
+
+
+def _rows_columns_channels(array: np.ndarray, layout: str, z_projection: str | None) -> np.ndarray:
+    """``array`` (laid out as ``layout``, see :func:`_layout`) as rows × columns (× channels), z projected."""
+    if "Z" in layout:
+        axis = layout.index("Z")
+        array = array.max(axis=axis) if z_projection == "max" else array.mean(axis=axis, dtype=np.float32)
+        layout = layout.replace("Z", "")
+    return np.transpose(array, [layout.index(axis) for axis in "YXC" if axis in layout])
 
 
 def read_pixel_size_um(path: str | Path) -> float | None:

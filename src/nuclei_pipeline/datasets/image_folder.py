@@ -11,6 +11,7 @@ import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
 from nuclei_pipeline.datasets.image_files import (
+    Z_PROJECTIONS,
     list_images,
     read_image_lazily,
     read_original_lazily,
@@ -18,8 +19,8 @@ from nuclei_pipeline.datasets.image_files import (
 )
 
 
-def _read_original(path: Path) -> dict[str, Any]:
-    return {"image": read_original_lazily(path), "pixel_size_um": read_pixel_size_um(path)}
+def _read_original(path: Path, z_projection: str | None) -> dict[str, Any]:
+    return {"image": read_original_lazily(path, z_projection), "pixel_size_um": read_pixel_size_um(path)}
 
 
 def checked_channel(channel: Any) -> int | None:
@@ -27,6 +28,13 @@ def checked_channel(channel: Any) -> int | None:
     if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
         raise DatasetError(f"nucleus_channel must be a channel index (0 for the first channel), got {channel!r}")
     return channel
+
+
+def checked_z_projection(z_projection: Any) -> str | None:
+    """``z_projection`` when it is ``None`` or one of :data:`Z_PROJECTIONS`; else a DatasetError naming it."""
+    if z_projection is not None and z_projection not in Z_PROJECTIONS:
+        raise DatasetError(f"z_projection must be one of {', '.join(Z_PROJECTIONS)} or null, got {z_projection!r}")
+    return z_projection
 
 
 class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray]]]):
@@ -44,7 +52,9 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
     With ``nucleus_channel: c`` each image is read as its channel ``c`` alone
     (0-based), as grey: the DNA stain of multi-channel fluorescence images
     (an image without that channel is refused naming it). The catalog takes it
-    from the runtime parameter ``nucleus_channel``.
+    from the runtime parameter ``nucleus_channel``. With ``z_projection: max``
+    (or ``mean``) a z-stack (a TIFF with a ``Z`` axis) is read as its projection
+    — the same for the network and for measuring; without, stacks are refused.
 
     With ``original: true`` a loader returns ``{"image", "pixel_size_um"}``
     instead: the values as stored (16-bit stays 16-bit, every channel kept;
@@ -59,15 +69,19 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         Load original values and pixel size instead of uint8 RGB.
     nucleus_channel : int, optional
         The channel holding the nuclei (``None``: images as they are, 1 to 4 channels).
+    z_projection : {"max", "mean"}, optional
+        How a z-stack becomes one image (``None``: stacks are refused).
     """
 
-    def __init__(self, path: str, original: bool = False, nucleus_channel: int | None = None, metadata=None):
+    def __init__(self, path: str, original: bool = False, nucleus_channel: int | None = None,
+                 z_projection: str | None = None, metadata=None):
         self._path = Path(path)
         self._original = bool(original)
         if nucleus_channel is not None and self._original:
             raise DatasetError("an ImageFolderDataset with original: true keeps every channel; "
                                "nucleus_channel does not apply")
         self._channel = checked_channel(nucleus_channel)
+        self._z_projection = checked_z_projection(z_projection)
         self.metadata = metadata
 
     def load(self) -> dict[str, Callable[[], np.ndarray]]:
@@ -85,8 +99,8 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
                     f"two images share the ImageId {image_id!r}: {sources[image_id]} and {path}"
                 )
             sources[image_id] = path
-            images[image_id] = (partial(_read_original, path) if self._original
-                                else partial(read_image_lazily, path, self._channel))
+            images[image_id] = (partial(_read_original, path, self._z_projection) if self._original
+                                else partial(read_image_lazily, path, self._channel, self._z_projection))
         if not images:
             raise DatasetError(f"no PNG, TIF or JPG images found in {self._path}")
         return images
@@ -98,4 +112,5 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         return self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "original": self._original, "nucleus_channel": self._channel}
+        return {"path": str(self._path), "original": self._original, "nucleus_channel": self._channel,
+                "z_projection": self._z_projection}
