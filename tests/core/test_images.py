@@ -167,13 +167,15 @@ def test_a_stack_of_planes_is_refused_naming_the_file_and_what_to_do(tmp_path):
         read_image(tmp_path / "zstack.tif", channel=0)
 
 
-@pytest.mark.parametrize("projection", ["max", "mean"])
-def test_a_z_stack_is_read_as_its_projection_whole_or_region_by_region(tmp_path, monkeypatch, projection):
+@pytest.mark.parametrize(("projection", "dtype"), [("max", np.uint16), ("mean", np.uint16), ("mean", np.uint8)])
+def test_a_z_stack_is_read_as_its_projection_whole_or_region_by_region(tmp_path, monkeypatch, projection, dtype):
     import tifffile
 
     from nuclei_pipeline.datasets import image_files
 
-    stack = np.random.default_rng(2).integers(0, 5000, (4, 2, 60, 50), dtype=np.uint16)  # Z, C, Y, X
+    # Z, C, Y, X; brighter down the rows, so that a region's own range is not the whole image's
+    noise = np.random.default_rng(2).integers(0, 60, (4, 2, 60, 50))
+    stack = (noise + 3 * np.arange(60)[:, None]).astype(dtype) * (20 if dtype == np.uint16 else 1)
     tifffile.imwrite(tmp_path / "zstack.tif", stack, imagej=True, metadata={"axes": "ZCYX"})
     expected = stack.max(axis=0) if projection == "max" else stack.mean(axis=0, dtype=np.float32)
     expected = np.moveaxis(expected, 0, -1)

@@ -60,8 +60,9 @@ class LazyImage:
     converted as :func:`read_image` converts a whole image
     (:func:`nuclei_pipeline.core.images.to_rgb`): a 16-bit or float image is
     stretched between the minimum and maximum of the whole image, found in
-    one pass over its rows at opening (alpha included, as for a whole image).
-    ``np.asarray(image)`` reads it all.
+    one pass over its rows at opening (alpha included, as for a whole image;
+    with ``channel``, that channel's alone). A z-stack is projected region by
+    region with ``z_projection``. ``np.asarray(image)`` reads it all.
     """
 
     def __init__(self, path: str | Path, rows_per_pass: int = 1024, original: bool = False,
@@ -86,9 +87,9 @@ class LazyImage:
         except Exception as error:
             raise ImageReadError(f"cannot read image {self.path}: {error}") from error
         shape = tuple(raw_shape[self._layout.index(axis)] for axis in "YXC" if axis in self._layout)
+        stored = np.dtype(np.float32) if "Z" in self._layout and z_projection == "mean" else self._array.dtype
         if original:  # values as stored, for measuring (read_original_image's rules)
-            dtype = np.dtype(np.float32) if "Z" in self._layout and z_projection == "mean" else self._array.dtype
-            self.shape, self.dtype, self.ndim, self._range = shape, dtype, len(shape), None
+            self.shape, self.dtype, self.ndim, self._range = shape, stored, len(shape), None
             return
         try:
             check_channels(shape[2] if len(shape) == 3 else 1, self._channel)
@@ -97,7 +98,7 @@ class LazyImage:
         self.shape = (shape[0], shape[1], 3)
         self.dtype = np.dtype(np.uint8)
         self.ndim = 3
-        self._range = None if self._array.dtype == np.uint8 else self._value_range()
+        self._range = None if stored == np.uint8 else self._value_range()
 
     def _raw(self, rows: slice, columns: slice) -> np.ndarray:
         # An uncompressed single-strip TIFF is one Zarr chunk: every region would decode the whole
