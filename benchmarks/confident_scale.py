@@ -21,11 +21,10 @@ images switched; ``--out`` writes the per-image table (scores and confidences pe
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import pandas as pd
-from project import decision_and_ood_samples, load_model, open_project
+from project import decision_and_ood_samples, load_model, open_project, score_each
 
 from nuclei_pipeline.core.metrics import average_precision
 from nuclei_pipeline.core.postprocess import image_confidence, labels_with_confidence
@@ -90,18 +89,13 @@ def main():
     settings = postprocessing.model_dump()
     tta, tiling = groups["evaluation"].test_time_augmentation, groups["prediction"]
     samples = decision_and_ood_samples(catalog, args.limit)
-    rows, started = [], time.perf_counter()
-    for index, (source, sample) in enumerate(samples):
-        row = {"id": sample["id"], "source": source,
-               **score_at_scales(model, spec, settings, sample["image"], sample["labels"].astype(np.int32),
-                                 args.scales, tta, tiling)}
-        rows.append(row)
-        print(f"[{index + 1}/{len(samples)} {time.perf_counter() - started:.0f} s] {row}", flush=True)
-    table = pd.DataFrame(rows)
-    if args.out:
-        table.to_csv(args.out, index=False)
-    decision_rows = table[~table["source"].str.startswith("ood ")].assign(source="decision (validation + held-out)")
-    print(summary(pd.concat([table, decision_rows]), args.scales, args.margins).round(4).to_string(index=False))
+
+    def row_of(sample: dict) -> dict:
+        return score_at_scales(model, spec, settings, sample["image"], sample["labels"].astype(np.int32),
+                               args.scales, tta, tiling)
+
+    table = score_each(samples, row_of, args.out)
+    print(summary(table, args.scales, args.margins).round(4).to_string(index=False))
 
 
 if __name__ == "__main__":

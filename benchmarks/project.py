@@ -87,3 +87,22 @@ def decision_and_ood_samples(catalog, limit: int | None = None) -> list[tuple[st
         if seen[source] <= limit:
             kept.append((source, sample))
     return kept
+
+
+def score_each(samples: list[tuple[str, dict]], row_of, out: str | None = None):
+    """``row_of(sample)`` (a dict of figures) for every ``(source, sample)``, with progress printed; the per-image
+    table is written to ``out`` (CSV) when given and returned with the decision set (every row not of an
+    ``ood`` source) repeated as source ``decision (validation + held-out)``."""
+    import time
+
+    import pandas as pd
+
+    rows, started = [], time.perf_counter()
+    for index, (source, sample) in enumerate(samples):
+        rows.append({"id": sample["id"], "source": source, **row_of(sample)})
+        print(f"[{index + 1}/{len(samples)} {time.perf_counter() - started:.0f} s] {rows[-1]}", flush=True)
+    table = pd.DataFrame(rows)
+    if out:
+        table.to_csv(out, index=False)
+    decision = table[~table["source"].str.startswith("ood ")].assign(source="decision (validation + held-out)")
+    return pd.concat([table, decision], ignore_index=True)

@@ -17,11 +17,9 @@ source; ``--out`` writes the per-image table.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
-import pandas as pd
-from project import decision_and_ood_samples, load_model, open_project
+from project import decision_and_ood_samples, load_model, open_project, score_each
 
 from nuclei_pipeline.core.metrics import average_precision
 from nuclei_pipeline.core.postprocess import image_confidence, labels_with_confidence
@@ -51,22 +49,17 @@ def main():
     model, spec, postprocessing = load_model(catalog, args.model)
     settings, tiling = postprocessing.model_dump(), groups["prediction"]
     samples = decision_and_ood_samples(catalog, args.limit)
-    rows, started = [], time.perf_counter()
-    for index, (source, sample) in enumerate(samples):
+
+    def row_of(sample: dict) -> dict:
         truth = sample["labels"].astype(np.int32)
         flips, turned = flip_and_turn_maps(model, spec, sample["image"], tiling)
-        row = {"id": sample["id"], "source": source}
+        row = {"true": int(truth.max())}
         for name, maps in (("flips", flips), ("turned", turned), ("eight", (flips + turned) / 2)):
             row[f"map_{name}"], row[f"confidence_{name}"], row[f"found_{name}"] = score(maps, truth, settings)
-        row["true"] = int(truth.max())
-        rows.append(row)
-        print(f"[{index + 1}/{len(samples)} {time.perf_counter() - started:.0f} s] {row}", flush=True)
-    table = pd.DataFrame(rows)
-    if args.out:
-        table.to_csv(args.out, index=False)
-    decision_rows = table[~table["source"].str.startswith("ood ")].assign(source="decision (validation + held-out)")
+        return row
+
+    both = score_each(samples, row_of, args.out)
     columns = [f"{kind}_{name}" for kind in ("map", "confidence") for name in ("flips", "turned", "eight")]
-    both = pd.concat([table, decision_rows])
     print(both.groupby("source")[columns].mean().round(4).to_string())
     print(both.groupby("source")[["true", "found_flips", "found_eight"]].sum().to_string())
 
