@@ -94,7 +94,7 @@ def test_a_request_names_the_channel_holding_the_nuclei():
     tifffile.imwrite(buffer, planes, imagej=True, metadata={"axes": "ZCYX"})
     stacked = {"id": "z", "image": base64.b64encode(buffer.getvalue()).decode(), "nucleus_channel": 1}
     assert len(served.predict(None, pd.DataFrame([{**stacked, "z_projection": "max"}]))) == truth.max()
-    with pytest.raises(ImageReadError, match="a stack of planes"):
+    with pytest.raises(ImageReadError, match="image 'z': .*a stack of planes.*set z_projection to max or mean"):
         served.predict(None, pd.DataFrame([stacked]))
-    with pytest.raises(ValueError, match="'z': z_projection must be one of max, mean, got 'median'"):
+    with pytest.raises(ValueError, match="'z': z_projection must be one of max, mean or null, got 'median'"):
         served.predict(None, pd.DataFrame([{**stacked, "z_projection": "median"}]))

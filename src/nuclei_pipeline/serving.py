@@ -27,7 +27,11 @@ from nuclei_pipeline.core.images import to_rgb
 from nuclei_pipeline.core.measure import measure_nuclei
 from nuclei_pipeline.core.predict import predict_nuclei
 from nuclei_pipeline.core.rle import labels_to_rles
-from nuclei_pipeline.datasets.image_files import Z_PROJECTIONS, read_original_image
+from nuclei_pipeline.datasets.image_files import (
+    nucleus_channel_value,
+    read_original_image,
+    z_projection_value,
+)
 from nuclei_pipeline.parameters import ModelSpec, Postprocessing, Prediction
 
 
@@ -38,29 +42,14 @@ def decode_image(data: str | bytes, z_projection: str | None = None) -> np.ndarr
                                z_projection)
 
 
-def _z_projection(record: dict[str, Any], image_id: str) -> str | None:
-    value = record.get("z_projection")
-    if value is None or (isinstance(value, float) and np.isnan(value)):  # NaN: not in this record
-        return None
-    if value not in Z_PROJECTIONS:
-        raise ValueError(f"image {image_id!r}: z_projection must be one of {', '.join(Z_PROJECTIONS)}, got {value!r}")
-    return value
-
-
-def _network_input(original: np.ndarray, record: dict[str, Any], image_id: str) -> np.ndarray:
-    """The RGB image the network sees: the record's ``nucleus_channel`` alone when it names one."""
-    channel = record.get("nucleus_channel")
-    if channel is not None and not (isinstance(channel, float) and np.isnan(channel)):  # NaN: not in this record
-        whole = isinstance(channel, int | np.integer | float | np.floating) and float(channel).is_integer()
-        if isinstance(channel, bool) or not whole or channel < 0:
-            raise ValueError(f"image {image_id!r}: nucleus_channel must be a channel index (0, 1, ...), got {channel!r}")
-        channel = int(channel)
-    else:
-        channel = None
+def _nucleus_image(record: dict[str, Any], image_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """The record's image with its original values, and the RGB image the network sees (its ``nucleus_channel``
+    alone when it names one; a z-stack projected by its ``z_projection``); refusals name the image."""
     try:
-        return to_rgb(original, channel=channel)
-    except ValueError as error:
-        raise ValueError(f"image {image_id!r}: {error}") from error
+        original = decode_image(record["image"], z_projection_value(record.get("z_projection")))
+        return original, to_rgb(original, channel=nucleus_channel_value(record.get("nucleus_channel")))
+    except ValueError as error:  # ImageReadError included
+        raise type(error)(f"image {image_id!r}: {error}") from error
 
 
 class NucleiModel(mlflow.pyfunc.PythonModel):
@@ -89,9 +78,9 @@ class NucleiModel(mlflow.pyfunc.PythonModel):
         tables = []
         for index, row in enumerate(model_input.to_dict("records")):
             image_id = str(row.get("id", index))
-            original = decode_image(row["image"], _z_projection(row, image_id))
-            labels, confidence = predict_nuclei(self.model, _network_input(original, row, image_id), model_spec,
-                                                postprocessing, self.test_time_augmentation, prediction)
+            original, network_input = _nucleus_image(row, image_id)
+            labels, confidence = predict_nuclei(self.model, network_input, model_spec, postprocessing,
+                                                self.test_time_augmentation, prediction)
             table = measure_nuclei(labels, original, confidence=confidence)
             table.insert(0, "id", image_id)
             table["rle"] = labels_to_rles(labels)  # label order, as the table's rows

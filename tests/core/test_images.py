@@ -197,6 +197,31 @@ def test_only_z_is_projected_and_only_when_asked(tmp_path):
     tifffile.imwrite(tmp_path / "zstack.tif", np.zeros((3, 30, 40), np.uint16), imagej=True, metadata={"axes": "ZYX"})
     with pytest.raises(ImageReadError, match=r"movie\.tif: a stack of planes \(axes TYX"):
         read_image(tmp_path / "movie.tif", z_projection="max")
-    with pytest.raises(ImageReadError, match=r"zstack\.tif: a stack of planes .* or --params z_projection=max"):
+    with pytest.raises(ImageReadError, match=r"zstack\.tif: a stack of planes .* set z_projection to max or mean"):
         read_image(tmp_path / "zstack.tif")
     assert read_image(tmp_path / "zstack.tif", z_projection="max").shape == (30, 40, 3)
+
+
+@pytest.mark.parametrize(
+    ("axes", "shape", "channel", "projection"),
+    [("CYX", (3, 70, 60), 2, None), ("ZCYX", (3, 2, 70, 60), 1, "max"), ("YXS", (70, 60, 6), 5, None)],
+)
+def test_compressed_tiled_multichannel_tiffs_read_region_by_region_as_whole(tmp_path, monkeypatch, axes, shape,
+                                                                            channel, projection):
+    import tifffile
+
+    from nuclei_pipeline.datasets import image_files
+
+    rows = np.arange(70).reshape((70, 1, 1) if axes == "YXS" else (70, 1))  # brighter down the rows
+    values = (np.random.default_rng(5).integers(0, 200, shape) + 20 * rows).astype(np.uint16)
+    options = {"photometric": "minisblack", "planarconfig": "contig"} if axes == "YXS" else \
+        {"imagej": True, "metadata": {"axes": axes}}
+    tifffile.imwrite(tmp_path / "plate.tif", values, tile=(16, 16), compression="zlib", **options)
+    whole = image_files.read_image(tmp_path / "plate.tif", channel, projection)
+    original = image_files.read_original_image(tmp_path / "plate.tif", projection)
+    monkeypatch.setattr(image_files, "LAZY_PIXELS", 40 * 40)  # rows × columns (× planes), never × channels
+    lazy = image_files.read_image_lazily(tmp_path / "plate.tif", channel, projection)
+    assert isinstance(lazy, image_files.LazyImage) and not lazy._memmappable  # the Zarr store's branch
+    assert np.array_equal(lazy[5:50, 7:41], whole[5:50, 7:41]) and np.array_equal(np.asarray(lazy), whole)
+    lazy_original = image_files.read_original_lazily(tmp_path / "plate.tif", projection)
+    assert np.array_equal(lazy_original[10:60, :], original[10:60, :])

@@ -108,6 +108,9 @@ def test_image_folder_reads_the_nucleus_channel_of_multichannel_images(tmp_path,
 def test_image_folder_refuses_a_channel_that_is_no_index_naming_the_parameter(tmp_path, channel):
     with pytest.raises(DatasetError, match="nucleus_channel must be a channel index"):
         ImageFolderDataset(str(tmp_path), nucleus_channel=channel)
+
+
+def test_image_folder_refuses_an_unknown_z_projection_naming_the_parameter(tmp_path):
     with pytest.raises(DatasetError, match="z_projection must be one of max, mean or null, got 'median'"):
         ImageFolderDataset(str(tmp_path), z_projection="median")
 

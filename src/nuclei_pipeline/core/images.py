@@ -91,7 +91,8 @@ def to_rgb(
         See :func:`to_uint8` (of the chosen channel when ``channel`` is given).
     channel : int, optional
         The channel holding the nuclei (a multi-channel fluorescence image's
-        DNA stain): that channel alone, as grey, stretched on its own values.
+        DNA stain): that channel alone, as grey (a 16-bit or float channel
+        stretched on its own range, :func:`to_uint8`).
         ``None``: the image as it is, which takes 1 to 4 channels.
 
     Raises

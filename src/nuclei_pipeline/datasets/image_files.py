@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import skimage.io
@@ -79,26 +79,32 @@ class LazyImage:
                 axes, raw_shape = tiff.series[0].axes, tiff.series[0].shape
         except Exception as error:
             raise ImageReadError(f"cannot read image {self.path}: {error}") from error
-        self._layout = _layout(axes, raw_shape, self.path, z_projection)  # before the store opens: a refusal leaves none
+        # Refusals come before the store opens, so that none is left open.
+        self._layout = _layout(axes, raw_shape, self.path, z_projection)
+        shape = tuple(raw_shape[self._layout.index(axis)] for axis in "YXC" if axis in self._layout)
+        if not original:
+            try:
+                check_channels(shape[2] if len(shape) == 3 else 1, self._channel)
+            except ValueError as error:
+                raise ImageReadError(f"unusable image {self.path}: {error}") from error
         try:
             self._store = tifffile.imread(self.path, aszarr=True, level=0)
             self._array = zarr.open(self._store, mode="r")
             self._memmappable = _memmappable(self.path)
         except Exception as error:
             raise ImageReadError(f"cannot read image {self.path}: {error}") from error
-        shape = tuple(raw_shape[self._layout.index(axis)] for axis in "YXC" if axis in self._layout)
         stored = np.dtype(np.float32) if "Z" in self._layout and z_projection == "mean" else self._array.dtype
         if original:  # values as stored, for measuring (read_original_image's rules)
             self.shape, self.dtype, self.ndim, self._range = shape, stored, len(shape), None
             return
-        try:
-            check_channels(shape[2] if len(shape) == 3 else 1, self._channel)
-        except ValueError as error:
-            raise ImageReadError(f"unusable image {self.path}: {error}") from error
         self.shape = (shape[0], shape[1], 3)
         self.dtype = np.dtype(np.uint8)
         self.ndim = 3
-        self._range = None if stored == np.uint8 else self._value_range()
+        try:
+            self._range = None if stored == np.uint8 else self._value_range()
+        except ImageReadError:
+            self.close()
+            raise
 
     def _raw(self, rows: slice, columns: slice) -> np.ndarray:
         # An uncompressed single-strip TIFF is one Zarr chunk: every region would decode the whole
@@ -174,13 +180,14 @@ def read_original_lazily(path: str | Path, z_projection: str | None = None) -> n
 
 
 def _tiff_pixels(path: Path) -> int:
-    """Pixels of a TIFF's first image (0 for other files)."""
+    """Pixels of a TIFF's first series — rows × columns, × planes of a z-stack — (0 for other files)."""
     if path.suffix.lower() not in (".tif", ".tiff"):
         return 0
     try:
         with tifffile.TiffFile(path) as tiff:
-            page = tiff.pages[0]
-            return int(np.prod(page.shape[:2] if page.shape[-1] <= 4 else page.shape[-2:]))
+            page, series = tiff.pages[0], tiff.series[0]
+            planes = series.shape[series.axes.index("Z")] if "Z" in series.axes else 1
+            return int(page.imagelength) * int(page.imagewidth) * int(planes)
     except Exception as error:
         raise ImageReadError(f"cannot read image {path}: {error}") from error
 
@@ -189,7 +196,7 @@ def read_original_image(source: str | Path | BinaryIO, z_projection: str | None 
     """Read an image with its original values and type, channels last (for measuring).
 
     Unlike :func:`read_image` nothing is scaled or converted: 16-bit stays
-    16-bit, float stays float, every channel is kept. ``source`` is a path or
+    16-bit, float stays float, every channel is kept (a mean projection is float32). ``source`` is a path or
     an open binary file (e.g. the bytes of a served request). A TIFF's axes
     come from its metadata (ImageJ hyperstack, OME, ``tifffile``'s own): its
     channels are moved last wherever they are stored, and a z-stack becomes
@@ -229,12 +236,43 @@ def _is_tiff(source: str | Path | BinaryIO) -> bool:
 Z_PROJECTIONS = ("max", "mean")
 
 
+def nucleus_channel_value(value: Any) -> int | None:
+    """The ``nucleus_channel`` a user gave, as a channel index (``None`` for none, or NaN: a table's empty cell).
+
+    Raises
+    ------
+    ValueError
+        Naming ``nucleus_channel``, unless ``value`` is a whole number ≥ 0 (``1`` or ``1.0``).
+    """
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return None
+    number = isinstance(value, int | np.integer | float | np.floating) and not isinstance(value, bool | np.bool_)
+    if not number or not float(value).is_integer() or value < 0:
+        raise ValueError(f"nucleus_channel must be a channel index (0 for the first channel), got {value!r}")
+    return int(value)
+
+
+def z_projection_value(value: Any) -> str | None:
+    """The ``z_projection`` a user gave (``None`` for none, or NaN: a table's empty cell).
+
+    Raises
+    ------
+    ValueError
+        Naming ``z_projection``, unless ``value`` is one of :data:`Z_PROJECTIONS`.
+    """
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return None
+    if value not in Z_PROJECTIONS:
+        raise ValueError(f"z_projection must be one of {', '.join(Z_PROJECTIONS)} or null, got {value!r}")
+    return value
+
+
 def _layout(axes: str, shape: tuple[int, ...], name, z_projection: str | None) -> str:
     """A TIFF series' axes (``tifffile`` names) with its channel axis named ``C``: ``YX``, ``YXC``, ``CYX``,
     ``ZCYX``, … in the order stored.
 
     ``C`` (channel) and ``S`` (sample: RGB) are channels. A 3-D series whose
-    third axis no metadata names (``Q`` / ``I``: pages written without any)
+    first axis no metadata names (``Q`` / ``I``: pages written without any)
     has its channels along its shorter end axis: ``tifffile`` calls the last
     two axes ``YX`` even where a plain ``(H, W, 2)`` array was written. A
     ``Z`` axis needs ``z_projection``; any other axis (``T``, …) makes a stack
@@ -243,12 +281,14 @@ def _layout(axes: str, shape: tuple[int, ...], name, z_projection: str | None) -
     if len(axes) == 3 and axes[0] in "QI" and axes[1:] == "YX":
         return "CYX" if shape[0] < shape[-1] else "YXC"
     layout = axes.replace("S", "C")
+    if layout.count("C") > 1:
+        raise ImageReadError(f"unusable image {name}: two channel axes (axes {axes}, shape {tuple(shape)})")
     others = [axis for axis in layout if axis not in "YXC"]
-    if layout.count("C") > 1 or (others and (others != ["Z"] or z_projection is None)):
-        hint = " or --params z_projection=max" if others == ["Z"] else ""
+    if others and (others != ["Z"] or z_projection is None):
+        hint = "; or set z_projection to max or mean" if others == ["Z"] else ""
         raise ImageReadError(
             f"unusable image {name}: a stack of planes (axes {axes}, shape {tuple(shape)}); nuclei are found in 2-D "
-            f"images: save a projection (e.g. the maximum over Z){hint}, or each plane as its own image"
+            f"images: save a projection (e.g. the maximum over Z) or each plane as its own image{hint}"
         )
     return layout
 
@@ -257,7 +297,7 @@ def _rows_columns_channels(array: np.ndarray, layout: str, z_projection: str | N
     """``array`` (laid out as ``layout``, see :func:`_layout`) as rows × columns (× channels), z projected."""
     if "Z" in layout:
         axis = layout.index("Z")
-        array = array.max(axis=axis) if z_projection == "max" else array.mean(axis=axis, dtype=np.float32)
+        array = array.max(axis=axis) if z_projection == "max" else array.mean(axis=axis).astype(np.float32)
         layout = layout.replace("Z", "")
     return np.transpose(array, [layout.index(axis) for axis in "YXC" if axis in layout])
 

@@ -11,11 +11,12 @@ import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
 from nuclei_pipeline.datasets.image_files import (
-    Z_PROJECTIONS,
     list_images,
+    nucleus_channel_value,
     read_image_lazily,
     read_original_lazily,
     read_pixel_size_um,
+    z_projection_value,
 )
 
 
@@ -24,17 +25,19 @@ def _read_original(path: Path, z_projection: str | None) -> dict[str, Any]:
 
 
 def checked_channel(channel: Any) -> int | None:
-    """``channel`` when it is ``None`` or a channel index (0, 1, …); else a DatasetError naming ``nucleus_channel``."""
-    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
-        raise DatasetError(f"nucleus_channel must be a channel index (0 for the first channel), got {channel!r}")
-    return channel
+    """:func:`~nuclei_pipeline.datasets.image_files.nucleus_channel_value`, refusing as a DatasetError."""
+    try:
+        return nucleus_channel_value(channel)
+    except ValueError as error:
+        raise DatasetError(str(error)) from error
 
 
 def checked_z_projection(z_projection: Any) -> str | None:
-    """``z_projection`` when it is ``None`` or one of :data:`Z_PROJECTIONS`; else a DatasetError naming it."""
-    if z_projection is not None and z_projection not in Z_PROJECTIONS:
-        raise DatasetError(f"z_projection must be one of {', '.join(Z_PROJECTIONS)} or null, got {z_projection!r}")
-    return z_projection
+    """:func:`~nuclei_pipeline.datasets.image_files.z_projection_value`, refusing as a DatasetError."""
+    try:
+        return z_projection_value(z_projection)
+    except ValueError as error:
+        raise DatasetError(str(error)) from error
 
 
 class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray]]]):

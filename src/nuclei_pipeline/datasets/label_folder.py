@@ -205,7 +205,7 @@ class LabelFolderSetsDataset(AbstractDataset[None, dict[str, dict[str, Callable[
         As for :class:`LabelFolderDataset`.
     """
 
-    def __init__(self, sets: Mapping[str, str], on_error: str = "raise", metadata=None):
+    def __init__(self, sets: Mapping[str, str | Mapping[str, Any]], on_error: str = "raise", metadata=None):
         if on_error not in ON_ERROR:
             raise DatasetError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self._sets, self._channels = {}, {}

@@ -16,6 +16,7 @@ class PossiblyEmptyPartitionedDataset(PartitionedDataset):
     """
 
     def load(self) -> dict[str, Any]:
+        self._invalidate_caches()  # as the parent's load does: a listing cached before this run's saves is stale
         if not self._list_partitions():
             return {}
         return super().load()
