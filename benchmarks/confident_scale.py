@@ -24,10 +24,8 @@ import argparse
 
 import numpy as np
 import pandas as pd
-from project import decision_and_ood_samples, load_model, open_project, score_each
+from project import decision_and_ood_samples, load_model, open_project, score_each, score_maps
 
-from nuclei_pipeline.core.metrics import average_precision
-from nuclei_pipeline.core.postprocess import image_confidence, labels_with_confidence
 from nuclei_pipeline.core.predict import predict_with_spec
 
 
@@ -40,9 +38,7 @@ def score_at_scales(model, spec, settings, image, truth, scales, tta, tiling) ->
     row = {}
     for scale in (1.0, *scales):
         maps = predict_with_spec(model, image, spec, tta, tiling, scale)
-        labels, confidences = labels_with_confidence(maps.astype(np.float32), **settings)
-        row[f"map_{scale_column(scale)}"] = average_precision(truth, labels)
-        row[f"confidence_{scale_column(scale)}"] = image_confidence(confidences)
+        row[f"map_{scale_column(scale)}"], row[f"confidence_{scale_column(scale)}"], _ = score_maps(maps, truth, settings)
     return row
 
 

@@ -106,3 +106,15 @@ def score_each(samples: list[tuple[str, dict]], row_of, out: str | None = None):
         table.to_csv(out, index=False)
     decision = table[~table["source"].str.startswith("ood ")].assign(source="decision (validation + held-out)")
     return pd.concat([table, decision], ignore_index=True)
+
+
+def score_maps(maps, truth, settings: dict) -> tuple[float, float, int]:
+    """``(mAP, confidence, nuclei found)`` of one image's maps post-processed with ``settings`` (a
+    ``Postprocessing`` as a dict), against its ``truth`` labels — as evaluation scores an image."""
+    import numpy as np
+
+    from nuclei_pipeline.core.metrics import average_precision
+    from nuclei_pipeline.core.postprocess import image_confidence, labels_with_confidence
+
+    labels, confidences = labels_with_confidence(np.asarray(maps, dtype=np.float32), **settings)
+    return average_precision(truth, labels), image_confidence(confidences), int(labels.max())

@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from project import decision_and_ood_samples, load_model, open_project, score_each
+from project import decision_and_ood_samples, load_model, open_project, score_each, score_maps
 
-from nuclei_pipeline.core.metrics import average_precision
-from nuclei_pipeline.core.postprocess import image_confidence, labels_with_confidence
 from nuclei_pipeline.core.predict import predict_with_spec
 
 
@@ -31,11 +29,6 @@ def flip_and_turn_maps(model, spec, image, tiling) -> tuple[np.ndarray, np.ndarr
     flips = predict_with_spec(model, image, spec, True, tiling)
     turned = np.rot90(predict_with_spec(model, np.rot90(image), spec, True, tiling), -1)
     return flips.astype(np.float32), np.ascontiguousarray(turned, dtype=np.float32)
-
-
-def score(maps: np.ndarray, truth: np.ndarray, settings: dict) -> tuple[float, float, int]:
-    labels, confidences = labels_with_confidence(maps, **settings)
-    return average_precision(truth, labels), image_confidence(confidences), int(labels.max())
 
 
 def main():
@@ -55,7 +48,7 @@ def main():
         flips, turned = flip_and_turn_maps(model, spec, sample["image"], tiling)
         row = {"true": int(truth.max())}
         for name, maps in (("flips", flips), ("turned", turned), ("eight", (flips + turned) / 2)):
-            row[f"map_{name}"], row[f"confidence_{name}"], row[f"found_{name}"] = score(maps, truth, settings)
+            row[f"map_{name}"], row[f"confidence_{name}"], row[f"found_{name}"] = score_maps(maps, truth, settings)
         return row
 
     both = score_each(samples, row_of, args.out)

@@ -24,18 +24,10 @@ def _read_original(path: Path, z_projection: str | None) -> dict[str, Any]:
     return {"image": read_original_lazily(path, z_projection), "pixel_size_um": read_pixel_size_um(path)}
 
 
-def checked_channel(channel: Any) -> int | None:
-    """:func:`~nuclei_pipeline.datasets.image_files.nucleus_channel_value`, refusing as a DatasetError."""
+def checked(parse: Callable[[Any], Any], value: Any) -> Any:
+    """``parse(value)`` (``image_files.nucleus_channel_value`` or ``z_projection_value``), its refusal a DatasetError."""
     try:
-        return nucleus_channel_value(channel)
-    except ValueError as error:
-        raise DatasetError(str(error)) from error
-
-
-def checked_z_projection(z_projection: Any) -> str | None:
-    """:func:`~nuclei_pipeline.datasets.image_files.z_projection_value`, refusing as a DatasetError."""
-    try:
-        return z_projection_value(z_projection)
+        return parse(value)
     except ValueError as error:
         raise DatasetError(str(error)) from error
 
@@ -83,8 +75,8 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         if nucleus_channel is not None and self._original:
             raise DatasetError("an ImageFolderDataset with original: true keeps every channel; "
                                "nucleus_channel does not apply")
-        self._channel = checked_channel(nucleus_channel)
-        self._z_projection = checked_z_projection(z_projection)
+        self._channel = checked(nucleus_channel_value, nucleus_channel)
+        self._z_projection = checked(z_projection_value, z_projection)
         self.metadata = metadata
 
     def load(self) -> dict[str, Callable[[], np.ndarray]]:

@@ -19,8 +19,13 @@ import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
 from nuclei_pipeline.core.images import ImageReadError
-from nuclei_pipeline.datasets.image_files import list_images, read_image, read_labels
-from nuclei_pipeline.datasets.image_folder import checked_channel
+from nuclei_pipeline.datasets.image_files import (
+    list_images,
+    nucleus_channel_value,
+    read_image,
+    read_labels,
+)
+from nuclei_pipeline.datasets.image_folder import checked
 from nuclei_pipeline.datasets.png_folder import PngFolderDataset, stored_files
 
 logger = logging.getLogger(__name__)
@@ -159,7 +164,7 @@ class LabelFolderDataset(AbstractDataset[Mapping[str, Any], dict[str, Callable[[
         self._path = Path(path)
         self._images, self._labels, self._on_error = images, labels, on_error
         self._overwrite = bool(overwrite)
-        self._channel = checked_channel(nucleus_channel)
+        self._channel = checked(nucleus_channel_value, nucleus_channel)
         self.metadata = metadata
 
     def load(self) -> dict[str, Callable[[], dict | None]]:
@@ -215,7 +220,7 @@ class LabelFolderSetsDataset(AbstractDataset[None, dict[str, dict[str, Callable[
             if unknown or "path" not in entry:
                 raise DatasetError(f"annotated set {name!r}: expected a path or {{path, nucleus_channel}}, got {dict(entry)}")
             self._sets[str(name)] = Path(entry["path"])
-            self._channels[str(name)] = checked_channel(entry.get("nucleus_channel"))
+            self._channels[str(name)] = checked(nucleus_channel_value, entry.get("nucleus_channel"))
         self._on_error = on_error
         self.metadata = metadata
 
