@@ -98,3 +98,13 @@ def test_a_request_names_the_channel_holding_the_nuclei():
         served.predict(None, pd.DataFrame([stacked]))
     with pytest.raises(ValueError, match="'z': z_projection must be one of max, mean or null, got 'median'"):
         served.predict(None, pd.DataFrame([{**stacked, "z_projection": "median"}]))
+    # A time-lapse (T, C, Y, X): the frame named is segmented, the nuclei in focus only in frame 1.
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, planes, imagej=True, metadata={"axes": "TCYX"})
+    movie = {"id": "t", "image": base64.b64encode(buffer.getvalue()).decode(), "nucleus_channel": 1}
+    assert len(served.predict(None, pd.DataFrame([{**movie, "frame": 1}]))) == truth.max()
+    assert len(served.predict(None, pd.DataFrame([{**movie, "frame": 2}]))) < truth.max()
+    with pytest.raises(ImageReadError, match="image 't': .*no time point 3"):
+        served.predict(None, pd.DataFrame([{**movie, "frame": 3}]))
+    with pytest.raises(ValueError, match="'t': frame must be a time point index.*'last'"):
+        served.predict(None, pd.DataFrame([{**movie, "frame": "last"}]))

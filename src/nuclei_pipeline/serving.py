@@ -7,7 +7,7 @@ registers it as ``nuclei_pipeline``, so
 
 answers ``POST /invocations`` with ``{"dataframe_records": [{"id": "a", "image": "<base64 PNG/TIFF>"}]}``
 (optional per record: ``nucleus_channel``, the channel of a multi-channel image that holds the nuclei;
-``z_projection``, ``max`` or ``mean`` for a z-stack)
+``z_projection``, ``max`` or ``mean`` for a z-stack; ``frame``, the time point of a time-lapse)
 with one row per nucleus: the image id, the label, the measurements of
 :func:`nuclei_pipeline.core.measure.measure_nuclei` (with the nucleus's ``confidence``) and its run-length encoding
 (``rle``, the Kaggle format, column-major), from which the label image is rebuilt.
@@ -28,6 +28,7 @@ from nuclei_pipeline.core.measure import measure_nuclei
 from nuclei_pipeline.core.predict import predict_nuclei
 from nuclei_pipeline.core.rle import labels_to_rles
 from nuclei_pipeline.datasets.image_files import (
+    frame_value,
     nucleus_channel_value,
     read_original_image,
     z_projection_value,
@@ -35,18 +36,20 @@ from nuclei_pipeline.datasets.image_files import (
 from nuclei_pipeline.parameters import ModelSpec, Postprocessing, Prediction
 
 
-def decode_image(data: str | bytes, z_projection: str | None = None) -> np.ndarray:
+def decode_image(data: str | bytes, z_projection: str | None = None, frame: int | None = None) -> np.ndarray:
     """The array of a base64-encoded (or raw) PNG, TIFF or JPG file, with its original values
     (the project's one image reader, :func:`~nuclei_pipeline.datasets.image_files.read_original_image`)."""
     return read_original_image(io.BytesIO(base64.b64decode(data) if isinstance(data, str) else bytes(data)),
-                               z_projection)
+                               z_projection, frame)
 
 
 def _nucleus_image(record: dict[str, Any], image_id: str) -> tuple[np.ndarray, np.ndarray]:
     """The record's image with its original values, and the RGB image the network sees (its ``nucleus_channel``
-    alone when it names one; a z-stack projected by its ``z_projection``); refusals name the image."""
+    alone when it names one; a z-stack projected by its ``z_projection``; a time-lapse's ``frame``); refusals name
+    the image."""
     try:
-        original = decode_image(record["image"], z_projection_value(record.get("z_projection")))
+        original = decode_image(record["image"], z_projection_value(record.get("z_projection")),
+                                frame_value(record.get("frame")))
         return original, to_rgb(original, channel=nucleus_channel_value(record.get("nucleus_channel")))
     except ValueError as error:  # ImageReadError included
         raise type(error)(f"image {image_id!r}: {error}") from error
@@ -71,7 +74,7 @@ class NucleiModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """One row per nucleus of every image of ``model_input`` (columns ``image``, optional ``id``,
-        ``nucleus_channel`` and ``z_projection``)."""
+        ``nucleus_channel``, ``z_projection`` and ``frame``)."""
         if "image" not in model_input:
             raise ValueError("the request needs an 'image' column: base64-encoded PNG, TIFF or JPG files")
         model_spec, postprocessing, prediction = self._settings()

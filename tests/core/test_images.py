@@ -9,7 +9,12 @@ from nuclei_pipeline.core.images import (
     to_rgb,
     to_uint8,
 )
-from nuclei_pipeline.datasets.image_files import list_images, read_image, read_mask
+from nuclei_pipeline.datasets.image_files import (
+    list_images,
+    read_image,
+    read_mask,
+    read_original_image,
+)
 
 
 @pytest.mark.parametrize(
@@ -200,6 +205,60 @@ def test_only_z_is_projected_and_only_when_asked(tmp_path):
     with pytest.raises(ImageReadError, match=r"zstack\.tif: a stack of planes .* set z_projection to max or mean"):
         read_image(tmp_path / "zstack.tif")
     assert read_image(tmp_path / "zstack.tif", z_projection="max").shape == (30, 40, 3)
+
+
+@pytest.mark.parametrize(("axes", "projection"), [("TYX", None), ("TCYX", None), ("TZCYX", "max")])
+def test_a_time_lapse_is_read_one_time_point_at_a_time_whole_or_region_by_region(tmp_path, monkeypatch, axes,
+                                                                                  projection):
+    import tifffile
+
+    from nuclei_pipeline.datasets import image_files
+
+    shape = {"TYX": (4, 60, 50), "TCYX": (4, 2, 60, 50), "TZCYX": (4, 3, 2, 60, 50)}[axes]
+    movie = (np.random.default_rng(4).integers(0, 300, shape) + 40 * np.arange(4).reshape(4, *[1] * (len(shape) - 1)))
+    movie = movie.astype(np.uint16)
+    tifffile.imwrite(tmp_path / "movie.tif", movie, imagej=True, metadata={"axes": axes})
+    assert image_files.count_frames(tmp_path / "movie.tif") == 4
+    channel = None if axes == "TYX" else 1
+    for frame in (0, 3):
+        expected = movie[frame].max(axis=0) if projection else movie[frame]
+        expected = expected if axes == "TYX" else np.moveaxis(expected, 0, -1)
+        original = image_files.read_original_image(tmp_path / "movie.tif", projection, frame)
+        assert np.array_equal(original, expected)
+        rgb = image_files.read_image(tmp_path / "movie.tif", channel, projection, frame)
+        assert np.array_equal(rgb, to_rgb(expected, channel=channel))
+        monkeypatch.setattr(image_files, "LAZY_PIXELS", 20 * 20)
+        lazy = image_files.read_image_lazily(tmp_path / "movie.tif", channel, projection, frame)
+        assert isinstance(lazy, image_files.LazyImage) and np.array_equal(lazy[10:40, 5:45], rgb[10:40, 5:45])
+        lazy_original = image_files.read_original_lazily(tmp_path / "movie.tif", projection, frame)
+        assert np.array_equal(lazy_original[7:31, :], original[7:31, :])
+        monkeypatch.undo()
+    with pytest.raises(ImageReadError, match=r"movie\.tif: no time point 4 \(axes " + axes):
+        image_files.read_original_image(tmp_path / "movie.tif", projection, 4)
+    with pytest.raises(ImageReadError, match=r"movie\.tif: a stack of planes"):
+        image_files.read_original_image(tmp_path / "movie.tif", projection)  # a frame must be named
+
+
+def test_a_time_lapse_s_frame_interval_comes_from_its_metadata(tmp_path):
+    import tifffile
+
+    from nuclei_pipeline.datasets.image_files import count_frames, read_frame_interval_s
+
+    movie = np.zeros((3, 20, 30), np.uint16)
+    tifffile.imwrite(tmp_path / "imagej.tif", movie, imagej=True,
+                     metadata={"axes": "TYX", "finterval": 1.5, "tunit": "min"})
+    tifffile.imwrite(tmp_path / "ome.ome.tif", movie, photometric="minisblack",
+                     metadata={"axes": "TYX", "TimeIncrement": 250.0, "TimeIncrementUnit": "ms"})
+    tifffile.imwrite(tmp_path / "plain.tif", movie, imagej=True, metadata={"axes": "TYX"})
+    skimage.io.imsave(tmp_path / "still.png", movie[0].astype(np.uint8), check_contrast=False)
+    assert read_frame_interval_s(tmp_path / "imagej.tif") == 90.0
+    assert read_frame_interval_s(tmp_path / "ome.ome.tif") == 0.25
+    assert read_frame_interval_s(tmp_path / "plain.tif") is None and read_frame_interval_s(tmp_path / "still.png") is None
+    assert [count_frames(tmp_path / name) for name in ("ome.ome.tif", "still.png")] == [3, 1]
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00 not really")
+    assert count_frames(tmp_path / "broken.tif") == 1  # read as one image, whose reading then says what is wrong
+    with pytest.raises(ImageReadError, match=r"still\.png: only a TIFF holds time points"):
+        read_original_image(tmp_path / "still.png", frame=1)
 
 
 @pytest.mark.parametrize(

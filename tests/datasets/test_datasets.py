@@ -104,6 +104,28 @@ def test_image_folder_reads_the_nucleus_channel_of_multichannel_images(tmp_path,
         ImageFolderDataset(str(tmp_path)).load()["five"]()
 
 
+def test_image_folder_lists_each_time_point_of_a_time_lapse_as_its_own_image(tmp_path):
+    import tifffile
+
+    movie = np.random.default_rng(6).integers(0, 4000, (12, 2, 30, 40), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "movie.tif", movie, imagej=True,
+                     metadata={"axes": "TCYX", "finterval": 2.0, "tunit": "sec"})
+    skimage.io.imsave(tmp_path / "still.png", np.full((8, 8), 40, np.uint8), check_contrast=False)
+    images = ImageFolderDataset(str(tmp_path), nucleus_channel=0).load()
+    assert sorted(images) == [f"movie_t{frame:03d}" for frame in range(12)] + ["still"]
+    dna = np.round((movie[7, 0] - float(movie[7, 0].min())) * 255 / np.ptp(movie[7, 0])).astype(np.uint8)
+    assert np.array_equal(images["movie_t007"](), np.repeat(dna[..., None], 3, axis=2))
+    originals = ImageFolderDataset(str(tmp_path), original=True).load()
+    frame = originals["movie_t011"]()
+    assert np.array_equal(frame["image"], np.moveaxis(movie[11], 0, -1))
+    assert (frame["time_lapse"], frame["frame"], frame["frame_interval_s"]) == ("movie", 11, 2.0)
+    assert set(originals["still"]()) == {"image", "pixel_size_um"}  # no time columns for a still image
+    # A frame's name may not be another file's.
+    skimage.io.imsave(tmp_path / "movie_t003.png", np.zeros((8, 8), np.uint8), check_contrast=False)
+    with pytest.raises(DatasetError, match=r"two images share the ImageId 'movie_t003'"):
+        ImageFolderDataset(str(tmp_path)).load()
+
+
 @pytest.mark.parametrize("channel", [-1, "DAPI", 1.5, True])
 def test_image_folder_refuses_a_channel_that_is_no_index_naming_the_parameter(tmp_path, channel):
     with pytest.raises(DatasetError, match="nucleus_channel must be a channel index"):

@@ -318,6 +318,42 @@ def test_inference_reads_the_named_channel_of_multichannel_tiffs_and_projects_z_
 
 
 @pytest.mark.slow
+def test_inference_segments_each_time_point_of_a_time_lapse_and_resumes_frame_by_frame(project, monkeypatch):
+    import tifffile
+
+    from nuclei_pipeline.core.metrics import average_precision
+
+    folder = project / "timelapse"
+    folder.mkdir()
+    frames = [make_nuclei((96, 96), count=6 + 2 * index, radius=(6, 9), seed=60 + index, touching_pair=False)
+              for index in range(3)]
+    movie = np.stack([image[..., 0].astype(np.uint16) * 100 for image, _ in frames])
+    tifffile.imwrite(folder / "movie.tif", movie, imagej=True, metadata={"axes": "TYX", "finterval": 0.5,
+                                                                         "tunit": "min"})
+    runtime = {"input_dir": str(folder), "inference": {"model": "shipped"}}
+    run(project, monkeypatch, "tiny", pipeline="inference", runtime_params=runtime)
+    output = project / "data" / "07_model_output" / "default"
+    report = pd.read_csv(project / "data" / "08_reporting" / "default" / "inference_report.csv")
+    assert report[["id", "status"]].values.tolist() == [[f"movie_t00{index}", "ok"] for index in range(3)]
+    for index, (_, truth) in enumerate(frames):  # each frame its own nuclei, not the first frame's
+        labels = skimage.io.imread(output / "masks" / f"movie_t00{index}.png")
+        assert average_precision(truth, labels) > 0.5
+        table = pd.read_parquet(output / "nuclei" / f"movie_t00{index}.parquet")
+        assert len(table) == labels.max() and list(table.columns[:4]) == ["image_id", "time_lapse", "frame", "time_s"]
+        assert (table["time_lapse"] == "movie").all() and (table["frame"] == index).all()
+        assert (table["time_s"] == 30.0 * index).all()  # 0.5 min between frames, from the ImageJ metadata
+    # A longer movie: the frames already segmented are kept, the new ones predicted.
+    before = (output / "masks" / "movie_t001.png").stat().st_mtime_ns
+    image, _ = make_nuclei((96, 96), count=5, radius=(6, 9), seed=70, touching_pair=False)
+    tifffile.imwrite(folder / "movie.tif", np.concatenate([movie, image[None, ..., 0].astype(np.uint16) * 100]),
+                     imagej=True, metadata={"axes": "TYX"})
+    run(project, monkeypatch, "tiny", pipeline="inference", runtime_params=runtime)
+    assert (output / "masks" / "movie_t001.png").stat().st_mtime_ns == before
+    table = pd.read_parquet(output / "nuclei" / "movie_t003.parquet")
+    assert (table["frame"] == 3).all() and table["time_s"].isna().all()  # no interval in the metadata now
+
+
+@pytest.mark.slow
 def test_inference_measures_every_nucleus_and_exports_for_fiji_and_qupath(project, monkeypatch):
     import roifile
 

@@ -29,18 +29,20 @@ _MICRONS = {"um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.
             "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4}
 
 
-def read_image(path: str | Path, channel: int | None = None, z_projection: str | None = None) -> np.ndarray:
+def read_image(path: str | Path, channel: int | None = None, z_projection: str | None = None,
+               frame: int | None = None) -> np.ndarray:
     """Read any PNG/TIF/JPG as an ``(H, W, 3)`` uint8 RGB array (:func:`read_original_image`, then :func:`to_rgb`).
 
     ``channel``: the channel holding the nuclei, read alone as grey (``None``: the image as it is).
     ``z_projection``: how a z-stack becomes one image (:data:`Z_PROJECTIONS`; ``None``: stacks are refused).
+    ``frame``: the time point of a time-lapse TIFF to read (its ``T`` axis, 0-based; see :func:`count_frames`).
 
     Raises
     ------
     ImageReadError
         Naming the file, when it is missing, unreadable, of an unusable shape or without channel ``channel``.
     """
-    raw = read_original_image(path, z_projection)
+    raw = read_original_image(path, z_projection, frame)
     try:
         return to_rgb(raw, channel=channel)
     except ValueError as error:
@@ -62,11 +64,12 @@ class LazyImage:
     stretched between the minimum and maximum of the whole image, found in
     one pass over its rows at opening (alpha included, as for a whole image;
     with ``channel``, that channel's alone). A z-stack is projected region by
-    region with ``z_projection``. ``np.asarray(image)`` reads it all.
+    region with ``z_projection``; ``frame`` picks one time point of a time-lapse.
+    ``np.asarray(image)`` reads it all.
     """
 
     def __init__(self, path: str | Path, rows_per_pass: int = 1024, original: bool = False,
-                 channel: int | None = None, z_projection: str | None = None):
+                 channel: int | None = None, z_projection: str | None = None, frame: int | None = None):
         import zarr
 
         self.path = Path(path)
@@ -74,14 +77,16 @@ class LazyImage:
         self._original = original
         self._channel = None if original else channel
         self._z_projection = z_projection
+        self._frame = frame
         try:
             with tifffile.TiffFile(self.path) as tiff:
                 axes, raw_shape = tiff.series[0].axes, tiff.series[0].shape
         except Exception as error:
             raise ImageReadError(f"cannot read image {self.path}: {error}") from error
         # Refusals come before the store opens, so that none is left open.
-        self._layout = _layout(axes, raw_shape, self.path, z_projection)
-        shape = tuple(raw_shape[self._layout.index(axis)] for axis in "YXC" if axis in self._layout)
+        self._stored_layout = _layout(axes, raw_shape, self.path, z_projection, frame)
+        self._layout = self._stored_layout.replace("T", "")  # a time-lapse's frame is indexed as it is read
+        shape = tuple(raw_shape[self._stored_layout.index(axis)] for axis in "YXC" if axis in self._layout)
         if not original:
             try:
                 check_channels(shape[2] if len(shape) == 3 else 1, self._channel)
@@ -110,7 +115,8 @@ class LazyImage:
         # An uncompressed single-strip TIFF is one Zarr chunk: every region would decode the whole
         # image. Such a file is mapped instead, for this read only (its pages leave with the map).
         array = tifffile.memmap(self.path, mode="r") if self._memmappable else self._array
-        index = tuple(rows if axis == "Y" else columns if axis == "X" else slice(None) for axis in self._layout)
+        index = tuple(rows if axis == "Y" else columns if axis == "X" else self._frame if axis == "T" else slice(None)
+                      for axis in self._stored_layout)
         try:
             region = np.array(array[index])
         finally:
@@ -161,26 +167,44 @@ def _memmappable(path: Path) -> bool:
         return bool(tiff.series and tiff.series[0].dataoffset is not None)
 
 
-def read_image_lazily(path: str | Path, channel: int | None = None,
-                      z_projection: str | None = None) -> np.ndarray | LazyImage:
+def read_image_lazily(path: str | Path, channel: int | None = None, z_projection: str | None = None,
+                      frame: int | None = None) -> np.ndarray | LazyImage:
     """:func:`read_image`, except that a TIFF of more than :data:`LAZY_PIXELS` pixels comes as a :class:`LazyImage`."""
     path = Path(path)
     if _tiff_pixels(path) > LAZY_PIXELS:
-        return LazyImage(path, channel=channel, z_projection=z_projection)
-    return read_image(path, channel, z_projection)
+        return LazyImage(path, channel=channel, z_projection=z_projection, frame=frame)
+    return read_image(path, channel, z_projection, frame)
 
 
-def read_original_lazily(path: str | Path, z_projection: str | None = None) -> np.ndarray | LazyImage:
+def read_original_lazily(path: str | Path, z_projection: str | None = None,
+                         frame: int | None = None) -> np.ndarray | LazyImage:
     """:func:`read_original_image`, except that a TIFF of more than :data:`LAZY_PIXELS` pixels comes as a
     :class:`LazyImage` of its stored values (measured one region at a time)."""
     path = Path(path)
     if _tiff_pixels(path) > LAZY_PIXELS:
-        return LazyImage(path, original=True, z_projection=z_projection)
-    return read_original_image(path, z_projection)
+        return LazyImage(path, original=True, z_projection=z_projection, frame=frame)
+    return read_original_image(path, z_projection, frame)
+
+
+def count_frames(path: str | Path) -> int:
+    """Time points of a time-lapse TIFF (the length of its ``T`` axis); 1 for any other image.
+
+    Only the file's header is read. A file that cannot be read counts 1: reading it says why.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return 1
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            series = tiff.series[0]
+            return int(series.shape[series.axes.index("T")]) if "T" in series.axes else 1
+    except Exception:
+        return 1
 
 
 def _tiff_pixels(path: Path) -> int:
-    """Pixels of a TIFF's first series — rows × columns, × planes of a z-stack — (0 for other files)."""
+    """Pixels of one image of a TIFF's first series — rows × columns, × planes of a z-stack; one time point of a
+    time-lapse — (0 for other files)."""
     if path.suffix.lower() not in (".tif", ".tiff"):
         return 0
     try:
@@ -192,7 +216,8 @@ def _tiff_pixels(path: Path) -> int:
         raise ImageReadError(f"cannot read image {path}: {error}") from error
 
 
-def read_original_image(source: str | Path | BinaryIO, z_projection: str | None = None) -> np.ndarray:
+def read_original_image(source: str | Path | BinaryIO, z_projection: str | None = None,
+                        frame: int | None = None) -> np.ndarray:
     """Read an image with its original values and type, channels last (for measuring).
 
     Unlike :func:`read_image` nothing is scaled or converted: 16-bit stays
@@ -200,28 +225,48 @@ def read_original_image(source: str | Path | BinaryIO, z_projection: str | None 
     an open binary file (e.g. the bytes of a served request). A TIFF's axes
     come from its metadata (ImageJ hyperstack, OME, ``tifffile``'s own): its
     channels are moved last wherever they are stored, and a z-stack becomes
-    one image by ``z_projection`` (:data:`Z_PROJECTIONS`).
+    one image by ``z_projection`` (:data:`Z_PROJECTIONS`). Of a time-lapse
+    (a ``T`` axis) only time point ``frame`` is read.
 
     Raises
     ------
     ImageReadError
         Naming the file, when it is missing, unreadable, a stack of planes (z without a
-        projection, time) or not 2-D / 3-D.
+        projection, time without ``frame``), without time point ``frame``, or not 2-D / 3-D.
     """
     name = source if isinstance(source, str | Path) else "the given image"
     try:
         if _is_tiff(source):
             with tifffile.TiffFile(source) as tiff:
-                raw, axes = tiff.series[0].asarray(), tiff.series[0].axes
+                series = tiff.series[0]
+                layout = _layout(series.axes, series.shape, name, z_projection, frame)
+                raw = series.asarray() if frame is None else _read_frame(series, layout, frame)
+            raw = _rows_columns_channels(raw, layout.replace("T", ""), z_projection)
+        elif frame:
+            raise ImageReadError(f"unusable image {name}: only a TIFF holds time points (frame {frame} asked)")
         else:
-            raw, axes = skimage.io.imread(Path(source) if isinstance(source, str) else source), None
+            raw = skimage.io.imread(Path(source) if isinstance(source, str) else source)
+    except ImageReadError:
+        raise
     except Exception as error:
         raise ImageReadError(f"cannot read image {name}: {error}") from error
-    if axes is not None:
-        raw = _rows_columns_channels(raw, _layout(axes, raw.shape, name, z_projection), z_projection)
     if raw.ndim not in (2, 3):
         raise ImageReadError(f"unusable image {name}: expected 2-D or channels-last 3-D, got shape {raw.shape}")
     return raw
+
+
+def _read_frame(series: tifffile.TiffPageSeries, layout: str, frame: int) -> np.ndarray:
+    """Time point ``frame`` of a TIFF series laid out as ``layout``: only its pages are read (``tifffile``'s Zarr store)."""
+    import zarr
+
+    store = series.aszarr(level=0)
+    try:
+        # open_array's default mode: mode "r" refuses the store of an in-memory file (a served request), which
+        # tifffile does not mark read-only; nothing is written either way.
+        array = zarr.open_array(store)
+        return np.asarray(array[tuple(frame if axis == "T" else slice(None) for axis in layout)])
+    finally:
+        store.close()
 
 
 def _is_tiff(source: str | Path | BinaryIO) -> bool:
@@ -244,11 +289,26 @@ def nucleus_channel_value(value: Any) -> int | None:
     ValueError
         Naming ``nucleus_channel``, unless ``value`` is a whole number ≥ 0 (``1`` or ``1.0``).
     """
+    return _index_value(value, "nucleus_channel must be a channel index (0 for the first channel)")
+
+
+def frame_value(value: Any) -> int | None:
+    """The ``frame`` (time point of a time-lapse) a user gave, as an index (``None`` for none, or NaN).
+
+    Raises
+    ------
+    ValueError
+        Naming ``frame``, unless ``value`` is a whole number ≥ 0.
+    """
+    return _index_value(value, "frame must be a time point index (0 for the first)")
+
+
+def _index_value(value: Any, refusal: str) -> int | None:
     if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
         return None
     number = isinstance(value, int | np.integer | float | np.floating) and not isinstance(value, bool | np.bool_)
     if not number or not float(value).is_integer() or value < 0:
-        raise ValueError(f"nucleus_channel must be a channel index (0 for the first channel), got {value!r}")
+        raise ValueError(f"{refusal}, got {value!r}")
     return int(value)
 
 
@@ -267,23 +327,28 @@ def z_projection_value(value: Any) -> str | None:
     return value
 
 
-def _layout(axes: str, shape: tuple[int, ...], name, z_projection: str | None) -> str:
+def _layout(axes: str, shape: tuple[int, ...], name, z_projection: str | None, frame: int | None = None) -> str:
     """A TIFF series' axes (``tifffile`` names) with its channel axis named ``C``: ``YX``, ``YXC``, ``CYX``,
-    ``ZCYX``, … in the order stored.
+    ``ZCYX``, ``TCYX``, … in the order stored.
 
     ``C`` (channel) and ``S`` (sample: RGB) are channels. A 3-D series whose
     first axis no metadata names (``Q`` / ``I``: pages written without any)
     has its channels along its shorter end axis: ``tifffile`` calls the last
     two axes ``YX`` even where a plain ``(H, W, 2)`` array was written. A
-    ``Z`` axis needs ``z_projection``; any other axis (``T``, …) makes a stack
-    of planes, which is refused: nuclei are found in 2-D images.
+    ``Z`` axis needs ``z_projection``, a ``T`` axis the ``frame`` to read
+    (which must exist); any other axis makes a stack of planes, which is
+    refused: nuclei are found in 2-D images.
     """
+    if frame is not None:
+        frames = shape[axes.index("T")] if "T" in axes else 1
+        if not 0 <= frame < frames:
+            raise ImageReadError(f"unusable image {name}: no time point {frame} (axes {axes}, shape {tuple(shape)})")
     if len(axes) == 3 and axes[0] in "QI" and axes[1:] == "YX":
         return "CYX" if shape[0] < shape[-1] else "YXC"
     layout = axes.replace("S", "C")
     if layout.count("C") > 1:
         raise ImageReadError(f"unusable image {name}: two channel axes (axes {axes}, shape {tuple(shape)})")
-    others = [axis for axis in layout if axis not in "YXC"]
+    others = [axis for axis in layout if axis not in "YXC" and not (axis == "T" and frame is not None)]
     if others and (others != ["Z"] or z_projection is None):
         hint = "; or set z_projection to max or mean" if others == ["Z"] else ""
         raise ImageReadError(
@@ -330,6 +395,34 @@ def read_pixel_size_um(path: str | Path) -> float | None:
     except (tifffile.TiffFileError, OSError, ValueError):
         return None
     return None
+
+
+#: Time units of ImageJ's ``tunit`` and OME's ``TimeIncrementUnit``, in seconds.
+_SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3, "millisecond": 1e-3,
+            "min": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hr": 3600.0, "hour": 3600.0,
+            "hours": 3600.0}
+
+
+def read_frame_interval_s(path: str | Path) -> float | None:
+    """Seconds between a time-lapse TIFF's time points, from its OME (``TimeIncrement``) or ImageJ
+    (``finterval`` and ``tunit``) metadata, or ``None``."""
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            if tiff.is_ome and tiff.ome_metadata:
+                match = re.search(r'TimeIncrement="([0-9.eE+-]+)"', tiff.ome_metadata)
+                unit = re.search(r'TimeIncrementUnit="([^"]+)"', tiff.ome_metadata)
+                if match:
+                    factor = _SECONDS.get(unit.group(1) if unit else "s")
+                    return float(match.group(1)) * factor if factor else None
+            metadata = tiff.imagej_metadata or {}
+            factor = _SECONDS.get(str(metadata.get("tunit", "sec")).strip().lower())
+            interval = metadata.get("finterval")
+            return float(interval) * factor if interval and factor else None
+    except (tifffile.TiffFileError, OSError, ValueError, TypeError):
+        return None
 
 
 def read_mask(path: str | Path) -> np.ndarray:

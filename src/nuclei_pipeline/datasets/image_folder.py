@@ -11,8 +11,10 @@ import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
 from nuclei_pipeline.datasets.image_files import (
+    count_frames,
     list_images,
     nucleus_channel_value,
+    read_frame_interval_s,
     read_image_lazily,
     read_original_lazily,
     read_pixel_size_um,
@@ -20,8 +22,21 @@ from nuclei_pipeline.datasets.image_files import (
 )
 
 
-def _read_original(path: Path, z_projection: str | None) -> dict[str, Any]:
-    return {"image": read_original_lazily(path, z_projection), "pixel_size_um": read_pixel_size_um(path)}
+def _read_original(path: Path, z_projection: str | None, frame: int | None) -> dict[str, Any]:
+    original = {"image": read_original_lazily(path, z_projection, frame), "pixel_size_um": read_pixel_size_um(path)}
+    if frame is not None:
+        original.update(time_lapse=path.stem, frame=frame, frame_interval_s=read_frame_interval_s(path))
+    return original
+
+
+def frame_ids(path: Path) -> list[tuple[str, int | None]]:
+    """The images a file holds, ``[(image_id, frame)]``: ``[(stem, None)]``, or for a time-lapse TIFF of
+    ``n`` time points one per frame, ``<stem>_t000`` … (zero-padded to at least three digits, so they sort in time)."""
+    frames = count_frames(path)
+    if frames == 1:
+        return [(path.stem, None)]
+    digits = max(3, len(str(frames - 1)))
+    return [(f"{path.stem}_t{frame:0{digits}d}", frame) for frame in range(frames)]
 
 
 def checked(parse: Callable[[Any], Any], value: Any) -> Any:
@@ -40,7 +55,8 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
     :class:`~nuclei_pipeline.core.images.ImageReadError` naming the file;
     a TIFF larger than 4096² comes as a
     :class:`~nuclei_pipeline.datasets.image_files.LazyImage`, read region by
-    region as it is predicted.
+    region as it is predicted. A time-lapse TIFF (a ``T`` axis) is one image
+    per time point, ``<name>_t000``, ``<name>_t001``, … (:func:`frame_ids`).
     Sub-folders are searched; the DSB layout (``<id>/images/<id>.png``)
     therefore works too. Two files with the same name are an error.
 
@@ -54,7 +70,8 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
     With ``original: true`` a loader returns ``{"image", "pixel_size_um"}``
     instead: the values as stored (16-bit stays 16-bit, every channel kept;
     a large TIFF again region by region) for measuring, and the pixel size from TIFF metadata (``None`` when
-    absent).
+    absent); a time-lapse's frames also their ``time_lapse`` (file name), ``frame`` and ``frame_interval_s``
+    (from the metadata, ``None`` when absent).
 
     Parameters
     ----------
@@ -88,14 +105,14 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         images: dict[str, Callable[[], np.ndarray]] = {}
         sources: dict[str, Path] = {}
         for path in list_images(self._path):
-            image_id = path.stem
-            if image_id in sources:
-                raise DatasetError(
-                    f"two images share the ImageId {image_id!r}: {sources[image_id]} and {path}"
-                )
-            sources[image_id] = path
-            images[image_id] = (partial(_read_original, path, self._z_projection) if self._original
-                                else partial(read_image_lazily, path, self._channel, self._z_projection))
+            for image_id, frame in frame_ids(path):
+                if image_id in sources:
+                    raise DatasetError(
+                        f"two images share the ImageId {image_id!r}: {sources[image_id]} and {path}"
+                    )
+                sources[image_id] = path
+                images[image_id] = (partial(_read_original, path, self._z_projection, frame) if self._original
+                                    else partial(read_image_lazily, path, self._channel, self._z_projection, frame))
         if not images:
             raise DatasetError(f"no PNG, TIF or JPG images found in {self._path}")
         return images

@@ -182,7 +182,10 @@ def measure_masks(
     partitions concatenated form one table (images with other channel counts
     have other intensity columns). ``inference.pixel_size_um`` (else the TIFF's own metadata) adds µm
     columns; ``confidences`` (stored with the masks) the ``confidence`` column,
-    NaN for a mask stored without them (made before they were).
+    NaN for a mask stored without them (made before they were). A time-lapse's
+    frames (:func:`~nuclei_pipeline.datasets.image_folder.frame_ids`) get
+    ``time_lapse`` (its file name), ``frame`` (0-based) and ``time_s``
+    (``frame`` × the file's frame interval; NaN when its metadata has none).
     """
 
     def measure(image_id: str) -> pd.DataFrame:
@@ -191,6 +194,11 @@ def measure_masks(
         size = _pixel_size(inference, original.get("pixel_size_um"), image_id)
         confidence = confidences[image_id]() if image_id in confidences else None
         table = measure_nuclei(labels, original["image"], size, confidence=confidence)
+        if original.get("frame") is not None:
+            interval = original.get("frame_interval_s")
+            table.insert(0, "time_s", original["frame"] * interval if interval else float("nan"))
+            table.insert(0, "frame", original["frame"])
+            table.insert(0, "time_lapse", original["time_lapse"])
         table.insert(0, "image_id", image_id)
         return table
 
