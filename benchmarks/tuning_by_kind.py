@@ -29,7 +29,7 @@ from project import decision_and_ood_samples, load_model, open_project, score_ea
 
 from nuclei_pipeline.core.images import image_type
 from nuclei_pipeline.core.predict import predict_with_spec
-from nuclei_pipeline.parameters import Postprocessing
+from nuclei_pipeline.parameters import DSB_SOURCE
 from nuclei_pipeline.pipelines.evaluation.nodes import tune_postprocessing
 
 
@@ -77,16 +77,15 @@ def main():
         maps[sample["id"]] = cached_maps(model, spec, sample, evaluation.test_time_augmentation, tiling, args.maps)
         kinds[sample["id"]] = group_of(sample["image"])
         print(f"[{index + 1}/{len(samples)}] maps of {sample['id']} ({kinds[sample['id']]})", flush=True)
-    decision = [sample for source, sample in samples if not source.startswith("ood ")]
+    decision = [(source, sample) for source, sample in samples if not source.startswith("ood ")]
     settings = {}
     for kind in ("fluorescence", "stained"):
-        chosen = [sample for sample in decision if kinds[sample["id"]] == kind
-                  and (kind == "fluorescence" or args.stained_from == "all" or "source" in sample)]
+        chosen = [sample for source, sample in decision if kinds[sample["id"]] == kind
+                  and (kind == "fluorescence" or args.stained_from == "all" or source != DSB_SOURCE)]
         settings[kind], trials = tune_postprocessing(maps, chosen, postprocessing, evaluation, spec)
         print(f"{kind}: {len(chosen)} decision images, {len(trials)} trials, best {settings[kind]}", flush=True)
     one = postprocessing.model_dump()
     print(f"one setting for all (the model's): {one}")
-    Postprocessing(**settings["stained"])  # a valid setting (every key, in range)
 
     def row_of(sample: dict) -> dict:
         truth = sample["labels"].astype(np.int32)

@@ -103,7 +103,9 @@ def test_a_request_names_the_channel_holding_the_nuclei():
     tifffile.imwrite(buffer, planes, imagej=True, metadata={"axes": "TCYX"})
     movie = {"id": "t", "image": base64.b64encode(buffer.getvalue()).decode(), "nucleus_channel": 1}
     assert len(served.predict(None, pd.DataFrame([{**movie, "frame": 1}]))) == truth.max()
-    assert len(served.predict(None, pd.DataFrame([{**movie, "frame": 2}]))) < truth.max()
+    assert len(served.predict(None, pd.DataFrame([{**movie, "frame": 2}]))) == 0  # a dark frame
+    with pytest.raises(ImageReadError, match="image 't': .*a stack of planes.*name the time point to read"):
+        served.predict(None, pd.DataFrame([movie]))
     with pytest.raises(ImageReadError, match="image 't': .*no time point 3"):
         served.predict(None, pd.DataFrame([{**movie, "frame": 3}]))
     with pytest.raises(ValueError, match="'t': frame must be a time point index.*'last'"):

@@ -235,6 +235,8 @@ def test_a_time_lapse_is_read_one_time_point_at_a_time_whole_or_region_by_region
         assert lazy._memmappable != bool(compressed)
         lazy_original = image_files.read_original_lazily(tmp_path / "movie.tif", projection, frame)
         assert np.array_equal(lazy_original[7:31, :], original[7:31, :])
+        lazy.close()
+        lazy_original.close()
         monkeypatch.undo()
     with pytest.raises(ImageReadError, match=r"movie\.tif: no time point 4 \(axes " + axes):
         image_files.read_original_image(tmp_path / "movie.tif", projection, 4)

@@ -112,17 +112,17 @@ def test_image_folder_lists_each_time_point_of_a_time_lapse_as_its_own_image(tmp
                      metadata={"axes": "TCYX", "finterval": 2.0, "tunit": "sec"})
     skimage.io.imsave(tmp_path / "still.png", np.full((8, 8), 40, np.uint8), check_contrast=False)
     images = ImageFolderDataset(str(tmp_path), nucleus_channel=0).load()
-    assert sorted(images) == [f"movie_t{frame:03d}" for frame in range(12)] + ["still"]
+    assert sorted(images) == [f"movie_t{frame:04d}" for frame in range(12)] + ["still"]
     dna = np.round((movie[7, 0] - float(movie[7, 0].min())) * 255 / np.ptp(movie[7, 0])).astype(np.uint8)
-    assert np.array_equal(images["movie_t007"](), np.repeat(dna[..., None], 3, axis=2))
+    assert np.array_equal(images["movie_t0007"](), np.repeat(dna[..., None], 3, axis=2))
     originals = ImageFolderDataset(str(tmp_path), original=True).load()
-    frame = originals["movie_t011"]()
+    frame = originals["movie_t0011"]()
     assert np.array_equal(frame["image"], np.moveaxis(movie[11], 0, -1))
     assert (frame["time_lapse"], frame["frame"], frame["frame_interval_s"]) == ("movie", 11, 2.0)
     assert set(originals["still"]()) == {"image", "pixel_size_um"}  # no time columns for a still image
     # A frame's name may not be another file's.
-    skimage.io.imsave(tmp_path / "movie_t003.png", np.zeros((8, 8), np.uint8), check_contrast=False)
-    with pytest.raises(DatasetError, match=r"two images share the ImageId 'movie_t003'"):
+    skimage.io.imsave(tmp_path / "movie_t0003.png", np.zeros((8, 8), np.uint8), check_contrast=False)
+    with pytest.raises(DatasetError, match=r"two images share the ImageId 'movie_t0003': .*movie\.tif and .*movie_t0003\.png"):
         ImageFolderDataset(str(tmp_path)).load()
 
 

@@ -334,22 +334,24 @@ def test_inference_segments_each_time_point_of_a_time_lapse_and_resumes_frame_by
     run(project, monkeypatch, "tiny", pipeline="inference", runtime_params=runtime)
     output = project / "data" / "07_model_output" / "default"
     report = pd.read_csv(project / "data" / "08_reporting" / "default" / "inference_report.csv")
-    assert report[["id", "status"]].values.tolist() == [[f"movie_t00{index}", "ok"] for index in range(3)]
+    assert report[["id", "status"]].values.tolist() == [[f"movie_t000{index}", "ok"] for index in range(3)]
     for index, (_, truth) in enumerate(frames):  # each frame its own nuclei, not the first frame's
-        labels = skimage.io.imread(output / "masks" / f"movie_t00{index}.png")
+        labels = skimage.io.imread(output / "masks" / f"movie_t000{index}.png")
         assert average_precision(truth, labels) > 0.5
-        table = pd.read_parquet(output / "nuclei" / f"movie_t00{index}.parquet")
+        table = pd.read_parquet(output / "nuclei" / f"movie_t000{index}.parquet")
         assert len(table) == labels.max() and list(table.columns[:4]) == ["image_id", "time_lapse", "frame", "time_s"]
         assert (table["time_lapse"] == "movie").all() and (table["frame"] == index).all()
         assert (table["time_s"] == 30.0 * index).all()  # 0.5 min between frames, from the ImageJ metadata
     # A longer movie: the frames already segmented are kept, the new ones predicted.
-    before = (output / "masks" / "movie_t001.png").stat().st_mtime_ns
+    before = {index: (output / "masks" / f"movie_t000{index}.png").stat().st_mtime_ns for index in range(3)}
     image, _ = make_nuclei((96, 96), count=5, radius=(6, 9), seed=70, touching_pair=False)
     tifffile.imwrite(folder / "movie.tif", np.concatenate([movie, image[None, ..., 0].astype(np.uint16) * 100]),
                      imagej=True, metadata={"axes": "TYX"})
     run(project, monkeypatch, "tiny", pipeline="inference", runtime_params=runtime)
-    assert (output / "masks" / "movie_t001.png").stat().st_mtime_ns == before
-    table = pd.read_parquet(output / "nuclei" / "movie_t003.parquet")
+    assert {index: (output / "masks" / f"movie_t000{index}.png").stat().st_mtime_ns for index in range(3)} == before
+    report = pd.read_csv(project / "data" / "08_reporting" / "default" / "inference_report.csv")
+    assert report[["id", "status"]].values.tolist() == [[f"movie_t000{index}", "ok"] for index in range(4)]
+    table = pd.read_parquet(output / "nuclei" / "movie_t0003.parquet")
     assert (table["frame"] == 3).all() and table["time_s"].isna().all()  # no interval in the metadata now
 
 

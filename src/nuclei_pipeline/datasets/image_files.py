@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -242,7 +243,7 @@ def read_original_image(source: str | Path | BinaryIO, z_projection: str | None 
                 layout = _layout(series.axes, series.shape, name, z_projection, frame)
                 raw = series.asarray() if frame is None else _read_frame(series, layout, frame)
             raw = _rows_columns_channels(raw, layout.replace("T", ""), z_projection)
-        elif frame:
+        elif frame is not None and frame > 0:  # frame 0 of a still image is the image, as for a TIFF without T
             raise ImageReadError(f"unusable image {name}: only a TIFF holds time points (frame {frame} asked)")
         else:
             raw = skimage.io.imread(Path(source) if isinstance(source, str) else source)
@@ -350,7 +351,8 @@ def _layout(axes: str, shape: tuple[int, ...], name, z_projection: str | None, f
         raise ImageReadError(f"unusable image {name}: two channel axes (axes {axes}, shape {tuple(shape)})")
     others = [axis for axis in layout if axis not in "YXC" and not (axis == "T" and frame is not None)]
     if others and (others != ["Z"] or z_projection is None):
-        hint = "; or set z_projection to max or mean" if others == ["Z"] else ""
+        hint = ("; or set z_projection to max or mean" if others == ["Z"]
+                else "; or name the time point to read (frame)" if others == ["T"] else "")
         raise ImageReadError(
             f"unusable image {name}: a stack of planes (axes {axes}, shape {tuple(shape)}); nuclei are found in 2-D "
             f"images: save a projection (e.g. the maximum over Z) or each plane as its own image{hint}"
@@ -374,53 +376,57 @@ def read_pixel_size_um(path: str | Path) -> float | None:
     TIFF: the ``unit`` entry with the ``XResolution`` tag (pixels per unit).
     Other files, or TIFFs without a physical unit, give ``None``.
     """
-    path = Path(path)
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return None
-    try:
-        with tifffile.TiffFile(path) as tiff:
-            if tiff.is_ome and tiff.ome_metadata:
-                match = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tiff.ome_metadata)
-                unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', tiff.ome_metadata)
-                if match:
-                    factor = _MICRONS.get(unit.group(1) if unit else "µm")
-                    return float(match.group(1)) * factor if factor else None
-            metadata = tiff.imagej_metadata or {}
-            factor = _MICRONS.get(str(metadata.get("unit", "")).strip().lower())
-            resolution = tiff.pages[0].tags.get("XResolution")
-            if factor and resolution:
-                numerator, denominator = resolution.value
-                if numerator:
-                    return denominator / numerator * factor
-    except (tifffile.TiffFileError, OSError, ValueError):
-        return None
-    return None
+
+    def imagej(tiff: tifffile.TiffFile, metadata: dict) -> float | None:
+        factor = _MICRONS.get(str(metadata.get("unit", "")).strip().lower())
+        resolution = tiff.pages[0].tags.get("XResolution")
+        if not (factor and resolution and resolution.value[0]):
+            return None
+        numerator, denominator = resolution.value
+        return denominator / numerator * factor
+
+    return _tiff_calibration(path, "PhysicalSizeX", _MICRONS, "µm", imagej)
 
 
 #: Time units of ImageJ's ``tunit`` and OME's ``TimeIncrementUnit``, in seconds.
 _SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3, "millisecond": 1e-3,
-            "min": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hr": 3600.0, "hour": 3600.0,
-            "hours": 3600.0}
+            "µs": 1e-6, "us": 1e-6, "min": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hr": 3600.0,
+            "hour": 3600.0, "hours": 3600.0, "d": 86400.0, "day": 86400.0, "days": 86400.0}
 
 
 def read_frame_interval_s(path: str | Path) -> float | None:
-    """Seconds between a time-lapse TIFF's time points, from its OME (``TimeIncrement``) or ImageJ
-    (``finterval`` and ``tunit``) metadata, or ``None``."""
+    """Seconds between a time-lapse TIFF's time points, or ``None``.
+
+    OME-TIFF: ``TimeIncrement`` and its unit (seconds when not given). ImageJ
+    TIFF: ``finterval`` in its ``tunit`` (seconds when not given). Other
+    files, or TIFFs without an interval, give ``None``.
+    """
+
+    def imagej(tiff: tifffile.TiffFile, metadata: dict) -> float | None:
+        factor = _SECONDS.get(str(metadata.get("tunit", "sec")).strip().lower())
+        interval = metadata.get("finterval")
+        return float(interval) * factor if interval and factor else None
+
+    return _tiff_calibration(path, "TimeIncrement", _SECONDS, "s", imagej)
+
+
+def _tiff_calibration(path: str | Path, ome_attribute: str, units: dict[str, float], default_unit: str,
+                      imagej: Callable[[tifffile.TiffFile, dict], float | None]) -> float | None:
+    """A physical quantity from a TIFF's metadata: the OME ``Pixels`` attribute ``ome_attribute`` (its
+    ``…Unit`` looked up in ``units``, ``default_unit`` when absent), else ``imagej(tiff, imagej_metadata)``;
+    ``None`` for other files, a unit not in ``units``, or metadata that cannot be read."""
     path = Path(path)
     if path.suffix.lower() not in (".tif", ".tiff"):
         return None
     try:
         with tifffile.TiffFile(path) as tiff:
             if tiff.is_ome and tiff.ome_metadata:
-                match = re.search(r'TimeIncrement="([0-9.eE+-]+)"', tiff.ome_metadata)
-                unit = re.search(r'TimeIncrementUnit="([^"]+)"', tiff.ome_metadata)
+                match = re.search(rf'\b{ome_attribute}="([0-9.eE+-]+)"', tiff.ome_metadata)
+                unit = re.search(rf'\b{ome_attribute}Unit="([^"]+)"', tiff.ome_metadata)
                 if match:
-                    factor = _SECONDS.get(unit.group(1) if unit else "s")
+                    factor = units.get(unit.group(1) if unit else default_unit)
                     return float(match.group(1)) * factor if factor else None
-            metadata = tiff.imagej_metadata or {}
-            factor = _SECONDS.get(str(metadata.get("tunit", "sec")).strip().lower())
-            interval = metadata.get("finterval")
-            return float(interval) * factor if interval and factor else None
+            return imagej(tiff, tiff.imagej_metadata or {})
     except (tifffile.TiffFileError, OSError, ValueError, TypeError):
         return None
 

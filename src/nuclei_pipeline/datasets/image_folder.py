@@ -30,12 +30,21 @@ def _read_original(path: Path, z_projection: str | None, frame: int | None) -> d
 
 
 def frame_ids(path: Path) -> list[tuple[str, int | None]]:
-    """The images a file holds, ``[(image_id, frame)]``: ``[(stem, None)]``, or for a time-lapse TIFF of
-    ``n`` time points one per frame, ``<stem>_t000`` … (zero-padded to at least three digits, so they sort in time)."""
+    """The images a file holds, as ``(image_id, frame)`` pairs.
+
+    Returns
+    -------
+    list of (str, int or None)
+        ``[(stem, None)]`` for a still image (a time-lapse of one time point
+        included: ``tifffile`` drops axes of length 1); for a time-lapse TIFF
+        one per time point, ``<stem>_t0000``, ``<stem>_t0001``, … — four digits,
+        so that a movie's ids stay the same as frames are appended (and sort in
+        time) up to 10,000 frames.
+    """
     frames = count_frames(path)
     if frames == 1:
         return [(path.stem, None)]
-    digits = max(3, len(str(frames - 1)))
+    digits = max(4, len(str(frames - 1)))
     return [(f"{path.stem}_t{frame:0{digits}d}", frame) for frame in range(frames)]
 
 
@@ -56,7 +65,7 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
     a TIFF larger than 4096² comes as a
     :class:`~nuclei_pipeline.datasets.image_files.LazyImage`, read region by
     region as it is predicted. A time-lapse TIFF (a ``T`` axis) is one image
-    per time point, ``<name>_t000``, ``<name>_t001``, … (:func:`frame_ids`).
+    per time point, ``<name>_t0000``, ``<name>_t0001``, … (:func:`frame_ids`).
     Sub-folders are searched; the DSB layout (``<id>/images/<id>.png``)
     therefore works too. Two files with the same name are an error.
 
@@ -70,7 +79,8 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
     With ``original: true`` a loader returns ``{"image", "pixel_size_um"}``
     instead: the values as stored (16-bit stays 16-bit, every channel kept;
     a large TIFF again region by region) for measuring, and the pixel size from TIFF metadata (``None`` when
-    absent); a time-lapse's frames also their ``time_lapse`` (file name), ``frame`` and ``frame_interval_s``
+    absent); a time-lapse's frames also their ``time_lapse`` (the file's name without extension, as an ImageId),
+    ``frame`` and ``frame_interval_s``
     (from the metadata, ``None`` when absent).
 
     Parameters

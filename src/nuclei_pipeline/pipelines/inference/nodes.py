@@ -184,7 +184,7 @@ def measure_masks(
     columns; ``confidences`` (stored with the masks) the ``confidence`` column,
     NaN for a mask stored without them (made before they were). A time-lapse's
     frames (:func:`~nuclei_pipeline.datasets.image_folder.frame_ids`) get
-    ``time_lapse`` (its file name), ``frame`` (0-based) and ``time_s``
+    ``time_lapse`` (its file name without extension), ``frame`` (0-based) and ``time_s``
     (``frame`` × the file's frame interval; NaN when its metadata has none).
     """
 
