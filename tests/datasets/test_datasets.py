@@ -107,6 +107,8 @@ def test_image_folder_reads_the_nucleus_channel_of_multichannel_images(tmp_path,
 def test_image_folder_lists_each_time_point_of_a_time_lapse_as_its_own_image(tmp_path):
     import tifffile
 
+    from nuclei_pipeline.datasets import image_files
+
     movie = np.random.default_rng(6).integers(0, 4000, (12, 2, 30, 40), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "movie.tif", movie, imagej=True,
                      metadata={"axes": "TCYX", "finterval": 2.0, "tunit": "sec"})
@@ -120,6 +122,15 @@ def test_image_folder_lists_each_time_point_of_a_time_lapse_as_its_own_image(tmp
     assert np.array_equal(frame["image"], np.moveaxis(movie[11], 0, -1))
     assert (frame["time_lapse"], frame["frame"], frame["frame_interval_s"]) == ("movie", 11, 2.0)
     assert set(originals["still"]()) == {"image", "pixel_size_um"}  # no time columns for a still image
+    # A movie of z-stacks without z_projection is one unreadable image, refused once (not once per frame).
+    tifffile.imwrite(tmp_path / "stacks.tif", np.zeros((5, 3, 20, 20), np.uint16), imagej=True,
+                     metadata={"axes": "TZYX"})
+    assert "stacks" in ImageFolderDataset(str(tmp_path)).load()
+    with pytest.raises(image_files.ImageReadError, match=r"stacks\.tif: a stack of planes \(axes TZYX.*set z_projection to max"):
+        ImageFolderDataset(str(tmp_path), original=True).load()["stacks"]()
+    projected = ImageFolderDataset(str(tmp_path), z_projection="max").load()
+    assert [image_id for image_id in projected if image_id.startswith("stacks")] == [f"stacks_t000{t}" for t in range(5)]
+    (tmp_path / "stacks.tif").unlink()
     # A frame's name may not be another file's.
     skimage.io.imsave(tmp_path / "movie_t0003.png", np.zeros((8, 8), np.uint8), check_contrast=False)
     with pytest.raises(DatasetError, match=r"two images share the ImageId 'movie_t0003': .*movie\.tif and .*movie_t0003\.png"):

@@ -187,18 +187,23 @@ def read_original_lazily(path: str | Path, z_projection: str | None = None,
     return read_original_image(path, z_projection, frame)
 
 
-def count_frames(path: str | Path) -> int:
+def count_frames(path: str | Path, z_projection: str | None = None) -> int:
     """Time points of a time-lapse TIFF (the length of its ``T`` axis); 1 for any other image.
 
-    Only the file's header is read. A file that cannot be read counts 1: reading it says why.
+    Only the file's header is read. A file that cannot be read, or whose
+    frames could not be (a movie of z-stacks without ``z_projection``),
+    counts 1: reading it says why, once for the file rather than per frame.
     """
     path = Path(path)
     if path.suffix.lower() not in (".tif", ".tiff"):
         return 1
     try:
         with tifffile.TiffFile(path) as tiff:
-            series = tiff.series[0]
-            return int(series.shape[series.axes.index("T")]) if "T" in series.axes else 1
+            axes, shape = tiff.series[0].axes, tiff.series[0].shape
+        if "T" not in axes:
+            return 1
+        _layout(axes, shape, path, z_projection, frame=0)
+        return int(shape[axes.index("T")])
     except Exception:
         return 1
 
@@ -351,7 +356,7 @@ def _layout(axes: str, shape: tuple[int, ...], name, z_projection: str | None, f
         raise ImageReadError(f"unusable image {name}: two channel axes (axes {axes}, shape {tuple(shape)})")
     others = [axis for axis in layout if axis not in "YXC" and not (axis == "T" and frame is not None)]
     if others and (others != ["Z"] or z_projection is None):
-        hint = ("; or set z_projection to max or mean" if others == ["Z"]
+        hint = ("; or set z_projection to max or mean" if "Z" in others and z_projection is None
                 else "; or name the time point to read (frame)" if others == ["T"] else "")
         raise ImageReadError(
             f"unusable image {name}: a stack of planes (axes {axes}, shape {tuple(shape)}); nuclei are found in 2-D "

@@ -29,7 +29,7 @@ def _read_original(path: Path, z_projection: str | None, frame: int | None) -> d
     return original
 
 
-def frame_ids(path: Path) -> list[tuple[str, int | None]]:
+def frame_ids(path: Path, z_projection: str | None = None) -> list[tuple[str, int | None]]:
     """The images a file holds, as ``(image_id, frame)`` pairs.
 
     Returns
@@ -39,9 +39,10 @@ def frame_ids(path: Path) -> list[tuple[str, int | None]]:
         included: ``tifffile`` drops axes of length 1); for a time-lapse TIFF
         one per time point, ``<stem>_t0000``, ``<stem>_t0001``, … — four digits,
         so that a movie's ids stay the same as frames are appended (and sort in
-        time) up to 10,000 frames.
+        time) up to 10,000 frames. A movie whose frames cannot be read as
+        ``z_projection`` says (z-stacks without one) is one image, refused once.
     """
-    frames = count_frames(path)
+    frames = count_frames(path, z_projection)
     if frames == 1:
         return [(path.stem, None)]
     digits = max(4, len(str(frames - 1)))
@@ -115,7 +116,7 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         images: dict[str, Callable[[], np.ndarray]] = {}
         sources: dict[str, Path] = {}
         for path in list_images(self._path):
-            for image_id, frame in frame_ids(path):
+            for image_id, frame in frame_ids(path, self._z_projection):
                 if image_id in sources:
                     raise DatasetError(
                         f"two images share the ImageId {image_id!r}: {sources[image_id]} and {path}"
