@@ -15,25 +15,18 @@ IoU 0.50 / 0.75 / 0.90. ``--maps`` shares the predicted maps with ``tuning_by_ki
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from outline_bias import describe
 from project import decision_and_ood_samples, load_model, open_project
 from skimage.segmentation import expand_labels
-from tuning_by_kind import cached_maps, group_of
+from tuning_by_kind import cached_maps, group_of, parser_with_maps
 
 from nuclei_pipeline.core.postprocess import probabilities_to_labels
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default=None, help="Kedro environment (preset) for data and, with --model trained, the model")
-    parser.add_argument("--model", choices=("shipped", "trained"), default="shipped")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many images per source (a quick look)")
-    parser.add_argument("--maps", type=Path, default=None, help="folder keeping the predicted maps between runs")
+    parser = parser_with_maps(__doc__.splitlines()[0])
     parser.add_argument("--grow", type=int, nargs="+", default=[0, 1, 2], help="pixels to grow each nucleus by")
     args = parser.parse_args()
     catalog, _, groups = open_project(args.env)

@@ -55,12 +55,19 @@ def cached_maps(model, spec, sample: dict, tta: bool, tiling, folder: Path | Non
     return maps
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser_with_maps(description: str) -> argparse.ArgumentParser:
+    """The options of the benchmarks that score the model's maps of every source: ``--env``, ``--model``,
+    ``--limit`` and ``--maps`` (the folder :func:`cached_maps` keeps them in)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--env", default=None, help="Kedro environment (preset) for data and, with --model trained, the model")
     parser.add_argument("--model", choices=("shipped", "trained"), default="shipped")
     parser.add_argument("--limit", type=int, default=None, help="at most this many images per source (a quick look)")
     parser.add_argument("--maps", type=Path, default=None, help="folder keeping the predicted maps between runs")
+    return parser
+
+
+def main():
+    parser = parser_with_maps(__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="write the per-image table to this CSV")
     parser.add_argument("--stained-from", choices=("all", "held-out"), default="all",
                         help="tune the stained setting on every stained decision image, or on the held-out tissue "
