@@ -18,9 +18,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from outline_bias import describe
-from project import decision_and_ood_samples, load_model, open_project
+from project import (
+    cached_maps,
+    decision_and_ood_samples,
+    load_model,
+    open_project,
+    parser_with_maps,
+)
 from skimage.segmentation import expand_labels
-from tuning_by_kind import cached_maps, group_of, parser_with_maps
+from tuning_by_kind import group_of
 
 from nuclei_pipeline.core.postprocess import probabilities_to_labels
 
@@ -32,8 +38,6 @@ def main():
     catalog, _, groups = open_project(args.env)
     model, spec, postprocessing = load_model(catalog, args.model)
     evaluation, tiling, settings = groups["evaluation"], groups["prediction"], postprocessing.model_dump()
-    if args.maps:
-        args.maps.mkdir(parents=True, exist_ok=True)
     truths, labels, groups_of_images = {}, {}, {}
     for source, sample in decision_and_ood_samples(catalog, args.limit):
         maps = cached_maps(model, spec, sample, evaluation.test_time_augmentation, tiling, args.maps)

@@ -118,3 +118,33 @@ def score_maps(maps, truth, settings: dict) -> tuple[float, float, int]:
 
     labels, confidences = labels_with_confidence(np.asarray(maps, dtype=np.float32), **settings)
     return average_precision(truth, labels), image_confidence(confidences), int(labels.max())
+
+
+def cached_maps(model, spec, sample: dict, tta: bool, tiling, folder: Path | None):
+    """The sample's flip-averaged maps (float16), read from ``folder`` when an earlier run left them there
+    (``<id>.npy``, ``/`` in an id as ``__``), else predicted (and saved there)."""
+    import numpy as np
+
+    from nuclei_pipeline.core.predict import predict_with_spec
+
+    path = folder / f"{sample['id'].replace('/', '__')}.npy" if folder else None
+    if path is not None and path.exists():
+        return np.load(path)
+    maps = predict_with_spec(model, sample["image"], spec, tta, tiling).astype(np.float16)
+    if path is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(path, maps)
+    return maps
+
+
+def parser_with_maps(description: str):
+    """The options of the benchmarks that score the model's maps of every source: ``--env``, ``--model``,
+    ``--limit`` and ``--maps`` (the folder :func:`cached_maps` keeps them in)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--env", default=None, help="Kedro environment (preset) for data and, with --model trained, the model")
+    parser.add_argument("--model", choices=("shipped", "trained"), default="shipped")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many images per source (a quick look)")
+    parser.add_argument("--maps", type=Path, default=None, help="folder keeping the predicted maps between runs")
+    return parser

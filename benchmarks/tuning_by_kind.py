@@ -21,14 +21,18 @@ per-image table.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
-from project import decision_and_ood_samples, load_model, open_project, score_each, score_maps
+from project import (
+    cached_maps,
+    decision_and_ood_samples,
+    load_model,
+    open_project,
+    parser_with_maps,
+    score_each,
+    score_maps,
+)
 
 from nuclei_pipeline.core.images import image_type
-from nuclei_pipeline.core.predict import predict_with_spec
 from nuclei_pipeline.parameters import DSB_SOURCE
 from nuclei_pipeline.pipelines.evaluation.nodes import tune_postprocessing
 
@@ -44,28 +48,6 @@ def group_of(image: np.ndarray) -> str:
     return "fluorescence" if grey_and_dark else "stained"
 
 
-def cached_maps(model, spec, sample: dict, tta: bool, tiling, folder: Path | None) -> np.ndarray:
-    """The sample's flip-averaged maps (float16), read from ``folder`` when an earlier run left them there."""
-    path = folder / f"{sample['id'].replace('/', '__')}.npy" if folder else None
-    if path is not None and path.exists():
-        return np.load(path)
-    maps = predict_with_spec(model, sample["image"], spec, tta, tiling).astype(np.float16)
-    if path is not None:
-        np.save(path, maps)
-    return maps
-
-
-def parser_with_maps(description: str) -> argparse.ArgumentParser:
-    """The options of the benchmarks that score the model's maps of every source: ``--env``, ``--model``,
-    ``--limit`` and ``--maps`` (the folder :func:`cached_maps` keeps them in)."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--env", default=None, help="Kedro environment (preset) for data and, with --model trained, the model")
-    parser.add_argument("--model", choices=("shipped", "trained"), default="shipped")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many images per source (a quick look)")
-    parser.add_argument("--maps", type=Path, default=None, help="folder keeping the predicted maps between runs")
-    return parser
-
-
 def main():
     parser = parser_with_maps(__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="write the per-image table to this CSV")
@@ -77,8 +59,6 @@ def main():
     model, spec, postprocessing = load_model(catalog, args.model)
     evaluation, tiling = groups["evaluation"], groups["prediction"]
     samples = decision_and_ood_samples(catalog, args.limit)
-    if args.maps:
-        args.maps.mkdir(parents=True, exist_ok=True)
     maps, kinds = {}, {}
     for index, (_, sample) in enumerate(samples):
         maps[sample["id"]] = cached_maps(model, spec, sample, evaluation.test_time_augmentation, tiling, args.maps)

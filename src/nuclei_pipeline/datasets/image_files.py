@@ -116,10 +116,8 @@ class LazyImage:
         # An uncompressed single-strip TIFF is one Zarr chunk: every region would decode the whole
         # image. Such a file is mapped instead, for this read only (its pages leave with the map).
         array = tifffile.memmap(self.path, mode="r") if self._memmappable else self._array
-        index = tuple(rows if axis == "Y" else columns if axis == "X" else self._frame if axis == "T" else slice(None)
-                      for axis in self._stored_layout)
         try:
-            region = np.array(array[index])
+            region = np.array(array[_index(self._stored_layout, rows, columns, self._frame)])
         finally:
             del array
         return _rows_columns_channels(region, self._layout, self._z_projection)
@@ -270,9 +268,16 @@ def _read_frame(series: tifffile.TiffPageSeries, layout: str, frame: int) -> np.
         # open_array's default mode: mode "r" refuses the store of an in-memory file (a served request), which
         # tifffile does not mark read-only; nothing is written either way.
         array = zarr.open_array(store)
-        return np.asarray(array[tuple(frame if axis == "T" else slice(None) for axis in layout)])
+        return np.asarray(array[_index(layout, frame=frame)])
     finally:
         store.close()
+
+
+def _index(layout: str, rows: slice = slice(None), columns: slice = slice(None), frame: int | None = None) -> tuple:
+    """The index into a TIFF series laid out as ``layout`` (:func:`_layout`) of ``rows`` × ``columns`` of time point
+    ``frame`` (all of every other axis)."""
+    return tuple(rows if axis == "Y" else columns if axis == "X" else frame if axis == "T" else slice(None)
+                 for axis in layout)
 
 
 def _is_tiff(source: str | Path | BinaryIO) -> bool:
@@ -309,8 +314,13 @@ def frame_value(value: Any) -> int | None:
     return _index_value(value, "frame must be a time point index (0 for the first)")
 
 
+def _missing(value: Any) -> bool:
+    """``None``, or NaN: a table's empty cell (a served request's record)."""
+    return value is None or (isinstance(value, float | np.floating) and np.isnan(value))
+
+
 def _index_value(value: Any, refusal: str) -> int | None:
-    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+    if _missing(value):
         return None
     number = isinstance(value, int | np.integer | float | np.floating) and not isinstance(value, bool | np.bool_)
     if not number or not float(value).is_integer() or value < 0:
@@ -326,7 +336,7 @@ def z_projection_value(value: Any) -> str | None:
     ValueError
         Naming ``z_projection``, unless ``value`` is one of :data:`Z_PROJECTIONS`.
     """
-    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+    if _missing(value):
         return None
     if value not in Z_PROJECTIONS:
         raise ValueError(f"z_projection must be one of {', '.join(Z_PROJECTIONS)} or null, got {value!r}")
