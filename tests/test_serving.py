@@ -96,8 +96,18 @@ def test_a_request_names_the_channel_holding_the_nuclei():
     assert len(served.predict(None, pd.DataFrame([{**stacked, "z_projection": "max"}]))) == truth.max()
     with pytest.raises(ImageReadError, match="image 'z': .*a stack of planes.*set z_projection to max or mean"):
         served.predict(None, pd.DataFrame([stacked]))
-    with pytest.raises(ValueError, match="'z': z_projection must be one of max, mean or null, got 'median'"):
+    with pytest.raises(ValueError, match="'z': z_projection must be one of max, mean, planes or null, got 'median'"):
         served.predict(None, pd.DataFrame([{**stacked, "z_projection": "median"}]))
+    # Read as planes, the plane named is segmented, stretched on the whole stack's range: a plane out of focus
+    # (a dim copy of the one in focus) stays dim, where stretched on its own it would look like the sharp one.
+    planes[0] = planes[1] // 20
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, planes, imagej=True, metadata={"axes": "ZCYX"})
+    stacked["image"] = base64.b64encode(buffer.getvalue()).decode()
+    assert len(served.predict(None, pd.DataFrame([{**stacked, "z_projection": "planes", "frame": 1}]))) == truth.max()
+    assert len(served.predict(None, pd.DataFrame([{**stacked, "z_projection": "planes", "frame": 0}]))) == 0
+    with pytest.raises(ImageReadError, match="image 'z': .*a stack of planes.*name the plane to read"):
+        served.predict(None, pd.DataFrame([{**stacked, "z_projection": "planes"}]))
     # A time-lapse (T, C, Y, X): the frame named is segmented, the nuclei in focus only in frame 1.
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, planes, imagej=True, metadata={"axes": "TCYX"})

@@ -150,6 +150,7 @@ class Inference(Parameters):
     exports: list[Literal[EXPORTS]]
     min_confidence: Literal["auto"] | Probability | None
     annotation_queue: Size
+    z_stitch_min_iou: Annotated[float, Field(gt=0, le=1)]
 
     @field_validator("dask_scheduler")
     @classmethod

@@ -7,7 +7,8 @@ registers it as ``nuclei_pipeline``, so
 
 answers ``POST /invocations`` with ``{"dataframe_records": [{"id": "a", "image": "<base64 PNG/TIFF>"}]}``
 (optional per record: ``nucleus_channel``, the channel of a multi-channel image that holds the nuclei;
-``z_projection``, ``max`` or ``mean`` for a z-stack; ``frame``, the time point of a time-lapse)
+``z_projection``, ``max`` or ``mean`` for a z-stack, or ``planes`` with ``frame`` the plane; ``frame``, the time
+point of a time-lapse)
 with one row per nucleus: the image id, the label, the measurements of
 :func:`nuclei_pipeline.core.measure.measure_nuclei` (with the nucleus's ``confidence``) and its run-length encoding
 (``rle``, the Kaggle format, column-major), from which the label image is rebuilt.
@@ -31,16 +32,21 @@ from nuclei_pipeline.datasets.image_files import (
     frame_value,
     nucleus_channel_value,
     read_original_image,
+    stack_value_range,
     z_projection_value,
 )
 from nuclei_pipeline.parameters import ModelSpec, Postprocessing, Prediction
 
 
+def _file_bytes(data: str | bytes) -> bytes:
+    """The file a request carries: base64-encoded, or raw bytes."""
+    return base64.b64decode(data) if isinstance(data, str) else bytes(data)
+
+
 def decode_image(data: str | bytes, z_projection: str | None = None, frame: int | None = None) -> np.ndarray:
     """The array of a base64-encoded (or raw) PNG, TIFF or JPG file, with its original values
     (the project's one image reader, :func:`~nuclei_pipeline.datasets.image_files.read_original_image`)."""
-    return read_original_image(io.BytesIO(base64.b64decode(data) if isinstance(data, str) else bytes(data)),
-                               z_projection, frame)
+    return read_original_image(io.BytesIO(_file_bytes(data)), z_projection, frame)
 
 
 def _nucleus_image(record: dict[str, Any], image_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -48,9 +54,13 @@ def _nucleus_image(record: dict[str, Any], image_id: str) -> tuple[np.ndarray, n
     alone when it names one; a z-stack projected by its ``z_projection``; a time-lapse's ``frame``); refusals name
     the image."""
     try:
-        original = decode_image(record["image"], z_projection_value(record.get("z_projection")),
-                                frame_value(record.get("frame")))
-        return original, to_rgb(original, channel=nucleus_channel_value(record.get("nucleus_channel")))
+        z_projection, channel = z_projection_value(record.get("z_projection")), nucleus_channel_value(
+            record.get("nucleus_channel"))
+        original = decode_image(record["image"], z_projection, frame_value(record.get("frame")))
+        # a plane of a stack is stretched on the stack's range, as the inference pipeline reads it
+        value_range = (stack_value_range(io.BytesIO(_file_bytes(record["image"])), channel)
+                       if z_projection == "planes" else None)
+        return original, to_rgb(original, value_range, channel)
     except ValueError as error:  # ImageReadError included
         raise type(error)(f"image {image_id!r}: {error}") from error
 

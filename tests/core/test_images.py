@@ -220,9 +220,9 @@ def test_a_time_lapse_is_read_one_time_point_at_a_time_whole_or_region_by_region
     # TCYX compressed in tiles: read region by region through the Zarr store, not a memory map
     compressed = {"tile": (16, 16), "compression": "zlib"} if axes == "TCYX" else {}
     tifffile.imwrite(tmp_path / "movie.tif", movie, imagej=True, metadata={"axes": axes}, **compressed)
-    assert image_files.count_frames(tmp_path / "movie.tif", projection) == 4
+    assert image_files.count_frames(tmp_path / "movie.tif", projection) == (4, "T")
     # frames of z-stacks without a projection cannot be read: the file is one image, refused once
-    assert image_files.count_frames(tmp_path / "movie.tif") == (1 if projection else 4)
+    assert image_files.count_frames(tmp_path / "movie.tif")[0] == (1 if projection else 4)
     channel = None if axes == "TYX" else 1
     for frame in (0, 3):
         expected = movie[frame].max(axis=0) if projection else movie[frame]
@@ -246,6 +246,70 @@ def test_a_time_lapse_is_read_one_time_point_at_a_time_whole_or_region_by_region
         image_files.read_original_image(tmp_path / "movie.tif", projection)  # a frame must be named
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_z_stack_read_as_planes_gives_each_plane_whole_or_region_by_region(tmp_path, monkeypatch, compressed):
+    import tifffile
+
+    from nuclei_pipeline.datasets import image_files
+    from nuclei_pipeline.datasets.image_folder import ImageFolderDataset
+
+    stack = np.random.default_rng(5).integers(0, 300, (5, 2, 60, 50)).astype(np.uint16)
+    stack += (100 * np.arange(5)).astype(np.uint16)[:, None, None, None]  # each plane its own values
+    options = {"tile": (16, 16), "compression": "zlib"} if compressed else {}
+    tifffile.imwrite(tmp_path / "cells.tif", stack, imagej=True, resolution=(4.0, 4.0),
+                     metadata={"axes": "ZCYX", "spacing": 0.8, "unit": "um"}, **options)
+    tifffile.imwrite(tmp_path / "movie.tif", stack[:3, 0], imagej=True, metadata={"axes": "TYX"})
+    assert image_files.count_frames(tmp_path / "cells.tif", "planes") == (5, "Z")
+    assert image_files.count_frames(tmp_path / "movie.tif", "planes") == (3, "T")  # a movie stays a movie
+    for plane in (0, 4):
+        expected = np.moveaxis(stack[plane], 0, -1)
+        assert np.array_equal(image_files.read_original_image(tmp_path / "cells.tif", "planes", plane), expected)
+        rgb = image_files.read_image(tmp_path / "cells.tif", 1, "planes", plane)
+        assert np.array_equal(rgb, to_rgb(expected, channel=1))
+        monkeypatch.setattr(image_files, "LAZY_PIXELS", 20 * 20)
+        lazy = image_files.read_image_lazily(tmp_path / "cells.tif", 1, "planes", plane)
+        assert isinstance(lazy, image_files.LazyImage) and np.array_equal(lazy[10:40, 5:45], rgb[10:40, 5:45])
+        lazy.close()
+        monkeypatch.undo()
+    with pytest.raises(ImageReadError, match=r"cells\.tif: no plane 5 \(axes ZCYX"):
+        image_files.read_original_image(tmp_path / "cells.tif", "planes", 5)
+    with pytest.raises(ImageReadError, match=r"cells\.tif: a stack of planes .* name the plane to read"):
+        image_files.read_original_image(tmp_path / "cells.tif", "planes")
+    originals = ImageFolderDataset(str(tmp_path), original=True, z_projection="planes").load()
+    assert sorted(originals) == ["cells_z0000", "cells_z0001", "cells_z0002", "cells_z0003", "cells_z0004",
+                                 "movie_t0000", "movie_t0001", "movie_t0002"]
+    third = originals["cells_z0002"]()
+    assert (third["z_stack"], third["plane"], third["z_step_um"], third["pixel_size_um"]) == ("cells", 2, 0.8, 0.25)
+    assert np.array_equal(third["image"], np.moveaxis(stack[2], 0, -1))
+    assert originals["movie_t0001"]()["frame"] == 1
+    # The network's planes are stretched on the whole stack's range (of the nucleus channel), not each on its own.
+    images = ImageFolderDataset(str(tmp_path), nucleus_channel=1, z_projection="planes").load()
+    stack_range = (float(stack[:, 1].min()), float(stack[:, 1].max()))
+    assert image_files.stack_value_range(tmp_path / "cells.tif", 1) == stack_range
+    for plane in (0, 4):
+        expected = to_rgb(np.moveaxis(stack[plane], 0, -1), stack_range, channel=1)
+        assert np.array_equal(images[f"cells_z{plane:04d}"](), expected)
+    assert images["cells_z0000"]().max() < 200 and images["cells_z0004"]().max() == 255
+
+
+def test_a_time_lapse_of_z_stacks_is_not_read_as_planes_and_the_plane_spacing_comes_from_metadata(tmp_path):
+    import tifffile
+
+    from nuclei_pipeline.datasets.image_files import count_frames, read_z_step_um
+
+    tifffile.imwrite(tmp_path / "movie.tif", np.zeros((2, 3, 20, 30), np.uint16), imagej=True,
+                     metadata={"axes": "TZYX"})
+    assert count_frames(tmp_path / "movie.tif", "planes") == (1, "T")  # one image, refused once, saying why:
+    with pytest.raises(ImageReadError, match=r"movie\.tif: a time-lapse of z-stacks .* set z_projection to max"):
+        read_original_image(tmp_path / "movie.tif", "planes", 0)
+    tifffile.imwrite(tmp_path / "ome.ome.tif", np.zeros((3, 20, 30), np.uint16), photometric="minisblack",
+                     metadata={"axes": "ZYX", "PhysicalSizeZ": 500.0, "PhysicalSizeZUnit": "nm"})
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((3, 20, 30), np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    assert read_z_step_um(tmp_path / "ome.ome.tif") == 0.5
+    assert read_z_step_um(tmp_path / "plain.tif") is None
+    assert count_frames(tmp_path / "ome.ome.tif", "planes") == (3, "Z")
+
+
 def test_a_time_lapse_s_frame_interval_comes_from_its_metadata(tmp_path):
     import tifffile
 
@@ -261,9 +325,9 @@ def test_a_time_lapse_s_frame_interval_comes_from_its_metadata(tmp_path):
     assert read_frame_interval_s(tmp_path / "imagej.tif") == 90.0
     assert read_frame_interval_s(tmp_path / "ome.ome.tif") == 0.25
     assert read_frame_interval_s(tmp_path / "plain.tif") is None and read_frame_interval_s(tmp_path / "still.png") is None
-    assert [count_frames(tmp_path / name) for name in ("ome.ome.tif", "still.png")] == [3, 1]
+    assert [count_frames(tmp_path / name) for name in ("ome.ome.tif", "still.png")] == [(3, "T"), (1, "T")]
     (tmp_path / "broken.tif").write_bytes(b"II*\x00 not really")
-    assert count_frames(tmp_path / "broken.tif") == 1  # read as one image, whose reading then says what is wrong
+    assert count_frames(tmp_path / "broken.tif") == (1, "T")  # read as one image, whose reading then says what is wrong
     with pytest.raises(ImageReadError, match=r"still\.png: only a TIFF holds time points"):
         read_original_image(tmp_path / "still.png", frame=1)
 

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.ndimage import binary_dilation
-from skimage.draw import disk, polygon2mask
+from skimage.draw import disk, ellipsoid, polygon2mask
 
-from nuclei_pipeline.core.measure import measure_nuclei, outline_polygons
+from nuclei_pipeline.core.measure import measure_nuclei, measure_nuclei_3d, outline_polygons
 
 
 @pytest.fixture
@@ -111,3 +111,38 @@ def test_confidence_column_follows_the_labels(known):
     assert measure_nuclei(labels, image)["confidence"].isna().all()  # no confidences: the column is NaN
     with pytest.raises(ValueError, match="confidence has 2 values"):
         measure_nuclei(labels, image, confidence=np.array([0.9, 0.5]))
+
+
+def test_3d_measurements_of_a_label_stack_in_voxels_and_microns():
+    labels = np.zeros((12, 40, 50), np.int32)
+    body = ellipsoid(3, 6, 9)[1:-1, 1:-1, 1:-1]  # semi-axes 3 planes, 6 rows, 9 columns
+    labels[2:9, 5:18, 5:24][body] = 1
+    labels[0:3, 25:30, 30:35] = 2  # cut by the stack's first plane
+    image = np.stack([labels * 100, np.full(labels.shape, 7)], axis=-1).astype(np.uint16)
+    table = measure_nuclei_3d(labels, image, pixel_size_um=0.5, z_step_um=2.0).set_index("label")
+    assert table.loc[1, "volume"] == body.sum() and table.loc[1, "planes"] == 7
+    assert table.loc[1, ["centroid_z", "centroid_y", "centroid_x"]].tolist() == pytest.approx([5, 11, 14], abs=0.01)
+    assert table.loc[1, "volume_um3"] == pytest.approx(body.sum() * 2.0 * 0.25)
+    assert table.loc[1, "centroid_z_um"] == pytest.approx(10.0, abs=0.02)
+    # In µm the body is 12 µm deep (3 planes × 2 µm each way) and 9 µm wide: the z axis becomes the longest.
+    assert table.loc[1, "axis_major_length"] == pytest.approx(18, rel=0.1)
+    assert table.loc[1, "axis_major_length_um"] == pytest.approx(12, rel=0.1)
+    assert table.loc[1, "axis_minor_length_um"] == pytest.approx(6, rel=0.1)
+    assert table.loc[1, "equivalent_diameter_um"] == pytest.approx(np.cbrt(6 * table.loc[1, "volume_um3"] / np.pi))
+    assert table.loc[1, "intensity_mean_ch0"] == 100 and table.loc[1, "intensity_mean_ch1"] == 7
+    assert table.loc[1, "integrated_intensity_ch0"] == 100 * body.sum()
+    assert table["touches_border"].tolist() == [False, True]
+    unknown = measure_nuclei_3d(labels, image[..., 0], pixel_size_um=0.5)  # no plane spacing: no µm columns
+    assert unknown["volume_um3"].isna().all() and unknown["z_step_um"].isna().all()
+    assert "intensity_mean_ch0" in unknown and "intensity_mean_ch1" not in unknown
+
+
+def test_3d_measurements_refuse_planes_that_do_not_match():
+    with pytest.raises(ValueError, match="3-D"):
+        measure_nuclei_3d(np.zeros((4, 5), np.int32), np.zeros((4, 5)))
+    with pytest.raises(ValueError, match="does not match"):
+        measure_nuclei_3d(np.zeros((3, 4, 5), np.int32), np.zeros((2, 4, 5)))
+    with pytest.raises(ValueError, match="positive"):
+        measure_nuclei_3d(np.zeros((3, 4, 5), np.int32), np.zeros((3, 4, 5)), 0.5, -1.0)
+    empty = measure_nuclei_3d(np.zeros((3, 4, 5), np.int32), np.zeros((3, 4, 5)), 0.5, 1.0)
+    assert len(empty) == 0 and "volume_um3" in empty

@@ -144,7 +144,7 @@ def test_image_folder_refuses_a_channel_that_is_no_index_naming_the_parameter(tm
 
 
 def test_image_folder_refuses_an_unknown_z_projection_naming_the_parameter(tmp_path):
-    with pytest.raises(DatasetError, match="z_projection must be one of max, mean or null, got 'median'"):
+    with pytest.raises(DatasetError, match="z_projection must be one of max, mean, planes or null, got 'median'"):
         ImageFolderDataset(str(tmp_path), z_projection="median")
 
 

@@ -35,6 +35,16 @@ def test_label_tiffs_keep_labels_in_16_or_32_bits(tmp_path, top, dtype):
         dataset.save(np.full((4, 4), -1))
 
 
+def test_a_label_stack_is_one_tiff_of_planes(tmp_path):
+    labels = np.zeros((3, 20, 30), np.int32)
+    labels[0:2, 2:5, 3:9] = 4
+    LabelTiffDataset(str(tmp_path / "stack.tif")).save(labels)
+    with tifffile.TiffFile(tmp_path / "stack.tif") as tiff:
+        assert tiff.series[0].axes == "ZYX" and np.array_equal(tiff.asarray(), labels)
+    with pytest.raises(DatasetError, match="2-D or 3-D"):
+        LabelTiffDataset(str(tmp_path / "b.tif")).save(np.zeros((2, 2, 2, 2), np.int32))
+
+
 def test_imagej_roi_set_reopens_with_its_polygons(tmp_path):
     _, labels = make_nuclei((64, 64), count=5, seed=1)
     polygons = {f"{k:04d}": v for k, v in outline_polygons(labels).items()}

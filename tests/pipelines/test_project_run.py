@@ -356,6 +356,50 @@ def test_inference_segments_each_time_point_of_a_time_lapse_and_resumes_frame_by
 
 
 @pytest.mark.slow
+def test_inference_segments_a_z_stack_plane_by_plane_and_links_its_nuclei_in_3d(project, monkeypatch):
+    import tifffile
+    from scipy import ndimage as ndi
+
+    from nuclei_pipeline.core.metrics import precision_at_thresholds
+
+    # Two layers of nuclei, one in focus at plane 1 and one at plane 6 of 8, overlapping where they lie one
+    # above the other; each plane dimmed and blurred with its distance from focus, 16-bit. (Nuclei directly
+    # on top of each other, two planes apart, are linked through the plane between: README.)
+    layers = [make_nuclei((96, 96), count=7, radius=(7, 10), seed=seed, touching_pair=False) for seed in (81, 82)]
+    planes = np.zeros((8, 96, 96))
+    truth = np.zeros((8, 96, 96), np.int32)
+    for (image, labels), focus, offset in zip(layers, (1, 6), (0, 100), strict=True):
+        for plane in range(8):
+            distance = abs(plane - focus)
+            planes[plane] += np.exp(-distance**2 / 2) * ndi.gaussian_filter(image[..., 0] * 100.0, 1.5 * distance)
+            truth[plane] = np.where((labels > 0) & (distance <= 1), labels + offset, truth[plane])
+    folder = project / "zstacks"
+    folder.mkdir()
+    tifffile.imwrite(folder / "cells.tif", planes.astype(np.uint16), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZYX", "spacing": 1.5, "unit": "um"})
+    run(project, monkeypatch, "tiny", pipeline="inference",
+        runtime_params={"input_dir": str(folder), "z_projection": "planes", "inference": {"model": "shipped"}})
+    output = project / "data" / "07_model_output" / "default"
+    report = pd.read_csv(project / "data" / "08_reporting" / "default" / "inference_report.csv")
+    assert report[["id", "status"]].values.tolist() == [[f"cells_z000{plane}", "ok"] for plane in range(8)]
+    table = pd.read_parquet(output / "nuclei" / "cells_z0005.parquet")
+    assert (table["z_stack"] == "cells").all() and (table["z_um"] == 7.5).all()
+    stack = tifffile.imread(output / "label_stacks" / "cells.tif")
+    assert stack.shape == truth.shape
+    scores = precision_at_thresholds(truth, stack)
+    assert scores["fn"][0] <= 1 and scores["fp"][0] <= 1  # at 3-D IoU 0.5: every nucleus, each once
+    nuclei = pd.read_parquet(output / "nuclei_3d" / "cells.parquet")
+    assert len(nuclei) == stack.max() and (nuclei["z_stack"] == "cells").all()
+    assert nuclei["planes"].median() >= 3 and nuclei["centroid_z_um"].between(0, 10.5).all()
+    assert nuclei["volume_um3"].tolist() == pytest.approx((nuclei["volume"] * 1.5 * 0.25).tolist())
+    # Projected instead, nuclei one above the other become one: fewer than there are.
+    run(project, monkeypatch, "tiny", pipeline="inference",
+        runtime_params={"input_dir": str(folder), "z_projection": "max", "inference": {"model": "shipped"}})
+    assert skimage.io.imread(output / "masks" / "cells.png").max() < len(np.unique(truth)) - 1
+    assert not list((output / "label_stacks").glob("*.tif"))  # no stack read as planes: none written
+
+
+@pytest.mark.slow
 def test_inference_measures_every_nucleus_and_exports_for_fiji_and_qupath(project, monkeypatch):
     import roifile
 

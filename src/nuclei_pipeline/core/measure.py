@@ -94,6 +94,90 @@ def measure_nuclei(
     return table
 
 
+#: 3-D shape properties of a stack's nuclei (``regionprops`` in 3-D: voxels, planes, rows, columns).
+SHAPE_PROPERTIES_3D = ("label", "centroid", "bbox", "area", "equivalent_diameter_area",
+                       "axis_major_length", "axis_minor_length")
+RENAMED_3D = {
+    "centroid-0": "centroid_z", "centroid-1": "centroid_y", "centroid-2": "centroid_x",
+    "bbox-0": "bbox_min_z", "bbox-1": "bbox_min_y", "bbox-2": "bbox_min_x",
+    "bbox-3": "bbox_max_z", "bbox-4": "bbox_max_y", "bbox-5": "bbox_max_x",
+    "area": "volume", "equivalent_diameter_area": "equivalent_diameter",
+}
+
+
+def measure_nuclei_3d(labels: np.ndarray, image, pixel_size_um: float | None = None,
+                      z_step_um: float | None = None) -> pd.DataFrame:
+    """Per-nucleus measurements of a label stack (``skimage.measure.regionprops_table`` in 3-D).
+
+    Parameters
+    ----------
+    labels : (Z, H, W) int
+        0 background, 1…N nuclei (:func:`nuclei_pipeline.core.stitch.stitch_planes`).
+    image : (Z, H, W) or (Z, H, W, C) array
+        The original values of the stack's planes, measured per channel.
+    pixel_size_um, z_step_um : float, optional
+        Pixel side and plane spacing in µm; with both, the µm columns are
+        measured with that (anisotropic) spacing, else they are NaN.
+
+    Returns
+    -------
+    DataFrame
+        One row per nucleus: ``label``, ``centroid_z/y/x``,
+        ``bbox_min/max_z/y/x`` (max exclusive), ``planes`` (how many it
+        spans), ``volume`` (voxels), ``equivalent_diameter`` and
+        ``axis_major/minor_length`` (voxel units), per channel
+        ``intensity_mean/max/min_ch<c>`` and ``integrated_intensity_ch<c>``,
+        ``touches_border`` (cut by the image's edge or by the stack's first
+        or last plane), ``pixel_size_um``, ``z_step_um``, ``volume_um3``,
+        ``centroid_z/y/x_um``, ``equivalent_diameter_um`` and
+        ``axis_major/minor_length_um``.
+    """
+    labels = np.asarray(labels)
+    image = np.asarray(image)
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be 3-D (planes, rows, columns), got shape {labels.shape}")
+    if image.shape[:3] != labels.shape or image.ndim not in (3, 4):
+        raise ValueError(f"image of shape {image.shape} does not match labels of shape {labels.shape}")
+    spacing = tuple(np.nan if value is None else float(value) for value in (z_step_um, pixel_size_um))
+    if any(value <= 0 for value in spacing if not np.isnan(value)):
+        raise ValueError(f"pixel size and z step must be positive, got {pixel_size_um!r}, {z_step_um!r}")
+    image = image[..., None] if image.ndim == 3 else image
+    labels = labels.astype(np.int32, copy=False)
+    table = pd.DataFrame(regionprops_table(labels, intensity_image=image,
+                                           properties=SHAPE_PROPERTIES_3D + INTENSITY_PROPERTIES))
+    table = table.rename(columns=RENAMED_3D)
+    for channel in range(image.shape[3]):
+        table = table.rename(columns={f"{name}-{channel}": f"{name}_ch{channel}" for name in INTENSITY_PROPERTIES})
+        table[f"integrated_intensity_ch{channel}"] = table[f"intensity_mean_ch{channel}"] * table["volume"]
+    table.insert(table.columns.get_loc("bbox_max_x") + 1, "planes", table["bbox_max_z"] - table["bbox_min_z"])
+    table["touches_border"] = np.logical_or.reduce(
+        [table[f"bbox_min_{axis}"] == 0 for axis in "zyx"]
+        + [table[f"bbox_max_{axis}"] == size for axis, size in zip("zyx", labels.shape, strict=True)])
+    table["pixel_size_um"], table["z_step_um"] = spacing[1], spacing[0]
+    return pd.concat([table, _physical_3d(labels, table, spacing)], axis=1)
+
+
+def _physical_3d(labels: np.ndarray, table: pd.DataFrame, spacing: tuple[float, float]) -> pd.DataFrame:
+    """The µm columns of :func:`measure_nuclei_3d` (NaN unless both the z step and the pixel size are known)."""
+    z_step, size = spacing
+    columns = ("volume_um3", "centroid_z_um", "centroid_y_um", "centroid_x_um", "equivalent_diameter_um",
+               "axis_major_length_um", "axis_minor_length_um")
+    if np.isnan(z_step) or np.isnan(size) or not len(table):
+        return pd.DataFrame(np.nan, index=table.index, columns=columns)
+    # Lengths along the principal axes depend on the spacing, not only a scaling: measured again with it.
+    axes = regionprops_table(labels, properties=("axis_major_length", "axis_minor_length"),
+                             spacing=(z_step, size, size))
+    return pd.DataFrame({
+        "volume_um3": table["volume"] * z_step * size**2,
+        "centroid_z_um": table["centroid_z"] * z_step,
+        "centroid_y_um": table["centroid_y"] * size,
+        "centroid_x_um": table["centroid_x"] * size,
+        "equivalent_diameter_um": np.cbrt(6 * table["volume"] * z_step * size**2 / np.pi),
+        "axis_major_length_um": axes["axis_major_length"],
+        "axis_minor_length_um": axes["axis_minor_length"],
+    }, index=table.index)
+
+
 def _confidence_column(labels: pd.Series, confidence: np.ndarray | None) -> np.ndarray:
     """``confidence[label - 1]`` for each row (NaN without confidences); refuses a count that does not match."""
     if confidence is None:

@@ -51,18 +51,20 @@ class _LocalFileDataset(AbstractDataset):
 
 
 class LabelTiffDataset(_LocalFileDataset):
-    """A label image ↔ one zlib-compressed TIFF: uint16 while labels fit, else uint32."""
+    """A label image (``YX``) or label stack (``ZYX``) ↔ one zlib-compressed TIFF: uint16 while labels fit, else
+    uint32."""
 
     def load(self) -> np.ndarray:
         return tifffile.imread(self._filepath)
 
     def save(self, data: np.ndarray) -> None:
         labels = np.asarray(data)
-        if labels.ndim != 2 or labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
-            raise DatasetError(f"cannot write {self._filepath}: expected 2-D non-negative integer labels")
+        if labels.ndim not in (2, 3) or labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
+            raise DatasetError(f"cannot write {self._filepath}: expected 2-D or 3-D non-negative integer labels")
         dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
+        axes = "ZYX"[-labels.ndim:]
         write_atomically(self._filepath, lambda temporary: tifffile.imwrite(
-            temporary, labels.astype(dtype), compression="zlib", metadata={"axes": "YX"}))
+            temporary, labels.astype(dtype), compression="zlib", metadata={"axes": axes}))
 
 
 class ImageJRoiSetDataset(_LocalFileDataset):

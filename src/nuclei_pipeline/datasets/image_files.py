@@ -31,12 +31,15 @@ _MICRONS = {"um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.
 
 
 def read_image(path: str | Path, channel: int | None = None, z_projection: str | None = None,
-               frame: int | None = None) -> np.ndarray:
+               frame: int | None = None, value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Read any PNG/TIF/JPG as an ``(H, W, 3)`` uint8 RGB array (:func:`read_original_image`, then :func:`to_rgb`).
 
     ``channel``: the channel holding the nuclei, read alone as grey (``None``: the image as it is).
     ``z_projection``: how a z-stack becomes one image (:data:`Z_PROJECTIONS`; ``None``: stacks are refused).
-    ``frame``: the time point of a time-lapse TIFF to read (its ``T`` axis, 0-based; see :func:`count_frames`).
+    ``frame``: the time point of a time-lapse TIFF to read (its ``T`` axis, 0-based; see :func:`count_frames`),
+    or with ``z_projection="planes"`` the plane of a z-stack (its ``Z`` axis).
+    ``value_range``: the values a 16-bit or float image is stretched between (default: its own minimum and
+    maximum; a z-stack's planes take the whole stack's, :func:`stack_value_range`).
 
     Raises
     ------
@@ -45,7 +48,7 @@ def read_image(path: str | Path, channel: int | None = None, z_projection: str |
     """
     raw = read_original_image(path, z_projection, frame)
     try:
-        return to_rgb(raw, channel=channel)
+        return to_rgb(raw, value_range, channel)
     except ValueError as error:
         raise ImageReadError(f"unusable image {path}: {error}") from error
 
@@ -65,12 +68,14 @@ class LazyImage:
     stretched between the minimum and maximum of the whole image, found in
     one pass over its rows at opening (alpha included, as for a whole image;
     with ``channel``, that channel's alone). A z-stack is projected region by
-    region with ``z_projection``; ``frame`` picks one time point of a time-lapse.
+    region with ``z_projection``; ``frame`` picks one time point of a time-lapse (one plane with ``"planes"``);
+    ``value_range`` replaces that pass (a z-stack's planes are stretched on the stack's range).
     ``np.asarray(image)`` reads it all.
     """
 
     def __init__(self, path: str | Path, rows_per_pass: int = 1024, original: bool = False,
-                 channel: int | None = None, z_projection: str | None = None, frame: int | None = None):
+                 channel: int | None = None, z_projection: str | None = None, frame: int | None = None,
+                 value_range: tuple[float, float] | None = None):
         import zarr
 
         self.path = Path(path)
@@ -86,7 +91,8 @@ class LazyImage:
             raise ImageReadError(f"cannot read image {self.path}: {error}") from error
         # Refusals come before the store opens, so that none is left open.
         self._stored_layout = _layout(axes, raw_shape, self.path, z_projection, frame)
-        self._layout = self._stored_layout.replace("T", "")  # a time-lapse's frame is indexed as it is read
+        # a time-lapse's frame (a plane of a stack read as planes) is indexed as it is read
+        self._layout = _without_frame_axis(self._stored_layout, z_projection, frame)
         shape = tuple(raw_shape[self._stored_layout.index(axis)] for axis in "YXC" if axis in self._layout)
         if not original:
             try:
@@ -107,7 +113,7 @@ class LazyImage:
         self.dtype = np.dtype(np.uint8)
         self.ndim = 3
         try:
-            self._range = None if stored == np.uint8 else self._value_range()
+            self._range = None if stored == np.uint8 else value_range or self._value_range()
         except ImageReadError:
             self.close()
             raise
@@ -117,7 +123,8 @@ class LazyImage:
         # image. Such a file is mapped instead, for this read only (its pages leave with the map).
         array = tifffile.memmap(self.path, mode="r") if self._memmappable else self._array
         try:
-            region = np.array(array[_index(self._stored_layout, rows, columns, self._frame)])
+            region = np.array(array[_index(self._stored_layout, rows, columns, self._frame,
+                                           frame_axis(self._stored_layout, self._z_projection))])
         finally:
             del array
         return _rows_columns_channels(region, self._layout, self._z_projection)
@@ -167,12 +174,52 @@ def _memmappable(path: Path) -> bool:
 
 
 def read_image_lazily(path: str | Path, channel: int | None = None, z_projection: str | None = None,
-                      frame: int | None = None) -> np.ndarray | LazyImage:
+                      frame: int | None = None, value_range: tuple[float, float] | None = None
+                      ) -> np.ndarray | LazyImage:
     """:func:`read_image`, except that a TIFF of more than :data:`LAZY_PIXELS` pixels comes as a :class:`LazyImage`."""
     path = Path(path)
-    if _tiff_pixels(path) > LAZY_PIXELS:
-        return LazyImage(path, channel=channel, z_projection=z_projection, frame=frame)
-    return read_image(path, channel, z_projection, frame)
+    if _tiff_pixels(path, z_projection) > LAZY_PIXELS:
+        return LazyImage(path, channel=channel, z_projection=z_projection, frame=frame, value_range=value_range)
+    return read_image(path, channel, z_projection, frame, value_range)
+
+
+def stack_value_range(source: str | Path | BinaryIO, channel: int | None = None) -> tuple[float, float] | None:
+    """The minimum and maximum over every plane of a z-stack TIFF (of ``channel`` alone when given).
+
+    Its planes, read with ``z_projection="planes"``, are stretched on this
+    range rather than each on its own, so that a plane out of focus stays as
+    dim as it is instead of being stretched into sharp-looking nuclei
+    (measured: README "Your own images"). Planes are read one at a time.
+    ``None`` for 8-bit stacks, which are never stretched, and for files that are not z-stacks.
+
+    Raises
+    ------
+    ImageReadError
+        Naming the file, when it cannot be read, holds NaN or infinite values,
+        or has no channel ``channel``.
+    """
+    name = source if isinstance(source, str | Path) else "the given image"
+    try:
+        if not _is_tiff(source):
+            return None
+        with tifffile.TiffFile(source) as tiff:
+            series = tiff.series[0]
+            layout = _layout(series.axes, series.shape, name, "planes", 0)
+            if series.dtype == np.uint8 or "Z" not in layout:
+                return None
+            low, high = np.inf, -np.inf
+            for plane in range(series.shape[layout.index("Z")]):
+                values = _rows_columns_channels(_read_frame(series, layout, plane, "planes"), layout.replace("Z", ""),
+                                                None)
+                values = values if channel is None else nucleus_channel_of(values, channel)
+                if values.dtype.kind == "f" and not np.isfinite(values).all():
+                    raise ImageReadError(f"unusable image {name}: it holds NaN or infinite values")
+                low, high = min(low, float(values.min())), max(high, float(values.max()))
+    except ImageReadError:
+        raise
+    except Exception as error:
+        raise ImageReadError(f"cannot read image {name}: {error}") from error
+    return low, high
 
 
 def read_original_lazily(path: str | Path, z_projection: str | None = None,
@@ -180,41 +227,60 @@ def read_original_lazily(path: str | Path, z_projection: str | None = None,
     """:func:`read_original_image`, except that a TIFF of more than :data:`LAZY_PIXELS` pixels comes as a
     :class:`LazyImage` of its stored values (measured one region at a time)."""
     path = Path(path)
-    if _tiff_pixels(path) > LAZY_PIXELS:
+    if _tiff_pixels(path, z_projection) > LAZY_PIXELS:
         return LazyImage(path, original=True, z_projection=z_projection, frame=frame)
     return read_original_image(path, z_projection, frame)
 
 
-def count_frames(path: str | Path, z_projection: str | None = None) -> int:
-    """Time points of a time-lapse TIFF (the length of its ``T`` axis); 1 for any other image.
+def count_frames(path: str | Path, z_projection: str | None = None) -> tuple[int, str]:
+    """The images a TIFF holds along its frame axis (:func:`frame_axis`), and that axis.
+
+    Returns
+    -------
+    (int, str)
+        The length of a time-lapse's ``T`` axis, or of a z-stack's ``Z`` axis
+        read with ``z_projection="planes"``, and the axis; ``(1, "T")`` for any other image.
 
     Only the file's header is read. A file that cannot be read, or whose
-    frames could not be (a movie of z-stacks without ``z_projection``),
+    frames could not be (a movie of z-stacks without ``z_projection``, or read as planes),
     counts 1: reading it says why, once for the file rather than per frame.
     """
     path = Path(path)
     if path.suffix.lower() not in (".tif", ".tiff"):
-        return 1
+        return 1, "T"
     try:
         with tifffile.TiffFile(path) as tiff:
             axes, shape = tiff.series[0].axes, tiff.series[0].shape
-        if "T" not in axes:
-            return 1
+        axis = frame_axis(axes, z_projection)
+        if axis not in axes:
+            return 1, "T"
         _layout(axes, shape, path, z_projection, frame=0)
-        return int(shape[axes.index("T")])
+        return int(shape[axes.index(axis)]), axis
     except Exception:
-        return 1
+        return 1, "T"
 
 
-def _tiff_pixels(path: Path) -> int:
-    """Pixels of one image of a TIFF's first series — rows × columns, × planes of a z-stack; one time point of a
-    time-lapse — (0 for other files)."""
+def frame_axis(axes: str, z_projection: str | None) -> str:
+    """The axis of a TIFF laid out as ``axes`` that a ``frame`` index picks from: ``Z`` when a z-stack is read plane
+    by plane (``z_projection="planes"``), else ``T`` (the time points of a time-lapse)."""
+    return "Z" if z_projection == "planes" and "Z" in axes else "T"
+
+
+def _without_frame_axis(layout: str, z_projection: str | None, frame: int | None) -> str:
+    """``layout`` once ``frame`` has been indexed (its axis gone)."""
+    return layout if frame is None else layout.replace(frame_axis(layout, z_projection), "")
+
+
+def _tiff_pixels(path: Path, z_projection: str | None = None) -> int:
+    """Pixels of one image of a TIFF's first series — rows × columns, × planes of a z-stack projected; one time point
+    of a time-lapse, one plane of a stack read as planes — (0 for other files)."""
     if path.suffix.lower() not in (".tif", ".tiff"):
         return 0
     try:
         with tifffile.TiffFile(path) as tiff:
             page, series = tiff.pages[0], tiff.series[0]
-            planes = series.shape[series.axes.index("Z")] if "Z" in series.axes else 1
+            projected = "Z" in series.axes and z_projection != "planes"
+            planes = series.shape[series.axes.index("Z")] if projected else 1
             return int(page.imagelength) * int(page.imagewidth) * int(planes)
     except Exception as error:
         raise ImageReadError(f"cannot read image {path}: {error}") from error
@@ -229,14 +295,14 @@ def read_original_image(source: str | Path | BinaryIO, z_projection: str | None 
     an open binary file (e.g. the bytes of a served request). A TIFF's axes
     come from its metadata (ImageJ hyperstack, OME, ``tifffile``'s own): its
     channels are moved last wherever they are stored, and a z-stack becomes
-    one image by ``z_projection`` (:data:`Z_PROJECTIONS`). Of a time-lapse
-    (a ``T`` axis) only time point ``frame`` is read.
+    one image by ``z_projection`` (:data:`Z_PROJECTIONS`; ``"planes"``: plane
+    ``frame`` alone). Of a time-lapse (a ``T`` axis) only time point ``frame`` is read.
 
     Raises
     ------
     ImageReadError
         Naming the file, when it is missing, unreadable, a stack of planes (z without a
-        projection, time without ``frame``), without time point ``frame``, or not 2-D / 3-D.
+        projection, time without ``frame``), without time point (plane) ``frame``, or not 2-D / 3-D.
     """
     name = source if isinstance(source, str | Path) else "the given image"
     try:
@@ -244,8 +310,8 @@ def read_original_image(source: str | Path | BinaryIO, z_projection: str | None 
             with tifffile.TiffFile(source) as tiff:
                 series = tiff.series[0]
                 layout = _layout(series.axes, series.shape, name, z_projection, frame)
-                raw = series.asarray() if frame is None else _read_frame(series, layout, frame)
-            raw = _rows_columns_channels(raw, layout.replace("T", ""), z_projection)
+                raw = series.asarray() if frame is None else _read_frame(series, layout, frame, z_projection)
+            raw = _rows_columns_channels(raw, _without_frame_axis(layout, z_projection, frame), z_projection)
         elif frame is not None and frame > 0:  # frame 0 of a still image is the image, as for a TIFF without T
             raise ImageReadError(f"unusable image {name}: only a TIFF holds time points (frame {frame} asked)")
         else:
@@ -259,8 +325,9 @@ def read_original_image(source: str | Path | BinaryIO, z_projection: str | None 
     return raw
 
 
-def _read_frame(series: tifffile.TiffPageSeries, layout: str, frame: int) -> np.ndarray:
-    """Time point ``frame`` of a TIFF series laid out as ``layout``: only its pages are read (``tifffile``'s Zarr store)."""
+def _read_frame(series: tifffile.TiffPageSeries, layout: str, frame: int, z_projection: str | None) -> np.ndarray:
+    """Time point (plane: :func:`frame_axis`) ``frame`` of a TIFF series laid out as ``layout``: only its pages are read
+    (``tifffile``'s Zarr store)."""
     import zarr
 
     store = series.aszarr(level=0)
@@ -268,16 +335,17 @@ def _read_frame(series: tifffile.TiffPageSeries, layout: str, frame: int) -> np.
         # open_array's default mode: mode "r" refuses the store of an in-memory file (a served request), which
         # tifffile does not mark read-only; nothing is written either way.
         array = zarr.open_array(store)
-        return np.asarray(array[_index(layout, frame=frame)])
+        return np.asarray(array[_index(layout, frame=frame, axis=frame_axis(layout, z_projection))])
     finally:
         store.close()
 
 
-def _index(layout: str, rows: slice = slice(None), columns: slice = slice(None), frame: int | None = None) -> tuple:
+def _index(layout: str, rows: slice = slice(None), columns: slice = slice(None), frame: int | None = None,
+           axis: str = "T") -> tuple:
     """The index into a TIFF series laid out as ``layout`` (:func:`_layout`) of ``rows`` × ``columns`` of time point
-    ``frame`` (all of every other axis)."""
-    return tuple(rows if axis == "Y" else columns if axis == "X" else frame if axis == "T" else slice(None)
-                 for axis in layout)
+    ``frame`` (along ``axis``: ``Z`` for a plane) and all of every other axis."""
+    return tuple(rows if name == "Y" else columns if name == "X" else frame if name == axis else slice(None)
+                 for name in layout)
 
 
 def _is_tiff(source: str | Path | BinaryIO) -> bool:
@@ -288,8 +356,9 @@ def _is_tiff(source: str | Path | BinaryIO) -> bool:
     return head[:2] in (b"II", b"MM") and head[2:4] in (b"*\x00", b"\x00*", b"+\x00", b"\x00+")
 
 
-#: How a z-stack becomes one image (``z_projection``): the brightest or the mean value of each pixel over z.
-Z_PROJECTIONS = ("max", "mean")
+#: How a z-stack becomes images (``z_projection``): one, the brightest or the mean value of each pixel over z; or
+#: ``planes``: each plane an image (the inference pipeline links their nuclei into 3-D objects).
+Z_PROJECTIONS = ("max", "mean", "planes")
 
 
 def nucleus_channel_value(value: Any) -> int | None:
@@ -351,23 +420,30 @@ def _layout(axes: str, shape: tuple[int, ...], name, z_projection: str | None, f
     first axis no metadata names (``Q`` / ``I``: pages written without any)
     has its channels along its shorter end axis: ``tifffile`` calls the last
     two axes ``YX`` even where a plain ``(H, W, 2)`` array was written. A
-    ``Z`` axis needs ``z_projection``, a ``T`` axis the ``frame`` to read
-    (which must exist); any other axis makes a stack of planes, which is
-    refused: nuclei are found in 2-D images.
+    ``Z`` axis needs ``z_projection`` (with ``"planes"``, the ``frame``: the plane to read), a ``T`` axis the
+    ``frame`` to read (which must exist); any other axis makes a stack of planes, which is
+    refused: nuclei are found in 2-D images. A time-lapse of z-stacks is not read as planes.
     """
+    indexed = frame_axis(axes, z_projection)
+    if z_projection == "planes" and "T" in axes and "Z" in axes:
+        raise ImageReadError(f"unusable image {name}: a time-lapse of z-stacks (axes {axes}, shape {tuple(shape)}); "
+                             "z_projection planes reads one z-stack per file: set z_projection to max or mean")
     if frame is not None:
-        frames = shape[axes.index("T")] if "T" in axes else 1
+        frames = shape[axes.index(indexed)] if indexed in axes else 1
         if not 0 <= frame < frames:
-            raise ImageReadError(f"unusable image {name}: no time point {frame} (axes {axes}, shape {tuple(shape)})")
+            what = "plane" if indexed == "Z" else "time point"
+            raise ImageReadError(f"unusable image {name}: no {what} {frame} (axes {axes}, shape {tuple(shape)})")
     if len(axes) == 3 and axes[0] in "QI" and axes[1:] == "YX":
         return "CYX" if shape[0] < shape[-1] else "YXC"
     layout = axes.replace("S", "C")
     if layout.count("C") > 1:
         raise ImageReadError(f"unusable image {name}: two channel axes (axes {axes}, shape {tuple(shape)})")
-    others = [axis for axis in layout if axis not in "YXC" and not (axis == "T" and frame is not None)]
-    if others and (others != ["Z"] or z_projection is None):
-        hint = ("; or set z_projection to max or mean" if "Z" in others and z_projection is None
-                else "; or name the time point to read (frame)" if others == ["T"] else "")
+    others = [axis for axis in layout if axis not in "YXC" and not (axis == indexed and frame is not None)]
+    if others and (others != ["Z"] or z_projection not in ("max", "mean")):
+        hint = ("; or set z_projection to max or mean (or planes: each plane segmented, its nuclei linked in 3-D)"
+                if "Z" in others and z_projection is None
+                else "; or name the time point to read (frame)" if others == ["T"]
+                else "; or name the plane to read (frame)" if others == ["Z"] else "")
         raise ImageReadError(
             f"unusable image {name}: a stack of planes (axes {axes}, shape {tuple(shape)}); nuclei are found in 2-D "
             f"images: save a projection (e.g. the maximum over Z) or each plane as its own image{hint}"
@@ -401,6 +477,22 @@ def read_pixel_size_um(path: str | Path) -> float | None:
         return denominator / numerator * factor
 
     return _tiff_calibration(path, "PhysicalSizeX", _MICRONS, "µm", imagej)
+
+
+def read_z_step_um(path: str | Path) -> float | None:
+    """Spacing of a z-stack's planes in µm from a TIFF's OME or ImageJ metadata, or ``None``.
+
+    OME-TIFF: ``PhysicalSizeZ`` and its unit (µm when not given). ImageJ
+    TIFF: ``spacing`` in its ``unit``. Other files, or TIFFs without a
+    physical unit, give ``None``.
+    """
+
+    def imagej(tiff: tifffile.TiffFile, metadata: dict) -> float | None:
+        factor = _MICRONS.get(str(metadata.get("unit", "")).strip().lower())
+        spacing = metadata.get("spacing")
+        return float(spacing) * factor if spacing and factor else None
+
+    return _tiff_calibration(path, "PhysicalSizeZ", _MICRONS, "µm", imagej)
 
 
 #: Time units of ImageJ's ``tunit`` and OME's ``TimeIncrementUnit``, in seconds.

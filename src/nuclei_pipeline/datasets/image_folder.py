@@ -18,35 +18,57 @@ from nuclei_pipeline.datasets.image_files import (
     read_image_lazily,
     read_original_lazily,
     read_pixel_size_um,
+    read_z_step_um,
+    stack_value_range,
     z_projection_value,
 )
 
 
-def _read_original(path: Path, z_projection: str | None, frame: int | None) -> dict[str, Any]:
+def _read_original(path: Path, z_projection: str | None, frame: int | None, axis: str) -> dict[str, Any]:
     original = {"image": read_original_lazily(path, z_projection, frame), "pixel_size_um": read_pixel_size_um(path)}
-    if frame is not None:
+    if frame is not None and axis == "Z":
+        original.update(z_stack=path.stem, plane=frame, z_step_um=read_z_step_um(path))
+    elif frame is not None:
         original.update(time_lapse=path.stem, frame=frame, frame_interval_s=read_frame_interval_s(path))
     return original
 
 
-def frame_ids(path: Path, z_projection: str | None = None) -> list[tuple[str, int | None]]:
-    """The images a file holds, as ``(image_id, frame)`` pairs.
+class _StackRange:
+    """A z-stack's value range (:func:`~nuclei_pipeline.datasets.image_files.stack_value_range`), read once for
+    the loaders of all its planes (a loader sent to a Dask worker reads it there)."""
+
+    def __init__(self, path: Path, channel: int | None):
+        self._path, self._channel, self._range, self._read = path, channel, None, False
+
+    def __call__(self) -> tuple[float, float] | None:
+        if not self._read:
+            self._range, self._read = stack_value_range(self._path, self._channel), True
+        return self._range
+
+
+def _read_plane(path: Path, channel: int | None, frame: int, stack_range: _StackRange):
+    return read_image_lazily(path, channel, "planes", frame, stack_range())
+
+
+def frame_ids(path: Path, z_projection: str | None = None) -> list[tuple[str, int | None, str]]:
+    """The images a file holds, as ``(image_id, frame, axis)``: ``frame`` indexes ``axis`` (``T`` or ``Z``).
 
     Returns
     -------
-    list of (str, int or None)
-        ``[(stem, None)]`` for a still image (a time-lapse of one time point
+    list of (str, int or None, str)
+        ``[(stem, None, "T")]`` for a still image (a time-lapse of one time point
         included: ``tifffile`` drops axes of length 1); for a time-lapse TIFF
         one per time point, ``<stem>_t0000``, ``<stem>_t0001``, … — four digits,
         so that a movie's ids stay the same as frames are appended (and sort in
-        time) up to 10,000 frames. A movie whose frames cannot be read as
+        time) up to 10,000 frames; for a z-stack read with ``z_projection="planes"``
+        one per plane, ``<stem>_z0000``, … A movie whose frames cannot be read as
         ``z_projection`` says (z-stacks without one) is one image, refused once.
     """
-    frames = count_frames(path, z_projection)
+    frames, axis = count_frames(path, z_projection)
     if frames == 1:
-        return [(path.stem, None)]
+        return [(path.stem, None, axis)]
     digits = max(4, len(str(frames - 1)))
-    return [(f"{path.stem}_t{frame:0{digits}d}", frame) for frame in range(frames)]
+    return [(f"{path.stem}_{axis.lower()}{frame:0{digits}d}", frame, axis) for frame in range(frames)]
 
 
 def checked(parse: Callable[[Any], Any], value: Any) -> Any:
@@ -75,14 +97,17 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
     (an image without that channel is refused naming it). The catalog takes it
     from the runtime parameter ``nucleus_channel``. With ``z_projection: max``
     (or ``mean``) a z-stack (a TIFF with a ``Z`` axis) is read as its projection
-    — the same for the network and for measuring; without, stacks are refused.
+    — the same for the network and for measuring; with ``planes`` as one image
+    per plane, ``<name>_z0000``, … (16-bit planes stretched on the whole stack's range); without, stacks are
+    refused.
 
     With ``original: true`` a loader returns ``{"image", "pixel_size_um"}``
     instead: the values as stored (16-bit stays 16-bit, every channel kept;
     a large TIFF again region by region) for measuring, and the pixel size from TIFF metadata (``None`` when
     absent); a time-lapse's frames also their ``time_lapse`` (the file's name without extension, as an ImageId),
     ``frame`` and ``frame_interval_s``
-    (from the metadata, ``None`` when absent).
+    (from the metadata, ``None`` when absent); a stack's planes their ``z_stack`` (the file's name without
+    extension), ``plane`` and ``z_step_um`` (the plane spacing from the metadata, ``None`` when absent).
 
     Parameters
     ----------
@@ -92,8 +117,8 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         Load original values and pixel size instead of uint8 RGB.
     nucleus_channel : int, optional
         The channel holding the nuclei (``None``: images as they are, 1 to 4 channels).
-    z_projection : {"max", "mean"}, optional
-        How a z-stack becomes one image (``None``: stacks are refused).
+    z_projection : {"max", "mean", "planes"}, optional
+        How a z-stack becomes one image, or ``planes``: one image per plane (``None``: stacks are refused).
     """
 
     def __init__(self, path: str, original: bool = False, nucleus_channel: int | None = None,
@@ -116,14 +141,19 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         images: dict[str, Callable[[], np.ndarray]] = {}
         sources: dict[str, Path] = {}
         for path in list_images(self._path):
-            for image_id, frame in frame_ids(path, self._z_projection):
+            stack_range = _StackRange(path, self._channel)
+            for image_id, frame, axis in frame_ids(path, self._z_projection):
                 if image_id in sources:
                     raise DatasetError(
                         f"two images share the ImageId {image_id!r}: {sources[image_id]} and {path}"
                     )
                 sources[image_id] = path
-                images[image_id] = (partial(_read_original, path, self._z_projection, frame) if self._original
-                                    else partial(read_image_lazily, path, self._channel, self._z_projection, frame))
+                if self._original:
+                    images[image_id] = partial(_read_original, path, self._z_projection, frame, axis)
+                elif axis == "Z" and frame is not None:  # a plane: stretched on the whole stack's range
+                    images[image_id] = partial(_read_plane, path, self._channel, frame, stack_range)
+                else:
+                    images[image_id] = partial(read_image_lazily, path, self._channel, self._z_projection, frame)
         if not images:
             raise DatasetError(f"no PNG, TIF or JPG images found in {self._path}")
         return images

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -18,11 +19,12 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from nuclei_pipeline.core.images import ImageReadError, pixel_digest
-from nuclei_pipeline.core.measure import measure_nuclei, outline_polygons
+from nuclei_pipeline.core.measure import measure_nuclei, measure_nuclei_3d, outline_polygons
 from nuclei_pipeline.core.overlays import colour_labels, draw_outlines, overview, overview_step
 from nuclei_pipeline.core.postprocess import image_confidence
 from nuclei_pipeline.core.predict import predict_nuclei
 from nuclei_pipeline.core.rle import labels_to_rles
+from nuclei_pipeline.core.stitch import stitch_planes
 from nuclei_pipeline.executors import executor_for
 from nuclei_pipeline.parameters import (
     ConfidenceReference,
@@ -185,7 +187,8 @@ def measure_masks(
     NaN for a mask stored without them (made before they were). A time-lapse's
     frames (:func:`~nuclei_pipeline.datasets.image_folder.frame_ids`) get
     ``time_lapse`` (its file name without extension), ``frame`` (0-based) and ``time_s``
-    (``frame`` × the file's frame interval; NaN when its metadata has none).
+    (``frame`` × the file's frame interval; NaN when its metadata has none); a z-stack's planes
+    ``z_stack``, ``plane`` and ``z_um`` (``plane`` × the plane spacing; NaN without).
     """
 
     def measure(image_id: str) -> pd.DataFrame:
@@ -199,10 +202,76 @@ def measure_masks(
             table.insert(0, "time_s", original["frame"] * interval if interval else float("nan"))
             table.insert(0, "frame", original["frame"])
             table.insert(0, "time_lapse", original["time_lapse"])
+        if original.get("plane") is not None:
+            step = original.get("z_step_um")
+            table.insert(0, "z_um", original["plane"] * step if step else float("nan"))
+            table.insert(0, "plane", original["plane"])
+            table.insert(0, "z_stack", original["z_stack"])
         table.insert(0, "image_id", image_id)
         return table
 
     return {image_id: (lambda i=image_id: measure(i)) for image_id in sorted(originals) if image_id in masks}
+
+
+#: The ImageId of a z-stack's plane (``image_folder.frame_ids``): ``<stack>_z0000``, …
+_PLANE_ID = re.compile(r"^(?P<stack>.+)_z(?P<plane>\d{4,})$")
+
+
+def z_stack_planes(image_ids) -> dict[str, list[str]]:
+    """``{stack: [plane ids in plane order]}`` of the ids named as planes of a z-stack (``<stack>_z0000``, …),
+    for each stack whose planes 0 … n-1 are all there."""
+    stacks: dict[str, dict[int, str]] = {}
+    for image_id in image_ids:
+        match = _PLANE_ID.match(image_id)
+        if match:
+            stacks.setdefault(match["stack"], {})[int(match["plane"])] = image_id
+    return {stack: [planes[k] for k in range(len(planes))] for stack, planes in sorted(stacks.items())
+            if sorted(planes) == list(range(len(planes)))}
+
+
+def stitch_z_stacks(
+    originals: dict[str, Callable[[], dict[str, Any]]],
+    masks: dict[str, Callable[[], np.ndarray]],
+    inference: Inference,
+) -> tuple[dict[str, Callable[[], np.ndarray]], dict[str, Callable[[], pd.DataFrame]]]:
+    """Each z-stack read plane by plane (``z_projection: planes``) as one label stack and its 3-D measurements.
+
+    The planes' masks are linked into 3-D nuclei
+    (:func:`~nuclei_pipeline.core.stitch.stitch_planes`, nuclei of adjacent
+    planes overlapping by ``inference.z_stitch_min_iou``) and measured on the
+    planes' original values (:func:`~nuclei_pipeline.core.measure.measure_nuclei_3d`,
+    in µm with the pixel size and the metadata's plane spacing). A stack with
+    a plane that has no mask (unreadable) is skipped with a warning. Images
+    that are not planes give nothing: both results are empty without stacks.
+
+    Returns
+    -------
+    label_stacks : ``{stack: (Z, H, W) labels}``, lazily
+    measurements : ``{stack: table}``, lazily; the table starts with a ``z_stack`` column
+    """
+    stacks = {}
+    for stack, plane_ids in z_stack_planes(originals).items():
+        if originals[plane_ids[0]]().get("z_stack") != stack:
+            continue  # named like a plane, but an image of its own
+        missing = [i for i in plane_ids if i not in masks]
+        if missing:
+            logger.warning("z-stack %s: not stitched, %d of its %d planes have no mask (%s)", stack, len(missing),
+                           len(plane_ids), ", ".join(missing[:3]))
+            continue
+        stacks[stack] = plane_ids
+
+    def labels(stack: str) -> np.ndarray:
+        return stitch_planes([masks[i]() for i in stacks[stack]], inference.z_stitch_min_iou)
+
+    def measure(stack: str) -> pd.DataFrame:
+        planes = [originals[i]() for i in stacks[stack]]
+        size = _pixel_size(inference, planes[0].get("pixel_size_um"), stack)
+        image = np.stack([np.asarray(plane["image"]) for plane in planes])
+        table = measure_nuclei_3d(labels(stack), image, size, planes[0].get("z_step_um"))
+        table.insert(0, "z_stack", stack)
+        return table
+
+    return ({stack: partial(labels, stack) for stack in stacks}, {stack: partial(measure, stack) for stack in stacks})
 
 
 def _geojson(image_id: str, polygons: dict[int, np.ndarray], table: pd.DataFrame) -> dict[str, Any]:

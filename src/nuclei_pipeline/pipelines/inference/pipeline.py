@@ -7,6 +7,7 @@ from nuclei_pipeline.pipelines.inference.nodes import (
     plot_sample_predictions,
     predict_masks,
     queue_for_annotation,
+    stitch_z_stacks,
     summarise_masks,
 )
 
@@ -32,6 +33,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["predicted_masks", "nucleus_measurements", "params:inference"],
                 ["nucleus_measurements_csv", "label_tiffs", "imagej_roi_sets", "geojson_outlines"],
                 name="export_masks",
+            ),
+            Node(
+                stitch_z_stacks,
+                ["inference_originals", "predicted_masks", "params:inference"],
+                ["label_stacks", "nucleus_measurements_3d"],
+                name="stitch_z_stacks",
             ),
             Node(
                 summarise_masks,

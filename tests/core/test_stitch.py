@@ -1,0 +1,63 @@
+"""Linking the nuclei of a z-stack's planes into 3-D nuclei."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.draw import ellipsoid
+
+from nuclei_pipeline.core.metrics import average_precision
+from nuclei_pipeline.core.stitch import stitch_planes
+
+
+def two_nuclei_one_above_the_other() -> np.ndarray:
+    """(14, 40, 40) truth: nucleus 1 in planes 0-6 and nucleus 2 in planes 7-13, overlapping in x-y."""
+    truth = np.zeros((14, 40, 40), np.int32)
+    ball = ellipsoid(4, 8, 8)[2:-2, 1:-1, 1:-1]  # 7 planes, discs of 37-100 % of the widest one's area
+    truth[0:7, 4:21, 4:21][ball] = 1
+    truth[7:14, 10:27, 10:27][ball] = 2
+    return truth
+
+
+def as_planes(truth: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """Each plane labelled on its own, as a 2-D model labels it: other values in every plane."""
+    rng = np.random.default_rng(seed)
+    return [np.where(plane > 0, plane * 10 + rng.integers(1, 5), 0) for plane in truth]
+
+
+def test_nuclei_overlapping_in_projection_stay_apart_and_each_keeps_one_label():
+    truth = two_nuclei_one_above_the_other()
+    assert set(truth[:, 15, 15]) == {1, 2}  # one behind the other in x-y
+    stitched = stitch_planes(as_planes(truth))
+    assert stitched.shape == truth.shape and stitched.dtype == np.int32
+    assert stitched.max() == 2 and average_precision(truth, stitched) == 1.0
+
+
+def test_adjacent_planes_are_one_nucleus_only_above_min_iou():
+    plane = np.zeros((30, 30), np.int32)
+    plane[5:15, 5:15] = 3
+    shifted = np.zeros_like(plane)
+    shifted[5:15, 10:20] = 8  # IoU 50 / 150 = 0.33 with the plane above
+    assert stitch_planes([plane, shifted], min_iou=0.25).max() == 1
+    assert stitch_planes([plane, shifted], min_iou=0.4).max() == 2
+    with pytest.raises(ValueError, match="min_iou"):
+        stitch_planes([plane], min_iou=0)
+
+
+def test_matching_is_one_to_one_and_a_gap_starts_a_new_nucleus():
+    above = np.zeros((30, 40), np.int32)
+    above[5:25, 5:35] = 1
+    split = np.zeros_like(above)
+    split[5:25, 5:22] = 4  # the larger half: IoU 0.57
+    split[5:25, 23:35] = 9  # the smaller: IoU 0.4, also ≥ min_iou, but the nucleus above is taken
+    stitched = stitch_planes([above, split])
+    assert stitched[1, 10, 10] == stitched[0, 10, 10] == 1 and stitched[1, 10, 30] == 2
+    empty = np.zeros_like(above)
+    assert np.unique(stitch_planes([above, empty, above])).tolist() == [0, 1, 2]
+
+
+def test_planes_must_be_label_images_of_one_shape():
+    with pytest.raises(ValueError, match="one shape"):
+        stitch_planes([np.zeros((4, 4), int), np.zeros((4, 5), int)])
+    with pytest.raises(ValueError, match="no planes"):
+        stitch_planes([])
