@@ -151,6 +151,7 @@ class Inference(Parameters):
     min_confidence: Literal["auto"] | Probability | None
     annotation_queue: Size
     z_stitch_min_iou: Annotated[float, Field(gt=0, le=1)]
+    z_min_brightness: Annotated[float, Field(ge=0, lt=1)]
 
     @field_validator("dask_scheduler")
     @classmethod

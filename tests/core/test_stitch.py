@@ -7,7 +7,7 @@ import pytest
 from skimage.draw import ellipsoid
 
 from nuclei_pipeline.core.metrics import average_precision
-from nuclei_pipeline.core.stitch import stitch_planes
+from nuclei_pipeline.core.stitch import stitch_planes, trim_out_of_focus
 
 
 def two_nuclei_one_above_the_other() -> np.ndarray:
@@ -61,3 +61,23 @@ def test_planes_must_be_label_images_of_one_shape():
         stitch_planes([np.zeros((4, 4), int), np.zeros((4, 5), int)])
     with pytest.raises(ValueError, match="no planes"):
         stitch_planes([])
+
+
+def test_dim_planes_are_trimmed_and_a_nucleus_linked_through_one_is_cut_in_two():
+    labels = np.zeros((7, 10, 10), np.int32)
+    labels[:, 2:5, 2:5] = 1  # bright in planes 0-2 and 4-6, linked through the dim plane 3
+    labels[0:3, 6:9, 6:9] = 2  # dim in plane 0: out-of-focus light above it
+    brightness = np.where(labels == 1, 100.0, np.where(labels == 2, 50.0, 3.0))
+    brightness[3][labels[3] == 1] = 20
+    brightness[0][labels[0] == 2] = 10
+    trimmed = trim_out_of_focus(labels, brightness, 0.5)
+    assert trimmed.max() == 3 and trimmed.dtype == np.int32
+    assert [np.unique(trimmed[:, 3, 3]).tolist(), np.unique(trimmed[:, 7, 7]).tolist()] == [[0, 1, 3], [0, 2]]
+    assert (trimmed[3] == 0).all() and (trimmed[0:3, 3, 3] == 1).all() and (trimmed[4:7, 3, 3] == 3).all()
+    assert (trimmed[0, 6:9, 6:9] == 0).all() and (trimmed[1:3, 6:9, 6:9] == 2).all()
+    assert np.array_equal(trim_out_of_focus(labels, brightness, 0.0), labels)  # 0: every plane kept
+    assert np.array_equal(trim_out_of_focus(labels, brightness, 0.15), labels)  # no plane below 15 % of its peak
+    with pytest.raises(ValueError, match="min_fraction"):
+        trim_out_of_focus(labels, brightness, 1.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        trim_out_of_focus(labels, brightness[1:], 0.5)

@@ -371,8 +371,9 @@ def test_z_stacks_are_stitched_and_measured_in_3d_and_other_images_left_alone(ca
     originals["holes_z0001"] = lambda: {**original(1), "z_stack": "holes"}
     masks = {**{i: (lambda i=i: planes[i]) for i in planes}, "still_z0000": lambda: planes["cells_z0000"],
              "holes_z0000": lambda: planes["cells_z0000"]}  # holes_z0001 was unreadable: no mask
+    images = {i: (lambda i=i: np.repeat(originals[i]()["image"][..., None] / 4, 3, axis=2)) for i in originals}
     with caplog.at_level(logging.WARNING):
-        stacks, tables = stitch_z_stacks(originals, masks, parameters("inference"))
+        stacks, tables = stitch_z_stacks(images, originals, masks, parameters("inference"))
     assert sorted(stacks) == sorted(tables) == ["cells"]
     assert any("z-stack holes: not stitched, 1 of its 2 planes have no mask (holes_z0001)" in r.message
                for r in caplog.records)
@@ -382,7 +383,13 @@ def test_z_stacks_are_stitched_and_measured_in_3d_and_other_images_left_alone(ca
     assert table.columns[0] == "z_stack" and (table["z_stack"] == "cells").all()
     assert table["planes"].tolist() == [3, 3] and table["volume"].tolist() == [300, 300]
     assert table["volume_um3"].tolist() == [300 * 2.0 * 0.25] * 2 and (table["intensity_mean_ch0"] == 1000).all()
-    assert stitch_z_stacks({}, {}, parameters("inference")) == ({}, {})
+    assert stitch_z_stacks({}, {}, {}, parameters("inference")) == ({}, {})
+    # Nucleus 1 dim in plane 0 (out-of-focus light, as the network saw it): that plane is not its own.
+    images["cells_z0000"] = lambda: np.where(truth[0, ..., None] > 0, 10.0, 0.0).repeat(3, axis=2)
+    stacks, _ = stitch_z_stacks(images, originals, masks, parameters("inference", z_min_brightness=0.5))
+    assert not stacks["cells"]()[0].any() and (stacks["cells"]()[1:3] > 0).sum() == (truth[1:3] > 0).sum()
+    stacks, _ = stitch_z_stacks(images, originals, masks, parameters("inference", z_min_brightness=0.0))
+    assert np.array_equal(stacks["cells"]() > 0, truth > 0)
 
 
 def test_the_measurements_of_a_stack_s_planes_say_where_they_lie():

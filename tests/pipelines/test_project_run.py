@@ -359,29 +359,37 @@ def test_inference_segments_each_time_point_of_a_time_lapse_and_resumes_frame_by
 def test_inference_segments_a_z_stack_plane_by_plane_and_links_its_nuclei_in_3d(project, monkeypatch):
     import tifffile
     from scipy import ndimage as ndi
+    from skimage.draw import disk
+    from skimage.measure import regionprops
 
     from nuclei_pipeline.core.metrics import precision_at_thresholds
 
-    # Two layers of nuclei, one in focus at plane 1 and one at plane 6 of 8, overlapping where they lie one
-    # above the other; each plane dimmed and blurred with its distance from focus, 16-bit. (Nuclei directly
-    # on top of each other, two planes apart, are linked through the plane between: README.)
+    # Two layers of nuclei, made ellipsoids around make_nuclei's discs (0.7 as thick as wide) at depths 3.5 and
+    # 11.5 of 16 planes, overlapping in x-y where they lie one above the other; the light of neighbouring
+    # planes blurred in (σ = 1 plane and pixel), 16-bit.
     layers = [make_nuclei((96, 96), count=7, radius=(7, 10), seed=seed, touching_pair=False) for seed in (81, 82)]
-    planes = np.zeros((8, 96, 96))
-    truth = np.zeros((8, 96, 96), np.int32)
-    for (image, labels), focus, offset in zip(layers, (1, 6), (0, 100), strict=True):
-        for plane in range(8):
-            distance = abs(plane - focus)
-            planes[plane] += np.exp(-distance**2 / 2) * ndi.gaussian_filter(image[..., 0] * 100.0, 1.5 * distance)
-            truth[plane] = np.where((labels > 0) & (distance <= 1), labels + offset, truth[plane])
+    volume = np.zeros((16, 96, 96))
+    truth = np.zeros((16, 96, 96), np.int32)
+    for (image, labels), depth in zip(layers, (3.5, 11.5), strict=True):
+        for region in regionprops(labels):
+            radius = region.equivalent_diameter_area / 2
+            for plane in range(16):
+                offset = (plane - depth) / (0.35 * radius)
+                if abs(offset) < 0.95:
+                    rows, columns = disk(region.centroid, radius * np.sqrt(1 - offset**2), shape=labels.shape)
+                    volume[plane, rows, columns] = image[rows, columns, 0] * 100.0
+                    truth[plane, rows, columns] = region.label + 100 * (depth > 8)
+    planes = ndi.gaussian_filter(volume, 1.0)
     folder = project / "zstacks"
     folder.mkdir()
     tifffile.imwrite(folder / "cells.tif", planes.astype(np.uint16), imagej=True, resolution=(2.0, 2.0),
                      metadata={"axes": "ZYX", "spacing": 1.5, "unit": "um"})
     run(project, monkeypatch, "tiny", pipeline="inference",
-        runtime_params={"input_dir": str(folder), "z_projection": "planes", "inference": {"model": "shipped"}})
+        runtime_params={"input_dir": str(folder), "z_projection": "planes",
+                        "inference": {"model": "shipped", "exports": ["table_csv"]}})
     output = project / "data" / "07_model_output" / "default"
     report = pd.read_csv(project / "data" / "08_reporting" / "default" / "inference_report.csv")
-    assert report[["id", "status"]].values.tolist() == [[f"cells_z000{plane}", "ok"] for plane in range(8)]
+    assert report[["id", "status"]].values.tolist() == [[f"cells_z{plane:04d}", "ok"] for plane in range(16)]
     table = pd.read_parquet(output / "nuclei" / "cells_z0005.parquet")
     assert (table["z_stack"] == "cells").all() and (table["z_um"] == 7.5).all()
     stack = tifffile.imread(output / "label_stacks" / "cells.tif")
@@ -390,13 +398,15 @@ def test_inference_segments_a_z_stack_plane_by_plane_and_links_its_nuclei_in_3d(
     assert scores["fn"][0] <= 1 and scores["fp"][0] <= 1  # at 3-D IoU 0.5: every nucleus, each once
     nuclei = pd.read_parquet(output / "nuclei_3d" / "cells.parquet")
     assert len(nuclei) == stack.max() and (nuclei["z_stack"] == "cells").all()
-    assert nuclei["planes"].median() >= 3 and nuclei["centroid_z_um"].between(0, 10.5).all()
+    assert nuclei["planes"].median() >= 4 and nuclei["centroid_z_um"].between(0, 22.5).all()
     assert nuclei["volume_um3"].tolist() == pytest.approx((nuclei["volume"] * 1.5 * 0.25).tolist())
+    assert pd.read_csv(output / "nuclei_3d.csv")["label"].tolist() == nuclei["label"].tolist()
     # Projected instead, nuclei one above the other become one: fewer than there are.
     run(project, monkeypatch, "tiny", pipeline="inference",
         runtime_params={"input_dir": str(folder), "z_projection": "max", "inference": {"model": "shipped"}})
     assert skimage.io.imread(output / "masks" / "cells.png").max() < len(np.unique(truth)) - 1
     assert not list((output / "label_stacks").glob("*.tif"))  # no stack read as planes: none written
+    assert not (output / "nuclei_3d.csv").exists()
 
 
 @pytest.mark.slow

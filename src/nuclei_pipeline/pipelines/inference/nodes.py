@@ -24,7 +24,7 @@ from nuclei_pipeline.core.overlays import colour_labels, draw_outlines, overview
 from nuclei_pipeline.core.postprocess import image_confidence
 from nuclei_pipeline.core.predict import predict_nuclei
 from nuclei_pipeline.core.rle import labels_to_rles
-from nuclei_pipeline.core.stitch import stitch_planes
+from nuclei_pipeline.core.stitch import stitch_planes, trim_out_of_focus
 from nuclei_pipeline.executors import executor_for
 from nuclei_pipeline.parameters import (
     ConfidenceReference,
@@ -230,6 +230,7 @@ def z_stack_planes(image_ids) -> dict[str, list[str]]:
 
 
 def stitch_z_stacks(
+    images: dict[str, Callable[[], np.ndarray]],
     originals: dict[str, Callable[[], dict[str, Any]]],
     masks: dict[str, Callable[[], np.ndarray]],
     inference: Inference,
@@ -238,8 +239,10 @@ def stitch_z_stacks(
 
     The planes' masks are linked into 3-D nuclei
     (:func:`~nuclei_pipeline.core.stitch.stitch_planes`, nuclei of adjacent
-    planes overlapping by ``inference.z_stitch_min_iou``) and measured on the
-    planes' original values (:func:`~nuclei_pipeline.core.measure.measure_nuclei_3d`,
+    planes overlapping by ``inference.z_stitch_min_iou``), each kept where it
+    is at least ``inference.z_min_brightness`` as bright as in its brightest
+    plane in the ``images`` the network saw (:func:`~nuclei_pipeline.core.stitch.trim_out_of_focus`),
+    and measured on the planes' original values (:func:`~nuclei_pipeline.core.measure.measure_nuclei_3d`,
     in µm with the pixel size and the metadata's plane spacing). A stack with
     a plane that has no mask (unreadable) is skipped with a warning. Images
     that are not planes give nothing: both results are empty without stacks.
@@ -253,7 +256,7 @@ def stitch_z_stacks(
     for stack, plane_ids in z_stack_planes(originals).items():
         if originals[plane_ids[0]]().get("z_stack") != stack:
             continue  # named like a plane, but an image of its own
-        missing = [i for i in plane_ids if i not in masks]
+        missing = [i for i in plane_ids if i not in masks or i not in images]
         if missing:
             logger.warning("z-stack %s: not stitched, %d of its %d planes have no mask (%s)", stack, len(missing),
                            len(plane_ids), ", ".join(missing[:3]))
@@ -261,7 +264,11 @@ def stitch_z_stacks(
         stacks[stack] = plane_ids
 
     def labels(stack: str) -> np.ndarray:
-        return stitch_planes([masks[i]() for i in stacks[stack]], inference.z_stitch_min_iou)
+        linked = stitch_planes([masks[i]() for i in stacks[stack]], inference.z_stitch_min_iou)
+        if not inference.z_min_brightness:
+            return linked
+        brightness = np.stack([np.asarray(images[i](), dtype=np.float32).mean(axis=2) for i in stacks[stack]])
+        return trim_out_of_focus(linked, brightness, inference.z_min_brightness)
 
     def measure(stack: str) -> pd.DataFrame:
         planes = [originals[i]() for i in stacks[stack]]
@@ -327,6 +334,12 @@ def export_masks(
     table_csv = [measurements[i] for i in wanted] if "table_csv" in exports else []
     return (table_csv, lazily(lambda i: masks[i](), "label_tiff"), lazily(rois, "imagej_rois"),
             lazily(geojson, "geojson"))
+
+
+def export_3d_table(measurements: dict[str, Callable[[], pd.DataFrame]], inference: Inference) -> list[Callable]:
+    """The z-stacks' 3-D measurement tables in stack order, for one CSV of the whole run (``table_csv`` in
+    ``inference.exports``; empty otherwise, which removes an earlier run's file)."""
+    return [measurements[stack] for stack in sorted(measurements)] if "table_csv" in inference.exports else []
 
 
 def summarise_masks(

@@ -2,6 +2,7 @@ from kedro.pipeline import Node, Pipeline
 
 from nuclei_pipeline.pipelines.inference.nodes import (
     draw_overlays,
+    export_3d_table,
     export_masks,
     measure_masks,
     plot_sample_predictions,
@@ -36,10 +37,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 stitch_z_stacks,
-                ["inference_originals", "predicted_masks", "params:inference"],
+                ["inference_images", "inference_originals", "predicted_masks", "params:inference"],
                 ["label_stacks", "nucleus_measurements_3d"],
                 name="stitch_z_stacks",
             ),
+            Node(export_3d_table, ["nucleus_measurements_3d", "params:inference"], "nucleus_measurements_3d_csv",
+                 name="export_3d_table"),
             Node(
                 summarise_masks,
                 ["inference_images", "predicted_masks", "nucleus_measurements", "params:inference",
