@@ -1,7 +1,8 @@
 """Z-stacks segmented plane by plane and linked in 3-D (``z_projection: planes``) against their maximum projection.
 
 Run after `make data` and `kedro run --pipeline data_processing`:
-``.venv/bin/python benchmarks/z_stacks.py [--env ENV] [--model shipped] [--stacks 12] [--min-iou 0.1 0.25 0.5]``.
+``.venv/bin/python benchmarks/z_stacks.py [--env ENV] [--model shipped] [--stacks 12] [--min-iou 0.1 0.25 0.5]
+[--trim 0 0.3 0.5 0.7] [--normalise stack|plane]``.
 
 No annotated 3-D stack is at hand, so stacks are built from annotated 2-D images: two
 validation fluorescence images of one size, A's nuclei in the upper half of 16 planes and B's
@@ -13,8 +14,9 @@ column) for the light from neighbouring planes, noise added, 16-bit. A's and B's
 one above the other where the two pictures overlap. Truth: every section. Each stack is
 written as an ImageJ TIFF and read as the inference pipeline reads it (``ImageFolderDataset``: planes
 stretched on the stack's range; ``--normalise plane``: each on its own, the rejected alternative),
-segmented by the model (``predict_nuclei``, flip TTA) plane by plane and linked
-(``stitch_planes``), or segmented once as its maximum projection. Printed per ``min_iou``: the
+segmented by the model (``predict_nuclei``, flip TTA) plane by plane, linked and trimmed
+(``nuclei_in_3d``: ``--min-iou`` × ``--trim``, the values of ``inference.z_stitch_min_iou`` and
+``z_min_brightness`` to compare), or segmented once as its maximum projection. Printed per pair: the
 3-D mAP (IoU of 3-D objects, thresholds 0.50-0.95), the score at IoU 0.5, nuclei found /
 true; and for the projection: nuclei found / true (nuclei one behind the other become one).
 """
@@ -36,7 +38,7 @@ from scipy import ndimage as ndi
 from nuclei_pipeline.core.images import image_type, to_rgb
 from nuclei_pipeline.core.metrics import average_precision, precision_at_thresholds
 from nuclei_pipeline.core.predict import predict_nuclei
-from nuclei_pipeline.core.stitch import stitch_planes, trim_out_of_focus
+from nuclei_pipeline.core.stitch import nuclei_in_3d
 from nuclei_pipeline.datasets.image_folder import ImageFolderDataset
 
 PLANES = 16
@@ -101,7 +103,7 @@ def main():
     parser.add_argument("--model", default="shipped", choices=["shipped", "trained"])
     parser.add_argument("--stacks", type=int, default=12)
     parser.add_argument("--min-iou", type=float, nargs="+", default=[0.1, 0.25, 0.5])
-    parser.add_argument("--trim", type=float, nargs="+", default=[0.0],
+    parser.add_argument("--trim", type=float, nargs="+", default=[0.0, 0.5],
                         help="z_min_brightness values: planes where a nucleus is dimmer than this fraction of its "
                              "brightest are dropped (0: none)")
     parser.add_argument("--normalise", choices=["stack", "plane"], default="stack",
@@ -134,9 +136,8 @@ def main():
             plane_labels = [segment(image) for image in images]
             projection = segment(projected[stack]())
             row = {"stack": stack, "true": int(truth.max()), "projection_found": int(projection.max())}
-            brightness = np.stack([np.asarray(image, dtype=np.float32).mean(axis=2) for image in images])
             for min_iou, trim in itertools.product(args.min_iou, args.trim):
-                labels = trim_out_of_focus(stitch_planes(plane_labels, min_iou), brightness, trim)
+                labels = nuclei_in_3d(plane_labels, images, min_iou, trim)
                 variant = f"{min_iou}_{trim}"
                 row[f"map_{variant}"] = average_precision(truth, labels)
                 row[f"at_0.5_{variant}"] = float(precision_at_thresholds(truth, labels)["precision"][0])

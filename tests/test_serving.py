@@ -118,5 +118,5 @@ def test_a_request_names_the_channel_holding_the_nuclei():
         served.predict(None, pd.DataFrame([movie]))
     with pytest.raises(ImageReadError, match="image 't': .*no time point 3"):
         served.predict(None, pd.DataFrame([{**movie, "frame": 3}]))
-    with pytest.raises(ValueError, match="'t': frame must be a time point index.*'last'"):
+    with pytest.raises(ValueError, match="'t': frame must be a time point .*index.*'last'"):
         served.predict(None, pd.DataFrame([{**movie, "frame": "last"}]))

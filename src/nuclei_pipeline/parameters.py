@@ -152,6 +152,7 @@ class Inference(Parameters):
     annotation_queue: Size
     z_stitch_min_iou: Annotated[float, Field(gt=0, le=1)]
     z_min_brightness: Annotated[float, Field(ge=0, lt=1)]
+    z_step_um: Positive | None
 
     @field_validator("dask_scheduler")
     @classmethod

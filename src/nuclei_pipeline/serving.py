@@ -51,8 +51,8 @@ def decode_image(data: str | bytes, z_projection: str | None = None, frame: int 
 
 def _nucleus_image(record: dict[str, Any], image_id: str) -> tuple[np.ndarray, np.ndarray]:
     """The record's image with its original values, and the RGB image the network sees (its ``nucleus_channel``
-    alone when it names one; a z-stack projected by its ``z_projection``; a time-lapse's ``frame``); refusals name
-    the image."""
+    alone when it names one; a z-stack projected by its ``z_projection``, or with ``planes`` its plane ``frame``
+    stretched on the whole stack's range; a time-lapse's ``frame``); refusals name the image."""
     try:
         z_projection, channel = z_projection_value(record.get("z_projection")), nucleus_channel_value(
             record.get("nucleus_channel"))

@@ -292,6 +292,47 @@ def test_a_z_stack_read_as_planes_gives_each_plane_whole_or_region_by_region(tmp
     assert images["cells_z0000"]().max() < 200 and images["cells_z0004"]().max() == 255
 
 
+def test_the_folder_lists_its_stacks_planes_from_headers_and_a_file_named_like_a_plane_stays_apart(tmp_path):
+    import tifffile
+    from kedro.io import DatasetError
+
+    from nuclei_pipeline.datasets.image_folder import ImageFolderDataset
+
+    tifffile.imwrite(tmp_path / "cells.tif", np.zeros((3, 20, 30), np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    skimage.io.imsave(tmp_path / "cells_z0003.png", np.zeros((20, 30), np.uint8), check_contrast=False)
+    skimage.io.imsave(tmp_path / "still.png", np.zeros((20, 30), np.uint8), check_contrast=False)
+    stacks = ImageFolderDataset(str(tmp_path), z_projection="planes", stacks=True).load()
+    assert stacks == {"cells": ["cells_z0000", "cells_z0001", "cells_z0002"]}  # not the PNG named like a 4th plane
+    assert ImageFolderDataset(str(tmp_path), z_projection="max", stacks=True).load() == {}
+    with pytest.raises(DatasetError, match="stacks: true"):
+        ImageFolderDataset(str(tmp_path), original=True, stacks=True)
+
+
+@pytest.mark.parametrize("layout", ["OME CZYX", "OME ZCYX"])
+def test_a_plane_is_read_wherever_the_stack_stores_its_channels(tmp_path, monkeypatch, layout):
+    import tifffile
+
+    from nuclei_pipeline.datasets import image_files
+
+    stack = np.random.default_rng(6).integers(0, 3000, (2, 4, 40, 30)).astype(np.uint16)  # C, Z, Y, X
+    if layout == "OME CZYX":  # ImageJ hyperstacks store Z before C (an ImageJ ZCYX stack: the test above)
+        tifffile.imwrite(tmp_path / "s.tif", stack, photometric="minisblack", metadata={"axes": "CZYX"}, ome=True)
+    else:
+        tifffile.imwrite(tmp_path / "s.tif", np.moveaxis(stack, 0, 1), photometric="minisblack",
+                         metadata={"axes": "ZCYX"}, ome=True)
+    assert image_files.count_frames(tmp_path / "s.tif", "planes") == (4, "Z")
+    stack_range = (float(stack[1].min()), float(stack[1].max()))
+    for plane in (0, 3):
+        expected = np.moveaxis(stack[:, plane], 0, -1)
+        assert np.array_equal(image_files.read_original_image(tmp_path / "s.tif", "planes", plane), expected)
+        monkeypatch.setattr(image_files, "LAZY_PIXELS", 10 * 10)  # region by region, on the stack's range
+        lazy = image_files.read_image_lazily(tmp_path / "s.tif", 1, "planes", plane, stack_range)
+        assert isinstance(lazy, image_files.LazyImage)
+        assert np.array_equal(lazy[5:25, 3:20], to_rgb(expected, stack_range, channel=1)[5:25, 3:20])
+        lazy.close()
+        monkeypatch.undo()
+
+
 def test_a_time_lapse_of_z_stacks_is_not_read_as_planes_and_the_plane_spacing_comes_from_metadata(tmp_path):
     import tifffile
 

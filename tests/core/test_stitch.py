@@ -56,6 +56,27 @@ def test_matching_is_one_to_one_and_a_gap_starts_a_new_nucleus():
     assert np.unique(stitch_planes([above, empty, above])).tolist() == [0, 1, 2]
 
 
+def test_sparse_matching_pairs_as_the_full_assignment_of_every_nucleus_does():
+    from scipy.optimize import linear_sum_assignment
+
+    from nuclei_pipeline.core.metrics import iou_matrix
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        above = rng.integers(0, 6, (12, 12)).repeat(3, axis=0).repeat(3, axis=1)  # blocky, many competing pairs
+        below = np.roll(above, rng.integers(-4, 5, 2), axis=(0, 1)) * 7 % 11
+        stitched = stitch_planes([above, below], min_iou=0.1)
+        iou = iou_matrix(stitched[0], below)  # the full table, every pair
+        rows, columns = linear_sum_assignment(np.where(iou >= 0.1, iou, 0), maximize=True)
+        best = sum(iou[r, c] for r, c in zip(rows, columns, strict=True) if iou[r, c] >= 0.1)
+        above_labels, below_labels = np.unique(stitched[0])[1:], np.unique(below)[1:]
+        linked = {(a, b) for a, b in zip(stitched[0].ravel(), below.ravel(), strict=True)
+                  if a and b and stitched[1][below == b].flat[0] == a}
+        total = sum(iou[np.searchsorted(above_labels, a), np.searchsorted(below_labels, b)] for a, b in linked)
+        assert total == pytest.approx(best)
+        assert all(iou[np.searchsorted(above_labels, a), np.searchsorted(below_labels, b)] >= 0.1 for a, b in linked)
+
+
 def test_planes_must_be_label_images_of_one_shape():
     with pytest.raises(ValueError, match="one shape"):
         stitch_planes([np.zeros((4, 4), int), np.zeros((4, 5), int)])

@@ -12,11 +12,11 @@ from nuclei_pipeline.parameters import ModelSpec, ParameterError
 from nuclei_pipeline.pipelines.inference.nodes import (
     export_masks,
     measure_masks,
+    measure_z_stacks,
     prediction_key,
     queue_for_annotation,
     stitch_z_stacks,
     summarise_masks,
-    z_stack_planes,
 )
 from tests.conftest import make_nuclei, parameters
 
@@ -349,47 +349,39 @@ def test_a_large_tiff_is_read_region_by_region_and_gives_the_masks_of_a_whole_re
 
 
 
-def test_plane_ids_are_grouped_by_stack_only_when_every_plane_is_there():
-    ids = ["a_z0000", "a_z0001", "a_z0002", "gap_z0000", "gap_z0002", "plain", "movie_t0000", "long_z10000"]
-    assert z_stack_planes(ids) == {"a": ["a_z0000", "a_z0001", "a_z0002"]}
-    assert z_stack_planes(["b_z0001", "b_z0000"]) == {"b": ["b_z0000", "b_z0001"]}
-
-
-def test_z_stacks_are_stitched_and_measured_in_3d_and_other_images_left_alone(caplog):
+def test_z_stacks_are_linked_trimmed_and_measured_in_3d(caplog):
     truth = np.zeros((4, 30, 40), np.int32)
     truth[0:3, 5:15, 5:15] = 1  # one nucleus over three planes
     truth[1:4, 10:20, 25:35] = 2
     values = (truth > 0) * 900 + 100
     planes = {f"cells_z{k:04d}": np.where(truth[k] > 0, truth[k] * 3 + k, 0) for k in range(4)}  # per-plane labels
-
-    def original(k):
-        return {"image": values[k], "pixel_size_um": 0.5, "z_stack": "cells", "plane": k, "z_step_um": 2.0}
-
-    originals = {f"cells_z{k:04d}": (lambda k=k: original(k)) for k in range(4)}
-    originals["still_z0000"] = lambda: {"image": values[0], "pixel_size_um": None}  # an image named like a plane
-    originals["holes_z0000"] = lambda: {**original(0), "z_stack": "holes"}
-    originals["holes_z0001"] = lambda: {**original(1), "z_stack": "holes"}
-    masks = {**{i: (lambda i=i: planes[i]) for i in planes}, "still_z0000": lambda: planes["cells_z0000"],
-             "holes_z0000": lambda: planes["cells_z0000"]}  # holes_z0001 was unreadable: no mask
-    images = {i: (lambda i=i: np.repeat(originals[i]()["image"][..., None] / 4, 3, axis=2)) for i in originals}
-    with caplog.at_level(logging.WARNING):
-        stacks, tables = stitch_z_stacks(images, originals, masks, parameters("inference"))
-    assert sorted(stacks) == sorted(tables) == ["cells"]
-    assert any("z-stack holes: not stitched, 1 of its 2 planes have no mask (holes_z0001)" in r.message
+    stacks = {"cells": list(planes), "holes": ["holes_z0000", "holes_z0001"]}
+    masks = {**{i: (lambda i=i: planes[i]) for i in planes}, "holes_z0000": lambda: planes["cells_z0000"]}
+    images = {i: (lambda i=i, k=k: np.repeat((values[k, ..., None] / 4).astype(np.uint8), 3, axis=2))
+              for k, i in enumerate(planes)}
+    with caplog.at_level(logging.WARNING):  # holes_z0001 was unreadable: no mask
+        label_stacks = stitch_z_stacks(images, masks, stacks, parameters("inference"))
+    assert sorted(label_stacks) == ["cells"]
+    assert any("z-stack holes: not linked in 3-D, 1 of its 2 planes have no mask (holes_z0001)" in r.message
                for r in caplog.records)
-    labels = stacks["cells"]()
+    labels = label_stacks["cells"]()
     assert labels.shape == truth.shape and labels.max() == 2 and np.array_equal(labels > 0, truth > 0)
+    originals = {i: (lambda k=k: {"image": values[k], "pixel_size_um": 0.5, "z_stack": "cells", "plane": k,
+                                  "z_step_um": None}) for k, i in enumerate(planes)}
+    tables = measure_z_stacks(originals, {"cells": lambda: labels}, stacks, parameters("inference", z_step_um=2.0))
     table = tables["cells"]()
     assert table.columns[0] == "z_stack" and (table["z_stack"] == "cells").all()
     assert table["planes"].tolist() == [3, 3] and table["volume"].tolist() == [300, 300]
     assert table["volume_um3"].tolist() == [300 * 2.0 * 0.25] * 2 and (table["intensity_mean_ch0"] == 1000).all()
-    assert stitch_z_stacks({}, {}, {}, parameters("inference")) == ({}, {})
+    assert measure_z_stacks(originals, {"cells": lambda: labels}, stacks, parameters("inference"))["cells"]()[
+        "volume_um3"].isna().all()  # no plane spacing in the file nor in the parameters
+    assert stitch_z_stacks({}, {}, {}, parameters("inference")) == {}
     # Nucleus 1 dim in plane 0 (out-of-focus light, as the network saw it): that plane is not its own.
-    images["cells_z0000"] = lambda: np.where(truth[0, ..., None] > 0, 10.0, 0.0).repeat(3, axis=2)
-    stacks, _ = stitch_z_stacks(images, originals, masks, parameters("inference", z_min_brightness=0.5))
-    assert not stacks["cells"]()[0].any() and (stacks["cells"]()[1:3] > 0).sum() == (truth[1:3] > 0).sum()
-    stacks, _ = stitch_z_stacks(images, originals, masks, parameters("inference", z_min_brightness=0.0))
-    assert np.array_equal(stacks["cells"]() > 0, truth > 0)
+    images["cells_z0000"] = lambda: np.where(truth[0, ..., None] > 0, 10, 0).repeat(3, axis=2).astype(np.uint8)
+    trimmed = stitch_z_stacks(images, masks, stacks, parameters("inference", z_min_brightness=0.5))["cells"]()
+    assert not trimmed[0].any() and (trimmed[1:3] > 0).sum() == (truth[1:3] > 0).sum()
+    kept = stitch_z_stacks(images, masks, stacks, parameters("inference", z_min_brightness=0.0))["cells"]()
+    assert np.array_equal(kept > 0, truth > 0)
 
 
 def test_the_measurements_of_a_stack_s_planes_say_where_they_lie():
@@ -405,3 +397,5 @@ def test_the_measurements_of_a_stack_s_planes_say_where_they_lie():
     assert list(first.columns[:4]) == ["image_id", "z_stack", "plane", "z_um"]
     assert first[["z_stack", "plane", "z_um"]].values.tolist() == [["cells", 3, 1.5]]
     assert np.isnan(tables["flat_z0001"]()["z_um"].iloc[0])
+    tables = measure_masks(originals, masks, {}, parameters("inference", z_step_um=2.0))  # the parameter wins
+    assert tables["cells_z0003"]()["z_um"].tolist() == [6.0] and tables["flat_z0001"]()["z_um"].tolist() == [2.0]

@@ -80,13 +80,8 @@ def measure_nuclei(
     table = pd.concat([p for p in parts if p is not None] or [_measure_chunk(labels, image, [], 0, 1)],
                       ignore_index=True)
     table.insert(table.columns.get_loc("orientation") + 1, "confidence", _confidence_column(table["label"], confidence))
-    for channel in range(channels):
-        table[f"integrated_intensity_ch{channel}"] = table[f"intensity_mean_ch{channel}"] * table["area"]
-    height, width = labels.shape
-    table["touches_border"] = (
-        (table["bbox_min_y"] == 0) | (table["bbox_min_x"] == 0)
-        | (table["bbox_max_y"] == height) | (table["bbox_max_x"] == width)
-    )
+    _integrated_intensities(table, channels, "area")
+    table["touches_border"] = _touches_border(table, labels.shape, "yx")
     table["pixel_size_um"] = size
     for column in LENGTHS:
         table[f"{column}_um"] = table[column] * size
@@ -146,13 +141,10 @@ def measure_nuclei_3d(labels: np.ndarray, image, pixel_size_um: float | None = N
     table = pd.DataFrame(regionprops_table(labels, intensity_image=image,
                                            properties=SHAPE_PROPERTIES_3D + INTENSITY_PROPERTIES))
     table = table.rename(columns=RENAMED_3D)
-    for channel in range(image.shape[3]):
-        table = table.rename(columns={f"{name}-{channel}": f"{name}_ch{channel}" for name in INTENSITY_PROPERTIES})
-        table[f"integrated_intensity_ch{channel}"] = table[f"intensity_mean_ch{channel}"] * table["volume"]
+    table = _channel_columns(table, image.shape[3])
+    _integrated_intensities(table, image.shape[3], "volume")
     table.insert(table.columns.get_loc("bbox_max_x") + 1, "planes", table["bbox_max_z"] - table["bbox_min_z"])
-    table["touches_border"] = np.logical_or.reduce(
-        [table[f"bbox_min_{axis}"] == 0 for axis in "zyx"]
-        + [table[f"bbox_max_{axis}"] == size for axis, size in zip("zyx", labels.shape, strict=True)])
+    table["touches_border"] = _touches_border(table, labels.shape, "zyx")
     table["pixel_size_um"], table["z_step_um"] = spacing[1], spacing[0]
     return pd.concat([table, _physical_3d(labels, table, spacing)], axis=1)
 
@@ -176,6 +168,24 @@ def _physical_3d(labels: np.ndarray, table: pd.DataFrame, spacing: tuple[float, 
         "axis_major_length_um": axes["axis_major_length"],
         "axis_minor_length_um": axes["axis_minor_length"],
     }, index=table.index)
+
+
+def _channel_columns(table: pd.DataFrame, channels: int) -> pd.DataFrame:
+    """``regionprops_table``'s ``intensity_mean-0`` … named ``intensity_mean_ch0`` …"""
+    return table.rename(columns={f"{name}-{channel}": f"{name}_ch{channel}"
+                                 for name in INTENSITY_PROPERTIES for channel in range(channels)})
+
+
+def _integrated_intensities(table: pd.DataFrame, channels: int, size_column: str) -> None:
+    """Adds ``integrated_intensity_ch<c>``: the mean × the object's ``size_column`` (its area or volume)."""
+    for channel in range(channels):
+        table[f"integrated_intensity_ch{channel}"] = table[f"intensity_mean_ch{channel}"] * table[size_column]
+
+
+def _touches_border(table: pd.DataFrame, shape: tuple[int, ...], axes: str) -> pd.Series:
+    """Whether each object's box (``bbox_min/max_<axis>``) reaches an end of the image along any of ``axes``."""
+    return np.logical_or.reduce([(table[f"bbox_min_{axis}"] == 0) | (table[f"bbox_max_{axis}"] == size)
+                                 for axis, size in zip(axes, shape, strict=True)])
 
 
 def _confidence_column(labels: pd.Series, confidence: np.ndarray | None) -> np.ndarray:
@@ -204,8 +214,7 @@ def _measure_chunk(labels: np.ndarray, image, boxes: list, first: int, stop: int
     region = region[..., None] if region.ndim == 2 else region  # shapes checked by measure_nuclei
     table = pd.DataFrame(regionprops_table(own, intensity_image=region, properties=SHAPE_PROPERTIES + INTENSITY_PROPERTIES))
     table = table.rename(columns=RENAMED)
-    for channel in range(region.shape[2]):
-        table = table.rename(columns={f"{name}-{channel}": f"{name}_ch{channel}" for name in INTENSITY_PROPERTIES})
+    table = _channel_columns(table, region.shape[2])
     for column, offset in (("centroid_y", top), ("bbox_min_y", top), ("bbox_max_y", top),
                            ("centroid_x", left), ("bbox_min_x", left), ("bbox_max_x", left)):
         table[column] += offset

@@ -56,6 +56,29 @@ def overlap_matrices(
     return joint[1:, 1:], true_area, predicted_area
 
 
+def overlapping_pairs(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The label pairs that share pixels, and their IoU: memory grows with the pairs, not with
+    ``n_first × n_second`` as in :func:`iou_matrix` (a plane of 40,000 nuclei against another).
+
+    Returns
+    -------
+    first_labels, second_labels : (n_pairs,) int64
+        The labels of each overlapping pair (values as in the images).
+    iou : (n_pairs,) float64
+    """
+    first, second = np.asarray(first), np.asarray(second)
+    if first.shape != second.shape:
+        raise ValueError(f"label images {first.shape} and {second.shape} differ in shape")
+    both = (first > 0) & (second > 0)
+    a, b = first[both].astype(np.int64), second[both].astype(np.int64)
+    span = int(b.max(initial=0)) + 1
+    pairs, intersection = np.unique(a * span + b, return_counts=True)
+    a, b = pairs // span, pairs % span
+    first_area = np.bincount(first.ravel().astype(np.int64), minlength=int(a.max(initial=0)) + 1)
+    second_area = np.bincount(second.ravel().astype(np.int64), minlength=span)
+    return a, b, intersection / (first_area[a] + second_area[b] - intersection)
+
+
 def iou_matrix(true_labels: np.ndarray, predicted_labels: np.ndarray) -> np.ndarray:
     """IoU of every (true, predicted) object pair, shape ``(n_true, n_pred)``."""
     intersection, true_area, predicted_area = overlap_matrices(true_labels, predicted_labels)

@@ -6,6 +6,7 @@ that enters the project is read by :func:`read_image`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -35,7 +36,8 @@ def read_image(path: str | Path, channel: int | None = None, z_projection: str |
     """Read any PNG/TIF/JPG as an ``(H, W, 3)`` uint8 RGB array (:func:`read_original_image`, then :func:`to_rgb`).
 
     ``channel``: the channel holding the nuclei, read alone as grey (``None``: the image as it is).
-    ``z_projection``: how a z-stack becomes one image (:data:`Z_PROJECTIONS`; ``None``: stacks are refused).
+    ``z_projection``: how a z-stack becomes one image or, ``planes``, images (:data:`Z_PROJECTIONS`; ``None``:
+    stacks are refused).
     ``frame``: the time point of a time-lapse TIFF to read (its ``T`` axis, 0-based; see :func:`count_frames`),
     or with ``z_projection="planes"`` the plane of a z-stack (its ``Z`` axis).
     ``value_range``: the values a 16-bit or float image is stretched between (default: its own minimum and
@@ -183,6 +185,22 @@ def read_image_lazily(path: str | Path, channel: int | None = None, z_projection
     return read_image(path, channel, z_projection, frame, value_range)
 
 
+def cached_stack_value_range(path: str | Path, channel: int | None = None) -> tuple[float, float] | None:
+    """:func:`stack_value_range` of a file, read once per process while the file is unchanged (each of a stack's
+    planes needs it: read for each, a stack of n planes would be read n times)."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise ImageReadError(f"cannot read image {path}: {error}") from error
+    return _stack_value_range_of(str(path), stat.st_mtime_ns, stat.st_size, channel)
+
+
+@functools.lru_cache(maxsize=64)
+def _stack_value_range_of(path: str, modified_ns: int, size: int, channel: int | None) -> tuple[float, float] | None:
+    return stack_value_range(path, channel)
+
+
 def stack_value_range(source: str | Path | BinaryIO, channel: int | None = None) -> tuple[float, float] | None:
     """The minimum and maximum over every plane of a z-stack TIFF (of ``channel`` alone when given).
 
@@ -313,7 +331,7 @@ def read_original_image(source: str | Path | BinaryIO, z_projection: str | None 
                 raw = series.asarray() if frame is None else _read_frame(series, layout, frame, z_projection)
             raw = _rows_columns_channels(raw, _without_frame_axis(layout, z_projection, frame), z_projection)
         elif frame is not None and frame > 0:  # frame 0 of a still image is the image, as for a TIFF without T
-            raise ImageReadError(f"unusable image {name}: only a TIFF holds time points (frame {frame} asked)")
+            raise ImageReadError(f"unusable image {name}: only a TIFF holds time points or planes (frame {frame} asked)")
         else:
             raw = skimage.io.imread(Path(source) if isinstance(source, str) else source)
     except ImageReadError:
@@ -380,7 +398,7 @@ def frame_value(value: Any) -> int | None:
     ValueError
         Naming ``frame``, unless ``value`` is a whole number ≥ 0.
     """
-    return _index_value(value, "frame must be a time point index (0 for the first)")
+    return _index_value(value, "frame must be a time point (or, with z_projection planes, plane) index (0 for the first)")
 
 
 def _missing(value: Any) -> bool:
@@ -431,7 +449,7 @@ def _layout(axes: str, shape: tuple[int, ...], name, z_projection: str | None, f
     if frame is not None:
         frames = shape[axes.index(indexed)] if indexed in axes else 1
         if not 0 <= frame < frames:
-            what = "plane" if indexed == "Z" else "time point"
+            what = "plane" if indexed == "Z" or (z_projection == "planes" and "T" not in axes) else "time point"
             raise ImageReadError(f"unusable image {name}: no {what} {frame} (axes {axes}, shape {tuple(shape)})")
     if len(axes) == 3 and axes[0] in "QI" and axes[1:] == "YX":
         return "CYX" if shape[0] < shape[-1] else "YXC"
@@ -454,6 +472,8 @@ def _layout(axes: str, shape: tuple[int, ...], name, z_projection: str | None, f
 def _rows_columns_channels(array: np.ndarray, layout: str, z_projection: str | None) -> np.ndarray:
     """``array`` (laid out as ``layout``, see :func:`_layout`) as rows × columns (× channels), z projected."""
     if "Z" in layout:
+        if z_projection not in ("max", "mean"):  # _layout lets no other stack through: never a silent mean
+            raise ValueError(f"a z-stack cannot be projected with z_projection {z_projection!r}")
         axis = layout.index("Z")
         array = array.max(axis=axis) if z_projection == "max" else array.mean(axis=axis).astype(np.float32)
         layout = layout.replace("Z", "")

@@ -11,6 +11,7 @@ import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
 from nuclei_pipeline.datasets.image_files import (
+    cached_stack_value_range,
     count_frames,
     list_images,
     nucleus_channel_value,
@@ -19,7 +20,6 @@ from nuclei_pipeline.datasets.image_files import (
     read_original_lazily,
     read_pixel_size_um,
     read_z_step_um,
-    stack_value_range,
     z_projection_value,
 )
 
@@ -33,21 +33,9 @@ def _read_original(path: Path, z_projection: str | None, frame: int | None, axis
     return original
 
 
-class _StackRange:
-    """A z-stack's value range (:func:`~nuclei_pipeline.datasets.image_files.stack_value_range`), read once for
-    the loaders of all its planes (a loader sent to a Dask worker reads it there)."""
-
-    def __init__(self, path: Path, channel: int | None):
-        self._path, self._channel, self._range, self._read = path, channel, None, False
-
-    def __call__(self) -> tuple[float, float] | None:
-        if not self._read:
-            self._range, self._read = stack_value_range(self._path, self._channel), True
-        return self._range
-
-
-def _read_plane(path: Path, channel: int | None, frame: int, stack_range: _StackRange):
-    return read_image_lazily(path, channel, "planes", frame, stack_range())
+def _read_plane(path: Path, channel: int | None, frame: int):
+    """Plane ``frame`` of a z-stack as the network sees it: stretched on the whole stack's range."""
+    return read_image_lazily(path, channel, "planes", frame, cached_stack_value_range(path, channel))
 
 
 def frame_ids(path: Path, z_projection: str | None = None) -> list[tuple[str, int | None, str]]:
@@ -119,44 +107,54 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         The channel holding the nuclei (``None``: images as they are, 1 to 4 channels).
     z_projection : {"max", "mean", "planes"}, optional
         How a z-stack becomes one image, or ``planes``: one image per plane (``None``: stacks are refused).
+    stacks : bool
+        Load ``{stack: [its plane ids in order]}`` instead — the z-stacks read as
+        planes, from the files' headers alone (which images belong together, for linking them in 3-D).
     """
 
     def __init__(self, path: str, original: bool = False, nucleus_channel: int | None = None,
-                 z_projection: str | None = None, metadata=None):
+                 z_projection: str | None = None, stacks: bool = False, metadata=None):
         self._path = Path(path)
         self._original = bool(original)
+        self._stacks = bool(stacks)
         if nucleus_channel is not None and self._original:
             raise DatasetError("an ImageFolderDataset with original: true keeps every channel; "
                                "nucleus_channel does not apply")
+        if self._stacks and self._original:
+            raise DatasetError("an ImageFolderDataset lists its z-stacks (stacks: true) or loads originals, not both")
         self._channel = checked(nucleus_channel_value, nucleus_channel)
         self._z_projection = checked(z_projection_value, z_projection)
         self.metadata = metadata
 
-    def load(self) -> dict[str, Callable[[], np.ndarray]]:
+    def load(self) -> dict[str, Callable[[], np.ndarray]] | dict[str, list[str]]:
         if not self._path.is_dir():
             raise DatasetError(
                 f"input folder {self._path} does not exist (set it with "
                 "`--params input_dir=/your/folder`)"
             )
         images: dict[str, Callable[[], np.ndarray]] = {}
+        stacks: dict[str, list[str]] = {}
         sources: dict[str, Path] = {}
         for path in list_images(self._path):
-            stack_range = _StackRange(path, self._channel)
             for image_id, frame, axis in frame_ids(path, self._z_projection):
                 if image_id in sources:
                     raise DatasetError(
                         f"two images share the ImageId {image_id!r}: {sources[image_id]} and {path}"
                     )
                 sources[image_id] = path
-                if self._original:
-                    images[image_id] = partial(_read_original, path, self._z_projection, frame, axis)
-                elif axis == "Z" and frame is not None:  # a plane: stretched on the whole stack's range
-                    images[image_id] = partial(_read_plane, path, self._channel, frame, stack_range)
-                else:
-                    images[image_id] = partial(read_image_lazily, path, self._channel, self._z_projection, frame)
+                if axis == "Z" and frame is not None:
+                    stacks.setdefault(path.stem, []).append(image_id)
+                images[image_id] = self._loader(path, frame, axis)
         if not images:
             raise DatasetError(f"no PNG, TIF or JPG images found in {self._path}")
-        return images
+        return stacks if self._stacks else images
+
+    def _loader(self, path: Path, frame: int | None, axis: str) -> Callable:
+        if self._original:
+            return partial(_read_original, path, self._z_projection, frame, axis)
+        if axis == "Z" and frame is not None:  # a plane: stretched on the whole stack's range
+            return partial(_read_plane, path, self._channel, frame)
+        return partial(read_image_lazily, path, self._channel, self._z_projection, frame)
 
     def save(self, data) -> None:
         raise DatasetError("ImageFolderDataset is read-only")
@@ -166,4 +164,4 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "original": self._original, "nucleus_channel": self._channel,
-                "z_projection": self._z_projection}
+                "z_projection": self._z_projection, "stacks": self._stacks}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -24,7 +23,7 @@ from nuclei_pipeline.core.overlays import colour_labels, draw_outlines, overview
 from nuclei_pipeline.core.postprocess import image_confidence
 from nuclei_pipeline.core.predict import predict_nuclei
 from nuclei_pipeline.core.rle import labels_to_rles
-from nuclei_pipeline.core.stitch import stitch_planes, trim_out_of_focus
+from nuclei_pipeline.core.stitch import nuclei_in_3d
 from nuclei_pipeline.executors import executor_for
 from nuclei_pipeline.parameters import (
     ConfidenceReference,
@@ -50,6 +49,11 @@ def _pixel_size(inference: Inference, from_file: float | None, image_id: str) ->
             logger.info("image %s: pixel size %.4g µm from its TIFF metadata", image_id, from_file)
         return from_file
     return inference.pixel_size_um
+
+
+def _z_step(inference: Inference, from_file: float | None) -> float | None:
+    """``inference.z_step_um`` when set, else the file's plane spacing, else ``None``."""
+    return from_file if inference.z_step_um is None else inference.z_step_um
 
 
 def prediction_key(
@@ -188,7 +192,8 @@ def measure_masks(
     frames (:func:`~nuclei_pipeline.datasets.image_folder.frame_ids`) get
     ``time_lapse`` (its file name without extension), ``frame`` (0-based) and ``time_s``
     (``frame`` × the file's frame interval; NaN when its metadata has none); a z-stack's planes
-    ``z_stack``, ``plane`` and ``z_um`` (``plane`` × the plane spacing; NaN without).
+    ``z_stack``, ``plane`` and ``z_um`` (``plane`` × ``inference.z_step_um`` or the file's plane spacing;
+    NaN without).
     """
 
     def measure(image_id: str) -> pd.DataFrame:
@@ -203,7 +208,7 @@ def measure_masks(
             table.insert(0, "frame", original["frame"])
             table.insert(0, "time_lapse", original["time_lapse"])
         if original.get("plane") is not None:
-            step = original.get("z_step_um")
+            step = _z_step(inference, original.get("z_step_um"))
             table.insert(0, "z_um", original["plane"] * step if step else float("nan"))
             table.insert(0, "plane", original["plane"])
             table.insert(0, "z_stack", original["z_stack"])
@@ -213,72 +218,58 @@ def measure_masks(
     return {image_id: (lambda i=image_id: measure(i)) for image_id in sorted(originals) if image_id in masks}
 
 
-#: The ImageId of a z-stack's plane (``image_folder.frame_ids``): ``<stack>_z0000``, …
-_PLANE_ID = re.compile(r"^(?P<stack>.+)_z(?P<plane>\d{4,})$")
-
-
-def z_stack_planes(image_ids) -> dict[str, list[str]]:
-    """``{stack: [plane ids in plane order]}`` of the ids named as planes of a z-stack (``<stack>_z0000``, …),
-    for each stack whose planes 0 … n-1 are all there."""
-    stacks: dict[str, dict[int, str]] = {}
-    for image_id in image_ids:
-        match = _PLANE_ID.match(image_id)
-        if match:
-            stacks.setdefault(match["stack"], {})[int(match["plane"])] = image_id
-    return {stack: [planes[k] for k in range(len(planes))] for stack, planes in sorted(stacks.items())
-            if sorted(planes) == list(range(len(planes)))}
-
-
 def stitch_z_stacks(
     images: dict[str, Callable[[], np.ndarray]],
-    originals: dict[str, Callable[[], dict[str, Any]]],
     masks: dict[str, Callable[[], np.ndarray]],
+    stacks: dict[str, list[str]],
     inference: Inference,
-) -> tuple[dict[str, Callable[[], np.ndarray]], dict[str, Callable[[], pd.DataFrame]]]:
-    """Each z-stack read plane by plane (``z_projection: planes``) as one label stack and its 3-D measurements.
+) -> dict[str, Callable[[], np.ndarray]]:
+    """Each z-stack read plane by plane (``z_projection: planes``; ``stacks``: its plane ids) as one label stack.
 
-    The planes' masks are linked into 3-D nuclei
-    (:func:`~nuclei_pipeline.core.stitch.stitch_planes`, nuclei of adjacent
-    planes overlapping by ``inference.z_stitch_min_iou``), each kept where it
-    is at least ``inference.z_min_brightness`` as bright as in its brightest
-    plane in the ``images`` the network saw (:func:`~nuclei_pipeline.core.stitch.trim_out_of_focus`),
-    and measured on the planes' original values (:func:`~nuclei_pipeline.core.measure.measure_nuclei_3d`,
-    in µm with the pixel size and the metadata's plane spacing). A stack with
-    a plane that has no mask (unreadable) is skipped with a warning. Images
-    that are not planes give nothing: both results are empty without stacks.
-
-    Returns
-    -------
-    label_stacks : ``{stack: (Z, H, W) labels}``, lazily
-    measurements : ``{stack: table}``, lazily; the table starts with a ``z_stack`` column
+    The planes' masks are linked into 3-D nuclei and each trimmed to the
+    planes where it is at least ``inference.z_min_brightness`` as bright as in
+    its brightest, in the ``images`` the network saw
+    (:func:`~nuclei_pipeline.core.stitch.nuclei_in_3d`; nuclei of adjacent
+    planes are one when they overlap by ``inference.z_stitch_min_iou``). A
+    stack with a plane that has no mask (unreadable) is skipped with a
+    warning naming the planes. ``{}`` without stacks.
     """
-    stacks = {}
-    for stack, plane_ids in z_stack_planes(originals).items():
-        if originals[plane_ids[0]]().get("z_stack") != stack:
-            continue  # named like a plane, but an image of its own
-        missing = [i for i in plane_ids if i not in masks or i not in images]
+    linked = {}
+    for stack, plane_ids in stacks.items():
+        missing = [i for i in plane_ids if i not in masks]
         if missing:
-            logger.warning("z-stack %s: not stitched, %d of its %d planes have no mask (%s)", stack, len(missing),
-                           len(plane_ids), ", ".join(missing[:3]))
+            logger.warning("z-stack %s: not linked in 3-D, %d of its %d planes have no mask (%s)", stack,
+                           len(missing), len(plane_ids), ", ".join(missing[:3]))
             continue
-        stacks[stack] = plane_ids
+        linked[stack] = plane_ids
 
     def labels(stack: str) -> np.ndarray:
-        linked = stitch_planes([masks[i]() for i in stacks[stack]], inference.z_stitch_min_iou)
-        if not inference.z_min_brightness:
-            return linked
-        brightness = np.stack([np.asarray(images[i](), dtype=np.float32).mean(axis=2) for i in stacks[stack]])
-        return trim_out_of_focus(linked, brightness, inference.z_min_brightness)
+        planes = linked[stack]
+        return nuclei_in_3d([masks[i]() for i in planes], [images[i]() for i in planes],
+                            inference.z_stitch_min_iou, inference.z_min_brightness)
+
+    return {stack: partial(labels, stack) for stack in linked}
+
+
+def measure_z_stacks(
+    originals: dict[str, Callable[[], dict[str, Any]]],
+    label_stacks: dict[str, Callable[[], np.ndarray]],
+    stacks: dict[str, list[str]],
+    inference: Inference,
+) -> dict[str, Callable[[], pd.DataFrame]]:
+    """Lazily measured 3-D nuclei of each label stack (:func:`~nuclei_pipeline.core.measure.measure_nuclei_3d`),
+    ``{stack: table}``, on its planes' original values; µm columns from ``inference.pixel_size_um`` and
+    ``inference.z_step_um``, else the file's metadata. Each table starts with a ``z_stack`` column."""
 
     def measure(stack: str) -> pd.DataFrame:
         planes = [originals[i]() for i in stacks[stack]]
         size = _pixel_size(inference, planes[0].get("pixel_size_um"), stack)
         image = np.stack([np.asarray(plane["image"]) for plane in planes])
-        table = measure_nuclei_3d(labels(stack), image, size, planes[0].get("z_step_um"))
+        table = measure_nuclei_3d(label_stacks[stack](), image, size, _z_step(inference, planes[0].get("z_step_um")))
         table.insert(0, "z_stack", stack)
         return table
 
-    return ({stack: partial(labels, stack) for stack in stacks}, {stack: partial(measure, stack) for stack in stacks})
+    return {stack: partial(measure, stack) for stack in sorted(label_stacks) if stack in stacks}
 
 
 def _geojson(image_id: str, polygons: dict[int, np.ndarray], table: pd.DataFrame) -> dict[str, Any]:
@@ -331,7 +322,7 @@ def export_masks(
     def lazily(make, name):
         return {i: (lambda i=i: make(i)) for i in wanted} if name in exports else {}
 
-    table_csv = [measurements[i] for i in wanted] if "table_csv" in exports else []
+    table_csv = _tables_for_csv(measurements, wanted, inference)
     return (table_csv, lazily(lambda i: masks[i](), "label_tiff"), lazily(rois, "imagej_rois"),
             lazily(geojson, "geojson"))
 
@@ -339,7 +330,12 @@ def export_masks(
 def export_3d_table(measurements: dict[str, Callable[[], pd.DataFrame]], inference: Inference) -> list[Callable]:
     """The z-stacks' 3-D measurement tables in stack order, for one CSV of the whole run (``table_csv`` in
     ``inference.exports``; empty otherwise, which removes an earlier run's file)."""
-    return [measurements[stack] for stack in sorted(measurements)] if "table_csv" in inference.exports else []
+    return _tables_for_csv(measurements, sorted(measurements), inference)
+
+
+def _tables_for_csv(tables: dict[str, Callable[[], pd.DataFrame]], ids: list[str], inference: Inference) -> list:
+    """The loaders of ``tables[ids]`` when ``inference.exports`` has ``table_csv``, else none."""
+    return [tables[i] for i in ids] if "table_csv" in inference.exports else []
 
 
 def summarise_masks(
