@@ -333,6 +333,20 @@ def test_a_plane_is_read_wherever_the_stack_stores_its_channels(tmp_path, monkey
         monkeypatch.undo()
 
 
+def test_a_stack_s_range_is_read_again_once_its_file_changes(tmp_path):
+    import tifffile
+
+    from nuclei_pipeline.datasets.image_files import cached_stack_value_range
+
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, np.full((3, 10, 10), 100, np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(path, np.arange(300, dtype=np.uint16).reshape(3, 10, 10), imagej=True, metadata={"axes": "ZYX"})
+    assert cached_stack_value_range(path) == (0.0, 299.0)
+    tifffile.imwrite(path, np.arange(300, dtype=np.uint16).reshape(3, 10, 10) * 2, imagej=True,
+                     metadata={"axes": "ZYX"})  # same size, other values
+    assert cached_stack_value_range(path) == (0.0, 598.0)
+
+
 def test_a_time_lapse_of_z_stacks_is_not_read_as_planes_and_the_plane_spacing_comes_from_metadata(tmp_path):
     import tifffile
 

@@ -152,3 +152,23 @@ def test_matched_area_ratio_tells_masks_too_small_from_too_large():
     assert matched_area_ratio(smaller, truth) > 1
     assert matched_area_ratio(truth, truth) == 1.0
     assert np.isnan(matched_area_ratio(truth, np.zeros_like(truth)))
+
+
+def test_overlapping_pairs_are_the_nonzero_cells_of_the_iou_matrix():
+    from nuclei_pipeline.core.metrics import iou_matrix, overlapping_pairs
+
+    rng = np.random.default_rng(4)
+    first = rng.integers(0, 5, (10, 10)).repeat(4, axis=0).repeat(4, axis=1)
+    second = np.roll(first, 3, axis=1).astype(np.uint16) * 2
+    a, b, iou = overlapping_pairs(first, second)
+    full = iou_matrix(first, second)
+    first_labels, second_labels = np.unique(first)[1:], np.unique(second)[1:]
+    assert len(iou) == np.count_nonzero(full)
+    assert np.allclose(iou, full[np.searchsorted(first_labels, a), np.searchsorted(second_labels, b)])
+    empty = overlapping_pairs(np.zeros((5, 5), int), second[:5, :5])
+    assert all(len(values) == 0 for values in empty)
+    apart = np.zeros((4, 4), int)
+    apart[0, 0] = 1
+    assert len(overlapping_pairs(apart, np.where(apart, 0, 3))[2]) == 0
+    with pytest.raises(ValueError, match="differ in shape"):
+        overlapping_pairs(first, second[1:])

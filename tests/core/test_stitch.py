@@ -7,7 +7,7 @@ import pytest
 from skimage.draw import ellipsoid
 
 from nuclei_pipeline.core.metrics import average_precision
-from nuclei_pipeline.core.stitch import stitch_planes, trim_out_of_focus
+from nuclei_pipeline.core.stitch import nuclei_in_3d, stitch_planes, trim_out_of_focus
 
 
 def two_nuclei_one_above_the_other() -> np.ndarray:
@@ -102,3 +102,26 @@ def test_dim_planes_are_trimmed_and_a_nucleus_linked_through_one_is_cut_in_two()
         trim_out_of_focus(labels, brightness, 1.0)
     with pytest.raises(ValueError, match="differ in shape"):
         trim_out_of_focus(labels, brightness[1:], 0.5)
+
+
+@pytest.mark.parametrize("light", [False, True])
+def test_dark_nuclei_on_a_bright_field_are_trimmed_like_bright_ones(light):
+    labels = np.zeros((5, 20, 20), np.int32)
+    labels[:, 5:15, 5:15] = 1  # found in every plane, in focus in planes 1-3 only
+    contrast = np.array([20, 200, 220, 200, 20])  # how far the nucleus stands out from the background
+    grey = np.zeros(labels.shape)
+    grey[labels > 0] = np.repeat(contrast, 100)
+    grey = 255 - grey if light else grey  # brightfield: dark nuclei on a light field
+    images = [np.repeat(plane[..., None], 3, axis=2).astype(np.uint8) for plane in grey]
+    trimmed = nuclei_in_3d(list(labels), images, 0.25, 0.5)
+    assert [bool(plane.any()) for plane in trimmed] == [False, True, True, True, False]
+
+
+def test_plane_images_are_read_only_to_trim():
+    labels = [np.ones((4, 4), np.int32)] * 3
+
+    def unread():
+        raise AssertionError("an image was read without trimming")
+        yield
+
+    assert nuclei_in_3d(labels, unread(), 0.25, 0.0).max() == 1

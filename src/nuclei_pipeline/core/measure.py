@@ -107,7 +107,7 @@ def measure_nuclei_3d(labels: np.ndarray, image, pixel_size_um: float | None = N
     Parameters
     ----------
     labels : (Z, H, W) int
-        0 background, 1…N nuclei (:func:`nuclei_pipeline.core.stitch.stitch_planes`).
+        0 background, 1…N nuclei (:func:`nuclei_pipeline.core.stitch.nuclei_in_3d`).
     image : (Z, H, W) or (Z, H, W, C) array
         The original values of the stack's planes, measured per channel.
     pixel_size_um, z_step_um : float, optional
@@ -184,8 +184,8 @@ def _integrated_intensities(table: pd.DataFrame, channels: int, size_column: str
 
 def _touches_border(table: pd.DataFrame, shape: tuple[int, ...], axes: str) -> pd.Series:
     """Whether each object's box (``bbox_min/max_<axis>``) reaches an end of the image along any of ``axes``."""
-    return np.logical_or.reduce([(table[f"bbox_min_{axis}"] == 0) | (table[f"bbox_max_{axis}"] == size)
-                                 for axis, size in zip(axes, shape, strict=True)])
+    return pd.Series(np.logical_or.reduce([(table[f"bbox_min_{axis}"] == 0) | (table[f"bbox_max_{axis}"] == size)
+                                           for axis, size in zip(axes, shape, strict=True)]), index=table.index)
 
 
 def _confidence_column(labels: pd.Series, confidence: np.ndarray | None) -> np.ndarray:

@@ -57,8 +57,9 @@ def overlap_matrices(
 
 
 def overlapping_pairs(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The label pairs that share pixels, and their IoU: memory grows with the pairs, not with
-    ``n_first × n_second`` as in :func:`iou_matrix` (a plane of 40,000 nuclei against another).
+    """The label pairs that share pixels, and their IoU: memory grows with the pairs and the largest label,
+    not with ``n_first × n_second`` as in :func:`iou_matrix` (a plane of 40,000 nuclei against another).
+    Labels are expected compact (1 … N, as post-processing and linking give them).
 
     Returns
     -------

@@ -54,6 +54,11 @@ def stretch_percentiles(image: np.ndarray, percentiles: Sequence[float]) -> np.n
     return rescale_intensity(image, in_range=(lowest, highest), out_range=(0.0, 1.0)).astype(np.float32)
 
 
+def is_light_background(image: np.ndarray) -> bool:
+    """Whether a uint8 picture's median is brighter than mid-grey (brightfield, H&E: nuclei darker than the rest)."""
+    return bool(np.median(image) > 127.5)
+
+
 def scale_image(
     image: np.ndarray,
     invert_light_background: bool = False,
@@ -68,7 +73,7 @@ def scale_image(
     without it they are divided by 255 (the seed).
     """
     scaled = np.asarray(image, dtype=np.float32) / 255.0
-    if invert_light_background and np.median(scaled) > 0.5:
+    if invert_light_background and is_light_background(image):
         scaled = 1.0 - scaled
     if normalize_percentiles is not None:
         scaled = stretch_percentiles(scaled, normalize_percentiles)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -11,24 +11,32 @@ from scipy.sparse.csgraph import connected_components
 from skimage.segmentation import relabel_sequential
 
 from nuclei_pipeline.core.metrics import overlapping_pairs
-from nuclei_pipeline.core.preprocess import scale_image
+from nuclei_pipeline.core.preprocess import is_light_background
 
 
-def nuclei_in_3d(planes: Sequence[np.ndarray], images: Sequence[np.ndarray], min_iou: float,
+def nuclei_in_3d(planes: Sequence[np.ndarray], images: Iterable[np.ndarray], min_iou: float,
                  min_brightness: float) -> np.ndarray:
     """A z-stack's 3-D nuclei from its planes' label images: linked (:func:`stitch_planes`), then each kept in
     the planes where it is at least ``min_brightness`` as bright as in its brightest (:func:`trim_out_of_focus`).
 
     ``images`` are the planes as the network saw them (uint8 RGB, on the
-    stack's one scale); their brightness is their mean over colours, a light
-    background inverted first as for prediction (``scale_image``), so dark
-    nuclei on a bright field count as bright.
+    stack's one scale), read one at a time and only when trimming; their
+    brightness is their mean over colours, inverted for the whole stack when
+    its planes' median is lighter than mid-grey (``is_light_background``,
+    prediction's rule, here whatever the model's ``invert_light_background``),
+    so dark nuclei on a bright field count as bright.
     """
     linked = stitch_planes(planes, min_iou)
     if not min_brightness:
         return linked
-    brightness = np.stack([scale_image(np.asarray(image), invert_light_background=True).mean(axis=2)
-                           for image in images])
+    grey, medians = [], []
+    for image in images:
+        image = np.asarray(image)
+        medians.append(np.median(image))
+        grey.append(image.mean(axis=2, dtype=np.float32))
+    brightness = np.stack(grey)
+    if is_light_background(np.asarray(medians)):
+        brightness = 255.0 - brightness
     return trim_out_of_focus(linked, brightness, min_brightness)
 
 
@@ -152,9 +160,9 @@ def trim_out_of_focus(labels: np.ndarray, brightness: np.ndarray, min_fraction: 
     if min_fraction == 0 or not count:
         return labels
     means = np.full((len(labels), count + 1), np.nan)
-    for depth, (plane, light) in enumerate(zip(labels, np.asarray(brightness, dtype=np.float64), strict=True)):
+    for depth, plane in enumerate(labels):  # plane by plane: no float64 copy of the whole stack
         pixels = np.bincount(plane.ravel(), minlength=count + 1)
-        total = np.bincount(plane.ravel(), weights=light.ravel(), minlength=count + 1)
+        total = np.bincount(plane.ravel(), weights=np.ravel(brightness[depth]), minlength=count + 1)
         np.divide(total, pixels, out=means[depth], where=pixels > 0)
     with np.errstate(invalid="ignore"):
         kept = means >= min_fraction * np.nanmax(np.where(np.isnan(means), -np.inf, means), axis=0)

@@ -193,11 +193,12 @@ def cached_stack_value_range(path: str | Path, channel: int | None = None) -> tu
         stat = path.stat()
     except OSError as error:
         raise ImageReadError(f"cannot read image {path}: {error}") from error
-    return _stack_value_range_of(str(path), stat.st_mtime_ns, stat.st_size, channel)
+    # the file's identity and every time stamp: a file copied over another keeping its mtime still differs
+    return _stack_value_range_of(str(path), (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size), channel)
 
 
 @functools.lru_cache(maxsize=64)
-def _stack_value_range_of(path: str, modified_ns: int, size: int, channel: int | None) -> tuple[float, float] | None:
+def _stack_value_range_of(path: str, identity: tuple[int, ...], channel: int | None) -> tuple[float, float] | None:
     return stack_value_range(path, channel)
 
 

@@ -245,7 +245,7 @@ def stitch_z_stacks(
 
     def labels(stack: str) -> np.ndarray:
         planes = linked[stack]
-        return nuclei_in_3d([masks[i]() for i in planes], [images[i]() for i in planes],
+        return nuclei_in_3d([masks[i]() for i in planes], (images[i]() for i in planes),  # read only to trim
                             inference.z_stitch_min_iou, inference.z_min_brightness)
 
     return {stack: partial(labels, stack) for stack in linked}
