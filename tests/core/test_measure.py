@@ -132,8 +132,10 @@ def test_3d_measurements_of_a_label_stack_in_voxels_and_microns():
     assert table.loc[1, "intensity_mean_ch0"] == 100 and table.loc[1, "intensity_mean_ch1"] == 7
     assert table.loc[1, "integrated_intensity_ch0"] == 100 * body.sum()
     assert table["touches_border"].tolist() == [False, True]
-    unknown = measure_nuclei_3d(labels, image[..., 0], pixel_size_um=0.5)  # no plane spacing: no µm columns
+    unknown = measure_nuclei_3d(labels, image[..., 0], pixel_size_um=0.5)  # no plane spacing: no µm sizes
     assert unknown["volume_um3"].isna().all() and unknown["z_step_um"].isna().all()
+    assert unknown["axis_major_length_um"].isna().all() and unknown["centroid_z_um"].isna().all()
+    assert unknown["centroid_y_um"].tolist() == pytest.approx((unknown["centroid_y"] * 0.5).tolist())
     assert "intensity_mean_ch0" in unknown and "intensity_mean_ch1" not in unknown
 
 

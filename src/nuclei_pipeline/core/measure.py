@@ -111,8 +111,9 @@ def measure_nuclei_3d(labels: np.ndarray, image, pixel_size_um: float | None = N
     image : (Z, H, W) or (Z, H, W, C) array
         The original values of the stack's planes, measured per channel.
     pixel_size_um, z_step_um : float, optional
-        Pixel side and plane spacing in µm; with both, the µm columns are
-        measured with that (anisotropic) spacing, else they are NaN.
+        Pixel side and plane spacing in µm: each gives the centroid in µm along
+        its axes; with both, the sizes in µm are measured with that
+        (anisotropic) spacing; what cannot be known is NaN.
 
     Returns
     -------
@@ -150,24 +151,25 @@ def measure_nuclei_3d(labels: np.ndarray, image, pixel_size_um: float | None = N
 
 
 def _physical_3d(labels: np.ndarray, table: pd.DataFrame, spacing: tuple[float, float]) -> pd.DataFrame:
-    """The µm columns of :func:`measure_nuclei_3d` (NaN unless both the z step and the pixel size are known)."""
+    """The µm columns of :func:`measure_nuclei_3d`: positions along each axis whose spacing is known, sizes when
+    both the z step and the pixel size are (NaN otherwise)."""
     z_step, size = spacing
-    columns = ("volume_um3", "centroid_z_um", "centroid_y_um", "centroid_x_um", "equivalent_diameter_um",
-               "axis_major_length_um", "axis_minor_length_um")
-    if np.isnan(z_step) or np.isnan(size) or not len(table):
-        return pd.DataFrame(np.nan, index=table.index, columns=columns)
-    # Lengths along the principal axes depend on the spacing, not only a scaling: measured again with it.
-    axes = regionprops_table(labels, properties=("axis_major_length", "axis_minor_length"),
-                             spacing=(z_step, size, size))
-    return pd.DataFrame({
+    physical = pd.DataFrame({
         "volume_um3": table["volume"] * z_step * size**2,
         "centroid_z_um": table["centroid_z"] * z_step,
         "centroid_y_um": table["centroid_y"] * size,
         "centroid_x_um": table["centroid_x"] * size,
         "equivalent_diameter_um": np.cbrt(6 * table["volume"] * z_step * size**2 / np.pi),
-        "axis_major_length_um": axes["axis_major_length"],
-        "axis_minor_length_um": axes["axis_minor_length"],
+        "axis_major_length_um": np.nan,
+        "axis_minor_length_um": np.nan,
     }, index=table.index)
+    if len(table) and not (np.isnan(z_step) or np.isnan(size)):
+        # Lengths along the principal axes depend on the spacing, not only a scaling: measured again with it.
+        axes = regionprops_table(labels, properties=("axis_major_length", "axis_minor_length"),
+                                 spacing=(z_step, size, size))
+        physical["axis_major_length_um"] = axes["axis_major_length"]
+        physical["axis_minor_length_um"] = axes["axis_minor_length"]
+    return physical
 
 
 def _channel_columns(table: pd.DataFrame, channels: int) -> pd.DataFrame:
