@@ -56,10 +56,10 @@ def _nucleus_image(record: dict[str, Any], image_id: str) -> tuple[np.ndarray, n
     try:
         z_projection, channel = z_projection_value(record.get("z_projection")), nucleus_channel_value(
             record.get("nucleus_channel"))
-        original = decode_image(record["image"], z_projection, frame_value(record.get("frame")))
+        data = _file_bytes(record["image"])  # decoded once: a stack's plane is read twice
+        original = decode_image(data, z_projection, frame_value(record.get("frame")))
         # a plane of a stack is stretched on the stack's range, as the inference pipeline reads it
-        value_range = (stack_value_range(io.BytesIO(_file_bytes(record["image"])), channel)
-                       if z_projection == "planes" else None)
+        value_range = stack_value_range(io.BytesIO(data), channel) if z_projection == "planes" else None
         return original, to_rgb(original, value_range, channel)
     except ValueError as error:  # ImageReadError included
         raise type(error)(f"image {image_id!r}: {error}") from error

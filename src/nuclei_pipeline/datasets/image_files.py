@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -132,15 +132,8 @@ class LazyImage:
         return _rows_columns_channels(region, self._layout, self._z_projection)
 
     def _value_range(self) -> tuple[float, float]:
-        low, high = np.inf, -np.inf
-        for top in range(0, self.shape[0], self._rows):
-            strip = self._raw(slice(top, top + self._rows), slice(None))
-            if self._channel is not None:  # the nucleus channel is stretched on its own values
-                strip = nucleus_channel_of(strip, self._channel)
-            if strip.dtype.kind == "f" and not np.isfinite(strip).all():
-                raise ImageReadError(f"unusable image {self.path}: it holds NaN or infinite values")
-            low, high = min(low, float(strip.min())), max(high, float(strip.max()))
-        return low, high
+        strips = (self._raw(slice(top, top + self._rows), slice(None)) for top in range(0, self.shape[0], self._rows))
+        return _value_range_of(strips, self._channel, self.path)
 
     def __getitem__(self, region) -> np.ndarray:
         region = region if isinstance(region, tuple) else (region,)
@@ -226,18 +219,34 @@ def stack_value_range(source: str | Path | BinaryIO, channel: int | None = None)
             layout = _layout(series.axes, series.shape, name, "planes", 0)
             if series.dtype == np.uint8 or "Z" not in layout:
                 return None
-            low, high = np.inf, -np.inf
-            for plane in range(series.shape[layout.index("Z")]):
-                values = _rows_columns_channels(_read_frame(series, layout, plane, "planes"), layout.replace("Z", ""),
-                                                None)
-                values = values if channel is None else nucleus_channel_of(values, channel)
-                if values.dtype.kind == "f" and not np.isfinite(values).all():
-                    raise ImageReadError(f"unusable image {name}: it holds NaN or infinite values")
-                low, high = min(low, float(values.min())), max(high, float(values.max()))
+            planes = (_rows_columns_channels(_read_frame(series, layout, plane, "planes"), layout.replace("Z", ""), None)
+                      for plane in range(series.shape[layout.index("Z")]))
+            return _value_range_of(planes, channel, name)
     except ImageReadError:
         raise
     except Exception as error:
         raise ImageReadError(f"cannot read image {name}: {error}") from error
+
+
+def _value_range_of(parts: Iterable[np.ndarray], channel: int | None, name) -> tuple[float, float]:
+    """The minimum and maximum over ``parts`` of one image (row strips, a stack's planes), read one at a time; of
+    the nucleus ``channel`` alone when given (it is stretched on its own values).
+
+    Raises
+    ------
+    ImageReadError
+        Naming ``name``, when a part holds NaN or infinite values (or has no channel ``channel``).
+    """
+    low, high = np.inf, -np.inf
+    for values in parts:
+        if channel is not None:
+            try:
+                values = nucleus_channel_of(values, channel)
+            except ValueError as error:
+                raise ImageReadError(f"unusable image {name}: {error}") from error
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise ImageReadError(f"unusable image {name}: it holds NaN or infinite values")
+        low, high = min(low, float(values.min())), max(high, float(values.max()))
     return low, high
 
 
