@@ -171,6 +171,17 @@ def test_png_folder_writes_16_bit_labels_keys_and_skips_none(tmp_path, caplog):
     assert sorted(folder.load()) == ["a", "c"]
 
 
+def test_png_folder_removes_the_stored_file_of_an_input_now_unreadable(tmp_path, caplog):
+    # A mask an earlier run made for an image that cannot be read now describes nothing: kept, the image
+    # would be reported and measured on stale nuclei (or its measuring fail on the unreadable file).
+    folder = PngFolderDataset(str(tmp_path / "masks"))
+    folder.save({"a": np.ones((3, 3), np.uint16), "b": np.ones((3, 3), np.uint16)})
+    with caplog.at_level(logging.WARNING):
+        folder.save({"a": None})
+    assert sorted(folder.load()) == ["b"]
+    assert "nothing to write for a (its earlier a.png removed)" in caplog.text
+
+
 def test_label_images_beyond_16_bits_are_kept_as_tiff_with_their_key(tmp_path, monkeypatch):
     import nuclei_pipeline.datasets.png_folder as png_folder
 

@@ -299,6 +299,13 @@ def test_inference_reads_the_named_channel_of_multichannel_tiffs_and_projects_z_
     run(project, monkeypatch, "tiny", pipeline="inference",
         runtime_params={"input_dir": str(folder), "inference": {"model": "shipped"}})
     assert (output / "masks" / "well0.png").stat().st_mtime_ns != before
+    # An image read before and broken now: its earlier mask goes; reported unreadable, not measured.
+    (folder / "well1.tif").write_bytes(b"no longer a TIFF")
+    run(project, monkeypatch, "tiny", pipeline="inference",
+        runtime_params={"input_dir": str(folder), "inference": {"model": "shipped"}})
+    report = pd.read_csv(project / "data" / "08_reporting" / "default" / "inference_report.csv").set_index("id")
+    assert report.loc["well1", "status"] == "unreadable" and report.loc["well0", "status"] == "ok"
+    assert not (output / "masks" / "well1.png").exists() and not (output / "nuclei" / "well1.parquet").exists()
     # A folder where no image can be read still gets its report (no measurement partition to load).
     stacks = project / "stacks"
     stacks.mkdir()

@@ -115,8 +115,9 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
     "confidence": array}`` (the key, stored in the PNG, tells a later run
     what produced the file; ``confidence``, optional, holds one value per
     label 1 … N, stored beside it), ``{"unchanged": True}`` (the file in
-    place is current: left as it is), ``None`` (nothing written, a warning),
-    or a callable returning one of these, called only when that file is
+    place is current: left as it is), ``None`` (nothing written, a warning;
+    a file of that name an earlier run stored is removed, since its input
+    could not be read this time), or a callable returning one of these, called only when that file is
     written: so a node can hand over thousands of lazily computed images
     and memory stays flat. Each file is written to a temporary name, then
     renamed: an interrupted run never leaves a half-written PNG. 2-D
@@ -157,8 +158,12 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         for name, value in data.items():
             if callable(value):
                 value = value()
-            if value is None:
-                logger.warning("nothing to write for %s", name)
+            if value is None:  # its input could not be read: a mask stored by an earlier run describes it no more
+                stale = [path for path in (self._path / f"{name}{s}" for s in SUFFIXES) if path.is_file()]
+                for path in stale:
+                    path.unlink()
+                logger.warning("nothing to write for %s%s", name,
+                               f" (its earlier {', '.join(p.name for p in stale)} removed)" if stale else "")
                 continue
             tags: dict[str, str] = {}
             if isinstance(value, dict) and value.get("unchanged"):
