@@ -45,6 +45,24 @@ def test_a_label_stack_is_one_tiff_of_planes(tmp_path):
         LabelTiffDataset(str(tmp_path / "b.tif")).save(np.zeros((2, 2, 2, 2), np.int32))
 
 
+def test_label_tiffs_keep_their_calibration_for_fiji(tmp_path):
+    stack = np.zeros((3, 20, 30), np.int32)
+    stack[0:2, 2:5, 3:9] = 4
+    LabelTiffDataset(str(tmp_path / "stack.tif")).save({"labels": stack, "pixel_size_um": 0.25, "z_step_um": 1.5})
+    with tifffile.TiffFile(tmp_path / "stack.tif") as tiff:  # an ImageJ hyperstack: µm per pixel and per plane
+        assert tiff.is_imagej and tiff.imagej_metadata["spacing"] == 1.5 and tiff.imagej_metadata["unit"] == "um"
+        assert tiff.pages[0].get_resolution() == pytest.approx((4.0, 4.0)) and tiff.series[0].axes == "ZYX"
+        assert np.array_equal(tiff.asarray(), stack)
+    many = np.arange(70_000, dtype=np.int64).reshape(280, 250)  # beyond ImageJ's 16 bits: TIFF resolution tags
+    LabelTiffDataset(str(tmp_path / "many.tif")).save({"labels": many, "pixel_size_um": 0.5, "z_step_um": None})
+    with tifffile.TiffFile(tmp_path / "many.tif") as tiff:
+        assert tiff.pages[0].get_resolution() == pytest.approx((2e4, 2e4)) and tiff.pages[0].resolutionunit == 3
+        assert tiff.asarray().dtype == np.uint32 and np.array_equal(tiff.asarray(), many)
+    one_plane = stack[:1]  # ImageJ's format would read it back as 2-D
+    LabelTiffDataset(str(tmp_path / "one.tif")).save({"labels": one_plane, "pixel_size_um": 0.5, "z_step_um": 2})
+    assert LabelTiffDataset(str(tmp_path / "one.tif")).load().shape == (1, 20, 30)
+
+
 def test_imagej_roi_set_reopens_with_its_polygons(tmp_path):
     _, labels = make_nuclei((64, 64), count=5, seed=1)
     polygons = {f"{k:04d}": v for k, v in outline_polygons(labels).items()}

@@ -183,7 +183,8 @@ def test_exports_are_made_only_when_asked(predicted):
     table_csv, tiffs, rois, geojson = export_masks(masks, measurements, everything)
     assert [len(t()) for t in table_csv] == [truth["a"].max(), truth["b"].max()]
     assert sorted(tiffs) == sorted(rois) == sorted(geojson) == ["a", "b"]
-    assert np.array_equal(tiffs["a"](), truth["a"])
+    assert np.array_equal(tiffs["a"]()["labels"], truth["a"]) and tiffs["a"]()["pixel_size_um"] is None
+    assert tiffs["b"]()["pixel_size_um"] == 0.65  # the pixel size it was measured with (its file's), for Fiji
     assert sorted(rois["a"]()) == [f"{k:04d}" for k in range(1, truth["a"].max() + 1)]
     collection = geojson["b"]()
     assert collection["type"] == "FeatureCollection" and len(collection["features"]) == truth["b"].max()
@@ -359,15 +360,19 @@ def test_z_stacks_are_linked_trimmed_and_measured_in_3d(caplog):
     masks = {**{i: (lambda i=i: planes[i]) for i in planes}, "holes_z0000": lambda: planes["cells_z0000"]}
     images = {i: (lambda i=i, k=k: np.repeat((values[k, ..., None] / 4).astype(np.uint8), 3, axis=2))
               for k, i in enumerate(planes)}
+    originals = {i: (lambda k=k: {"image": values[k], "pixel_size_um": 0.5, "z_stack": "cells", "plane": k,
+                                  "z_step_um": None}) for k, i in enumerate(planes)}
     with caplog.at_level(logging.WARNING):  # holes_z0001 was unreadable: no mask
-        label_stacks = stitch_z_stacks(images, masks, stacks, parameters("inference"))
+        label_stacks = stitch_z_stacks(images, masks, stacks, parameters("inference"), originals)
     assert sorted(label_stacks) == ["cells"]
     assert any("z-stack holes: not linked in 3-D, 1 of its 2 planes have no mask (holes_z0001)" in r.message
                for r in caplog.records)
-    labels = label_stacks["cells"]()
+    stitched = label_stacks["cells"]()  # with the calibration its TIFF keeps: the file's pixel size, no spacing
+    assert stitched["pixel_size_um"] == 0.5 and stitched["z_step_um"] is None
+    labels = stitched["labels"]
     assert labels.shape == truth.shape and labels.max() == 2 and np.array_equal(labels > 0, truth > 0)
-    originals = {i: (lambda k=k: {"image": values[k], "pixel_size_um": 0.5, "z_stack": "cells", "plane": k,
-                                  "z_step_um": None}) for k, i in enumerate(planes)}
+    assert stitch_z_stacks(images, masks, stacks, parameters("inference", z_step_um=2.0, pixel_size_um=0.4),
+                           originals)["cells"]()["z_step_um"] == 2.0
     tables = measure_z_stacks(originals, {"cells": lambda: labels}, stacks, parameters("inference", z_step_um=2.0))
     table = tables["cells"]()
     assert table.columns[0] == "z_stack" and (table["z_stack"] == "cells").all()
@@ -375,12 +380,14 @@ def test_z_stacks_are_linked_trimmed_and_measured_in_3d(caplog):
     assert table["volume_um3"].tolist() == [300 * 2.0 * 0.25] * 2 and (table["intensity_mean_ch0"] == 1000).all()
     assert measure_z_stacks(originals, {"cells": lambda: labels}, stacks, parameters("inference"))["cells"]()[
         "volume_um3"].isna().all()  # no plane spacing in the file nor in the parameters
-    assert stitch_z_stacks({}, {}, {}, parameters("inference")) == {}
+    assert stitch_z_stacks({}, {}, {}, parameters("inference"), {}) == {}
     # Nucleus 1 dim in plane 0 (out-of-focus light, as the network saw it): that plane is not its own.
     images["cells_z0000"] = lambda: np.where(truth[0, ..., None] > 0, 10, 0).repeat(3, axis=2).astype(np.uint8)
-    trimmed = stitch_z_stacks(images, masks, stacks, parameters("inference", z_min_brightness=0.5))["cells"]()
+    trimmed = stitch_z_stacks(images, masks, stacks, parameters("inference", z_min_brightness=0.5),
+                              originals)["cells"]()["labels"]
     assert not trimmed[0].any() and (trimmed[1:3] > 0).sum() == (truth[1:3] > 0).sum()
-    kept = stitch_z_stacks(images, masks, stacks, parameters("inference", z_min_brightness=0.0))["cells"]()
+    kept = stitch_z_stacks(images, masks, stacks, parameters("inference", z_min_brightness=0.0),
+                           originals)["cells"]()["labels"]
     assert np.array_equal(kept > 0, truth > 0)
 
 

@@ -401,6 +401,8 @@ def test_inference_segments_a_z_stack_plane_by_plane_and_links_its_nuclei_in_3d(
     assert (table["z_stack"] == "cells").all() and (table["z_um"] == 7.5).all()
     stack = tifffile.imread(output / "label_stacks" / "cells.tif")
     assert stack.shape == truth.shape
+    with tifffile.TiffFile(output / "label_stacks" / "cells.tif") as tiff:  # Fiji opens it calibrated as the input
+        assert tiff.imagej_metadata["spacing"] == 1.5 and tiff.pages[0].get_resolution() == pytest.approx((2, 2))
     scores = precision_at_thresholds(truth, stack)
     assert scores["fn"][0] <= 1 and scores["fp"][0] <= 1  # at 3-D IoU 0.5: every nucleus, each once
     nuclei = pd.read_parquet(output / "nuclei_3d" / "cells.parquet")

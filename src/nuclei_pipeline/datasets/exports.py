@@ -50,21 +50,42 @@ class _LocalFileDataset(AbstractDataset):
         return {"filepath": str(self._filepath)}
 
 
+def _calibration_tags(labels: np.ndarray, pixel_size_um: float | None, z_step_um: float | None) -> dict[str, Any]:
+    """``tifffile.imwrite`` keywords that store a label image's calibration where its format can.
+
+    16 bits (a stack of more than one plane: ImageJ reads one plane back as 2-D): an ImageJ TIFF, pixel size
+    and plane spacing in µm, as Fiji and napari read them. 32 bits, which ImageJ's format cannot hold: the
+    standard TIFF resolution tags (x/y only). Without a pixel size there is nothing to store.
+    """
+    axes = "ZYX"[-labels.ndim:]
+    if pixel_size_um is None:
+        return {"metadata": {"axes": axes}}
+    if labels.dtype == np.uint32 or (labels.ndim == 3 and labels.shape[0] == 1):
+        return {"metadata": {"axes": axes}, "resolution": (1e4 / pixel_size_um,) * 2, "resolutionunit": "CENTIMETER"}
+    spacing = {"spacing": z_step_um} if z_step_um is not None and labels.ndim == 3 else {}
+    return {"imagej": True, "resolution": (1 / pixel_size_um,) * 2, "metadata": {"axes": axes, "unit": "um", **spacing}}
+
+
 class LabelTiffDataset(_LocalFileDataset):
     """A label image (``YX``) or label stack (``ZYX``) ↔ one zlib-compressed TIFF: uint16 while labels fit, else
-    uint32."""
+    uint32.
+
+    Saving takes the labels, or ``{"labels": array, "pixel_size_um": float | None, "z_step_um": float | None}``
+    to store their calibration too (:func:`_calibration_tags`); loading gives the labels.
+    """
 
     def load(self) -> np.ndarray:
         return tifffile.imread(self._filepath)
 
-    def save(self, data: np.ndarray) -> None:
-        labels = np.asarray(data)
+    def save(self, data: np.ndarray | dict[str, Any]) -> None:
+        calibrated = data if isinstance(data, dict) else {"labels": data}
+        labels = np.asarray(calibrated["labels"])
         if labels.ndim not in (2, 3) or labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
             raise DatasetError(f"cannot write {self._filepath}: expected 2-D or 3-D non-negative integer labels")
         dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
-        axes = "ZYX"[-labels.ndim:]
-        write_atomically(self._filepath, lambda temporary: tifffile.imwrite(
-            temporary, labels.astype(dtype), compression="zlib", metadata={"axes": axes}))
+        labels = labels.astype(dtype)
+        tags = _calibration_tags(labels, calibrated.get("pixel_size_um"), calibrated.get("z_step_um"))
+        write_atomically(self._filepath, lambda temporary: tifffile.imwrite(temporary, labels, compression="zlib", **tags))
 
 
 class ImageJRoiSetDataset(_LocalFileDataset):

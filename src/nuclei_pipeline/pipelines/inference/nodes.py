@@ -51,6 +51,12 @@ def _pixel_size(inference: Inference, from_file: float | None, image_id: str) ->
     return inference.pixel_size_um
 
 
+def _measured_pixel_size(table: pd.DataFrame) -> float | None:
+    """The pixel size (µm) a measurement table was made with; ``None`` when unknown or the table is empty."""
+    size = table["pixel_size_um"].iloc[0] if len(table) else float("nan")
+    return None if pd.isna(size) else float(size)
+
+
 def _z_step(inference: Inference, from_file: float | None) -> float | None:
     """``inference.z_step_um`` when set, else the file's plane spacing, else ``None``."""
     return from_file if inference.z_step_um is None else inference.z_step_um
@@ -223,8 +229,11 @@ def stitch_z_stacks(
     masks: dict[str, Callable[[], np.ndarray]],
     stacks: dict[str, list[str]],
     inference: Inference,
-) -> dict[str, Callable[[], np.ndarray]]:
-    """Each z-stack read plane by plane (``z_projection: planes``; ``stacks``: its plane ids) as one label stack.
+    originals: dict[str, Callable[[], dict[str, Any]]],
+) -> dict[str, Callable[[], dict[str, Any]]]:
+    """Each z-stack read plane by plane (``z_projection: planes``; ``stacks``: its plane ids) as one label stack,
+    ``{"labels": ZYX labels, "pixel_size_um": …, "z_step_um": …}`` (the calibration, as for
+    :func:`measure_z_stacks`, read from its first plane in ``originals``, for the TIFF).
 
     The planes' masks are linked into 3-D nuclei and each trimmed to the
     planes where it is at least ``inference.z_min_brightness`` as bright as in
@@ -243,10 +252,13 @@ def stitch_z_stacks(
             continue
         linked[stack] = plane_ids
 
-    def labels(stack: str) -> np.ndarray:
+    def labels(stack: str) -> dict[str, Any]:
         planes = linked[stack]
-        return nuclei_in_3d([masks[i]() for i in planes], (images[i]() for i in planes),  # read only to trim
-                            inference.z_stitch_min_iou, inference.z_min_brightness)
+        first = originals[planes[0]]()
+        return {"labels": nuclei_in_3d([masks[i]() for i in planes], (images[i]() for i in planes),  # read to trim
+                                       inference.z_stitch_min_iou, inference.z_min_brightness),
+                "pixel_size_um": _pixel_size(inference, first.get("pixel_size_um"), stack),
+                "z_step_um": _z_step(inference, first.get("z_step_um"))}
 
     return {stack: partial(labels, stack) for stack in linked}
 
@@ -305,7 +317,8 @@ def export_masks(
     -------
     table_csv : the per-image table loaders in order, for one CSV of the whole run
         (``table_csv``; empty when not asked, which removes an earlier run's file)
-    label_tiffs : ``{image_id: labels}`` for 16/32-bit TIFF (``label_tiff``)
+    label_tiffs : ``{image_id: {"labels": …, "pixel_size_um": …}}`` for 16/32-bit TIFF (``label_tiff``; the
+        pixel size the image was measured with, none for an image without nuclei)
     imagej_rois : ``{image_id: {"0001": polygon, …}}`` for Fiji ROI sets (``imagej_rois``)
     geojson : ``{image_id: FeatureCollection}`` of outlines with their rows of
         ``measurements`` as properties, in pixel coordinates, for QuPath (``geojson``)
@@ -322,8 +335,11 @@ def export_masks(
     def lazily(make, name):
         return {i: (lambda i=i: make(i)) for i in wanted} if name in exports else {}
 
+    def label_tiff(image_id: str) -> dict[str, Any]:
+        return {"labels": masks[image_id](), "pixel_size_um": _measured_pixel_size(measurements[image_id]())}
+
     table_csv = _tables_for_csv(measurements, wanted, inference)
-    return (table_csv, lazily(lambda i: masks[i](), "label_tiff"), lazily(rois, "imagej_rois"),
+    return (table_csv, lazily(label_tiff, "label_tiff"), lazily(rois, "imagej_rois"),
             lazily(geojson, "geojson"))
 
 
@@ -384,7 +400,7 @@ def summarise_masks(
             "area_min": int(areas.min()) if areas.size else 0,
             "area_max": int(areas.max()) if areas.size else 0,
             "intensity_mean": float(intensity.mean()) if intensity.size else float("nan"),
-            "pixel_size_um": float(table["pixel_size_um"].iloc[0]) if len(table) else float("nan"),
+            "pixel_size_um": _measured_pixel_size(table) or float("nan"),
             **_confidence_fields(table["confidence"], minimum),
         })
     report = pd.DataFrame(report_rows, columns=REPORT_COLUMNS)

@@ -38,7 +38,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 stitch_z_stacks,
-                ["inference_images", "predicted_masks", "inference_z_stacks", "params:inference"],
+                ["inference_images", "predicted_masks", "inference_z_stacks", "params:inference",
+                 "inference_originals"],
                 "label_stacks",
                 name="stitch_z_stacks",
             ),
