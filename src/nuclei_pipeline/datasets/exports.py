@@ -53,9 +53,9 @@ class _LocalFileDataset(AbstractDataset):
 def _calibration_tags(labels: np.ndarray, pixel_size_um: float | None, z_step_um: float | None) -> dict[str, Any]:
     """``tifffile.imwrite`` keywords that store a label image's calibration where its format can.
 
-    16 bits (a stack of more than one plane: ImageJ reads one plane back as 2-D): an ImageJ TIFF, pixel size
-    and plane spacing in µm, as Fiji and napari read them. 32 bits, which ImageJ's format cannot hold: the
-    standard TIFF resolution tags (x/y only). Without a pixel size there is nothing to store.
+    16 bits: an ImageJ TIFF, pixel size and plane spacing in µm, as Fiji and napari read them. 32 bits, which
+    ImageJ's format cannot hold, and a stack of one plane, which it would read back as 2-D: the standard TIFF
+    resolution tags (x/y only). Without a pixel size there is nothing to store.
     """
     axes = "ZYX"[-labels.ndim:]
     if pixel_size_um is None:

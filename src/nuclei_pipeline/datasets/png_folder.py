@@ -117,9 +117,9 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
     label 1 … N, stored beside it), ``{"unchanged": True}`` (the file in
     place is current: left as it is), ``None`` (nothing written, a warning;
     a file of that name an earlier run stored is removed, since its input
-    could not be read this time), or a callable returning one of these, called only when that file is
-    written: so a node can hand over thousands of lazily computed images
-    and memory stays flat. Each file is written to a temporary name, then
+    could not be read this time), or a callable returning one of these,
+    called only when that file is written: so a node can hand over
+    thousands of lazily computed images and memory stays flat. Each file is written to a temporary name, then
     renamed: an interrupted run never leaves a half-written PNG. 2-D
     non-uint8 arrays become 16-bit label PNGs, or tiled (Big)TIFF (16 or 32
     bits) beyond 65,535 labels or 4096² pixels; the other format's file of
