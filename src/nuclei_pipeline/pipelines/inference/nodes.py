@@ -51,6 +51,13 @@ def _pixel_size(inference: Inference, from_file: float | None, image_id: str) ->
     return inference.pixel_size_um
 
 
+def _stack_calibration(inference: Inference, first_plane: dict[str, Any], stack: str) -> dict[str, float | None]:
+    """A z-stack's ``pixel_size_um`` and ``z_step_um``: the parameters when set, else its file's (``first_plane``:
+    the original of its first plane)."""
+    return {"pixel_size_um": _pixel_size(inference, first_plane.get("pixel_size_um"), stack),
+            "z_step_um": _z_step(inference, first_plane.get("z_step_um"))}
+
+
 def _measured_pixel_size(table: pd.DataFrame) -> float | None:
     """The pixel size (µm) a measurement table was made with; ``None`` when unknown or the table is empty."""
     size = table["pixel_size_um"].iloc[0] if len(table) else float("nan")
@@ -232,8 +239,8 @@ def stitch_z_stacks(
     originals: dict[str, Callable[[], dict[str, Any]]],
 ) -> dict[str, Callable[[], dict[str, Any]]]:
     """Each z-stack read plane by plane (``z_projection: planes``; ``stacks``: its plane ids) as one label stack,
-    ``{"labels": ZYX labels, "pixel_size_um": …, "z_step_um": …}`` (the calibration, as for
-    :func:`measure_z_stacks`, read from its first plane in ``originals``, for the TIFF).
+    ``{"labels": ZYX labels, "pixel_size_um": …, "z_step_um": …}`` (:func:`_stack_calibration` of its first
+    plane in ``originals``, as :func:`measure_z_stacks` measures with, for the TIFF).
 
     The planes' masks are linked into 3-D nuclei and each trimmed to the
     planes where it is at least ``inference.z_min_brightness`` as bright as in
@@ -254,11 +261,9 @@ def stitch_z_stacks(
 
     def labels(stack: str) -> dict[str, Any]:
         planes = linked[stack]
-        first = originals[planes[0]]()
-        return {"labels": nuclei_in_3d([masks[i]() for i in planes], (images[i]() for i in planes),  # read to trim
-                                       inference.z_stitch_min_iou, inference.z_min_brightness),
-                "pixel_size_um": _pixel_size(inference, first.get("pixel_size_um"), stack),
-                "z_step_um": _z_step(inference, first.get("z_step_um"))}
+        labels = nuclei_in_3d([masks[i]() for i in planes], (images[i]() for i in planes),  # read to trim
+                              inference.z_stitch_min_iou, inference.z_min_brightness)
+        return {"labels": labels, **_stack_calibration(inference, originals[planes[0]](), stack)}
 
     return {stack: partial(labels, stack) for stack in linked}
 
@@ -275,9 +280,9 @@ def measure_z_stacks(
 
     def measure(stack: str) -> pd.DataFrame:
         planes = [originals[i]() for i in stacks[stack]]
-        size = _pixel_size(inference, planes[0].get("pixel_size_um"), stack)
+        calibration = _stack_calibration(inference, planes[0], stack)
         image = np.stack([np.asarray(plane["image"]) for plane in planes])
-        table = measure_nuclei_3d(label_stacks[stack](), image, size, _z_step(inference, planes[0].get("z_step_um")))
+        table = measure_nuclei_3d(label_stacks[stack](), image, calibration["pixel_size_um"], calibration["z_step_um"])
         table.insert(0, "z_stack", stack)
         return table
 
