@@ -120,3 +120,11 @@ def test_a_request_names_the_channel_holding_the_nuclei():
         served.predict(None, pd.DataFrame([{**movie, "frame": 3}]))
     with pytest.raises(ValueError, match="'t': frame must be a time point .*index.*'last'"):
         served.predict(None, pd.DataFrame([{**movie, "frame": "last"}]))
+    # A time-lapse of z-stacks: its projection per time point is served; its planes need two indices, one is refused.
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, planes[None].repeat(2, axis=0), imagej=True, metadata={"axes": "TZCYX"})
+    movie_of_stacks = {"id": "tz", "image": base64.b64encode(buffer.getvalue()).decode(), "nucleus_channel": 1}
+    assert len(served.predict(None, pd.DataFrame([{**movie_of_stacks, "frame": 1, "z_projection": "max"}]))) \
+        == truth.max()
+    with pytest.raises(ImageReadError, match=r"image 'tz': .*is a \(time point, plane\) pair, got 1"):
+        served.predict(None, pd.DataFrame([{**movie_of_stacks, "frame": 1, "z_projection": "planes"}]))

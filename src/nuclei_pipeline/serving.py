@@ -8,7 +8,7 @@ registers it as ``nuclei_pipeline``, so
 answers ``POST /invocations`` with ``{"dataframe_records": [{"id": "a", "image": "<base64 PNG/TIFF>"}]}``
 (optional per record: ``nucleus_channel``, the channel of a multi-channel image that holds the nuclei;
 ``z_projection``, ``max`` or ``mean`` for a z-stack, or ``planes`` with ``frame`` the plane; ``frame``, the time
-point of a time-lapse)
+point of a time-lapse; a time-lapse of z-stacks is served projected, its planes only by the inference pipeline)
 with one row per nucleus: the image id, the label, the measurements of
 :func:`nuclei_pipeline.core.measure.measure_nuclei` (with the nucleus's ``confidence``) and its run-length encoding
 (``rle``, the Kaggle format, column-major), from which the label image is rebuilt.

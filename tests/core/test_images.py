@@ -220,9 +220,9 @@ def test_a_time_lapse_is_read_one_time_point_at_a_time_whole_or_region_by_region
     # TCYX compressed in tiles: read region by region through the Zarr store, not a memory map
     compressed = {"tile": (16, 16), "compression": "zlib"} if axes == "TCYX" else {}
     tifffile.imwrite(tmp_path / "movie.tif", movie, imagej=True, metadata={"axes": axes}, **compressed)
-    assert image_files.count_frames(tmp_path / "movie.tif", projection) == (4, "T")
+    assert image_files.count_frames(tmp_path / "movie.tif", projection) == ((4,), "T")
     # frames of z-stacks without a projection cannot be read: the file is one image, refused once
-    assert image_files.count_frames(tmp_path / "movie.tif")[0] == (1 if projection else 4)
+    assert image_files.count_frames(tmp_path / "movie.tif")[0] == ((1,) if projection else (4,))
     channel = None if axes == "TYX" else 1
     for frame in (0, 3):
         expected = movie[frame].max(axis=0) if projection else movie[frame]
@@ -259,8 +259,8 @@ def test_a_z_stack_read_as_planes_gives_each_plane_whole_or_region_by_region(tmp
     tifffile.imwrite(tmp_path / "cells.tif", stack, imagej=True, resolution=(4.0, 4.0),
                      metadata={"axes": "ZCYX", "spacing": 0.8, "unit": "um"}, **options)
     tifffile.imwrite(tmp_path / "movie.tif", stack[:3, 0], imagej=True, metadata={"axes": "TYX"})
-    assert image_files.count_frames(tmp_path / "cells.tif", "planes") == (5, "Z")
-    assert image_files.count_frames(tmp_path / "movie.tif", "planes") == (3, "T")  # a movie stays a movie
+    assert image_files.count_frames(tmp_path / "cells.tif", "planes") == ((5,), "Z")
+    assert image_files.count_frames(tmp_path / "movie.tif", "planes") == ((3,), "T")  # a movie stays a movie
     for plane in (0, 4):
         expected = np.moveaxis(stack[plane], 0, -1)
         assert np.array_equal(image_files.read_original_image(tmp_path / "cells.tif", "planes", plane), expected)
@@ -320,7 +320,7 @@ def test_a_plane_is_read_wherever_the_stack_stores_its_channels(tmp_path, monkey
     else:
         tifffile.imwrite(tmp_path / "s.tif", np.moveaxis(stack, 0, 1), photometric="minisblack",
                          metadata={"axes": "ZCYX"}, ome=True)
-    assert image_files.count_frames(tmp_path / "s.tif", "planes") == (4, "Z")
+    assert image_files.count_frames(tmp_path / "s.tif", "planes") == ((4,), "Z")
     stack_range = (float(stack[1].min()), float(stack[1].max()))
     for plane in (0, 3):
         expected = np.moveaxis(stack[:, plane], 0, -1)
@@ -347,22 +347,66 @@ def test_a_stack_s_range_is_read_again_once_its_file_changes(tmp_path):
     assert cached_stack_value_range(path) == (0.0, 598.0)
 
 
-def test_a_time_lapse_of_z_stacks_is_not_read_as_planes_and_the_plane_spacing_comes_from_metadata(tmp_path):
+@pytest.mark.parametrize("layout", ["ImageJ TZCYX", "OME TZYX"])
+def test_a_time_lapse_of_z_stacks_read_as_planes_is_one_stack_per_time_point(tmp_path, monkeypatch, layout):
+    import tifffile
+
+    from nuclei_pipeline.datasets import image_files
+    from nuclei_pipeline.datasets.image_folder import ImageFolderDataset
+
+    movie = np.random.default_rng(7).integers(0, 300, (2, 3, 2, 40, 30)).astype(np.uint16)  # T, Z, C, Y, X
+    movie[1] *= 10  # the second time point ten times as bright: each stack is stretched on its own range
+    if layout == "OME TZYX":
+        movie = movie[:, :, 1]
+        tifffile.imwrite(tmp_path / "movie.tif", movie, photometric="minisblack", ome=True,
+                         metadata={"axes": "TZYX", "PhysicalSizeZ": 2.0, "TimeIncrement": 30.0})
+    else:
+        tifffile.imwrite(tmp_path / "movie.tif", movie, imagej=True,
+                         metadata={"axes": "TZCYX", "spacing": 2.0, "unit": "um", "finterval": 30.0})
+    channel = 1 if movie.ndim == 5 else None
+    values = movie[:, :, 1] if movie.ndim == 5 else movie  # the nucleus channel: T, Z, Y, X
+    assert image_files.count_frames(tmp_path / "movie.tif", "planes") == ((2, 3), "TZ")
+    assert image_files.count_frames(tmp_path / "movie.tif", "max") == ((2,), "T")  # projected: a movie of pictures
+    expected = movie[1, 2] if movie.ndim == 4 else np.moveaxis(movie[1, 2], 0, -1)
+    assert np.array_equal(image_files.read_original_image(tmp_path / "movie.tif", "planes", (1, 2)), expected)
+    monkeypatch.setattr(image_files, "LAZY_PIXELS", 10 * 10)  # region by region too
+    lazy = image_files.read_original_lazily(tmp_path / "movie.tif", "planes", (1, 2))
+    assert isinstance(lazy, image_files.LazyImage) and np.array_equal(lazy[5:25, 3:20], expected[5:25, 3:20])
+    lazy.close()
+    monkeypatch.undo()
+    for frame, refusal in [(0, r"is a \(time point, plane\) pair, got 0"), ((2, 0), "no time point 2 "),
+                           ((0, 3), "no plane 3 "), (None, "a stack of planes")]:
+        with pytest.raises(ImageReadError, match=r"movie\.tif: .*" + refusal):
+            read_original_image(tmp_path / "movie.tif", "planes", frame)
+    originals = ImageFolderDataset(str(tmp_path), original=True, z_projection="planes").load()
+    assert sorted(originals) == [f"movie_t{t:04d}_z{z:04d}" for t in range(2) for z in range(3)]
+    plane = originals["movie_t0001_z0002"]()
+    assert {key: plane[key] for key in ("z_stack", "plane", "z_step_um", "time_lapse", "frame", "frame_interval_s")} \
+        == {"z_stack": "movie_t0001", "plane": 2, "z_step_um": 2.0, "time_lapse": "movie", "frame": 1,
+            "frame_interval_s": 30.0}
+    assert np.array_equal(plane["image"], expected)
+    stacks = ImageFolderDataset(str(tmp_path), z_projection="planes", stacks=True).load()
+    assert stacks == {f"movie_t{t:04d}": [f"movie_t{t:04d}_z{z:04d}" for z in range(3)] for t in range(2)}
+    images = ImageFolderDataset(str(tmp_path), nucleus_channel=channel, z_projection="planes").load()
+    for time in range(2):
+        stack_range = (float(values[time].min()), float(values[time].max()))
+        assert image_files.stack_value_range(tmp_path / "movie.tif", channel, time) == stack_range
+        for z in range(3):
+            picture = movie[time, z] if movie.ndim == 4 else np.moveaxis(movie[time, z], 0, -1)
+            assert np.array_equal(images[f"movie_t{time:04d}_z{z:04d}"](), to_rgb(picture, stack_range, channel))
+
+
+def test_a_plane_spacing_comes_from_metadata(tmp_path):
     import tifffile
 
     from nuclei_pipeline.datasets.image_files import count_frames, read_z_step_um
 
-    tifffile.imwrite(tmp_path / "movie.tif", np.zeros((2, 3, 20, 30), np.uint16), imagej=True,
-                     metadata={"axes": "TZYX"})
-    assert count_frames(tmp_path / "movie.tif", "planes") == (1, "T")  # one image, refused once, saying why:
-    with pytest.raises(ImageReadError, match=r"movie\.tif: a time-lapse of z-stacks .* set z_projection to max"):
-        read_original_image(tmp_path / "movie.tif", "planes", 0)
     tifffile.imwrite(tmp_path / "ome.ome.tif", np.zeros((3, 20, 30), np.uint16), photometric="minisblack",
                      metadata={"axes": "ZYX", "PhysicalSizeZ": 500.0, "PhysicalSizeZUnit": "nm"})
     tifffile.imwrite(tmp_path / "plain.tif", np.zeros((3, 20, 30), np.uint16), imagej=True, metadata={"axes": "ZYX"})
     assert read_z_step_um(tmp_path / "ome.ome.tif") == 0.5
     assert read_z_step_um(tmp_path / "plain.tif") is None
-    assert count_frames(tmp_path / "ome.ome.tif", "planes") == (3, "Z")
+    assert count_frames(tmp_path / "ome.ome.tif", "planes") == ((3,), "Z")
 
 
 def test_a_time_lapse_s_frame_interval_comes_from_its_metadata(tmp_path):
@@ -380,9 +424,9 @@ def test_a_time_lapse_s_frame_interval_comes_from_its_metadata(tmp_path):
     assert read_frame_interval_s(tmp_path / "imagej.tif") == 90.0
     assert read_frame_interval_s(tmp_path / "ome.ome.tif") == 0.25
     assert read_frame_interval_s(tmp_path / "plain.tif") is None and read_frame_interval_s(tmp_path / "still.png") is None
-    assert [count_frames(tmp_path / name) for name in ("ome.ome.tif", "still.png")] == [(3, "T"), (1, "T")]
+    assert [count_frames(tmp_path / name) for name in ("ome.ome.tif", "still.png")] == [((3,), "T"), ((1,), "T")]
     (tmp_path / "broken.tif").write_bytes(b"II*\x00 not really")
-    assert count_frames(tmp_path / "broken.tif") == (1, "T")  # read as one image, whose reading then says what is wrong
+    assert count_frames(tmp_path / "broken.tif") == ((1,), "T")  # read as one image, whose reading then says what is wrong
     with pytest.raises(ImageReadError, match=r"still\.png: only a TIFF holds time points"):
         read_original_image(tmp_path / "still.png", frame=1)
 

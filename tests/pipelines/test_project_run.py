@@ -410,6 +410,27 @@ def test_inference_segments_a_z_stack_plane_by_plane_and_links_its_nuclei_in_3d(
     assert nuclei["planes"].median() >= 4 and nuclei["centroid_z_um"].between(0, 22.5).all()
     assert nuclei["volume_um3"].tolist() == pytest.approx((nuclei["volume"] * 1.5 * 0.25).tolist())
     assert pd.read_csv(output / "nuclei_3d.csv")["label"].tolist() == nuclei["label"].tolist()
+    # A time-lapse of such stacks: one 3-D segmentation per time point (the second the first turned upside down).
+    movie = np.stack([planes, planes[::-1]]).astype(np.uint16)
+    movies = project / "movies"
+    movies.mkdir()
+    tifffile.imwrite(movies / "live.tif", movie, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "TZYX", "spacing": 1.5, "unit": "um", "finterval": 10.0})
+    run(project, monkeypatch, "tiny", pipeline="inference",
+        runtime_params={"input_dir": str(movies), "z_projection": "planes", "inference": {"model": "shipped"}})
+    report = pd.read_csv(project / "data" / "08_reporting" / "default" / "inference_report.csv")
+    assert report["id"].tolist() == [f"live_t{t:04d}_z{z:04d}" for t in range(2) for z in range(16)]
+    for time, expected in enumerate([truth, truth[::-1]]):
+        stack = tifffile.imread(output / "label_stacks" / f"live_t{time:04d}.tif")
+        scores = precision_at_thresholds(expected, stack)
+        assert scores["fn"][0] <= 1 and scores["fp"][0] <= 1
+        nuclei = pd.read_parquet(output / "nuclei_3d" / f"live_t{time:04d}.parquet")
+        assert list(nuclei.columns[:4]) == ["z_stack", "time_lapse", "frame", "time_s"]
+        assert nuclei[["z_stack", "time_lapse", "frame", "time_s"]].drop_duplicates().values.tolist() == [
+            [f"live_t{time:04d}", "live", time, 10.0 * time]]
+    plane = pd.read_parquet(output / "nuclei" / "live_t0001_z0005.parquet")
+    assert plane[["z_stack", "plane", "time_lapse", "frame"]].drop_duplicates().values.tolist() == [
+        ["live_t0001", 5, "live", 1]]
     # Projected instead, nuclei one above the other become one: fewer than there are.
     run(project, monkeypatch, "tiny", pipeline="inference",
         runtime_params={"input_dir": str(folder), "z_projection": "max", "inference": {"model": "shipped"}})

@@ -27,19 +27,25 @@ from nuclei_pipeline.core.images import (
 
 logger = logging.getLogger(__name__)
 
+#: A ``frame``: the index along :func:`frame_axis` — a time point or a plane, or ``(time point, plane)`` of a
+#: time-lapse of z-stacks read as planes.
+Frame = int | tuple[int, int]
+
+
 _MICRONS = {"um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
             "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4}
 
 
 def read_image(path: str | Path, channel: int | None = None, z_projection: str | None = None,
-               frame: int | None = None, value_range: tuple[float, float] | None = None) -> np.ndarray:
+               frame: Frame | None = None, value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Read any PNG/TIF/JPG as an ``(H, W, 3)`` uint8 RGB array (:func:`read_original_image`, then :func:`to_rgb`).
 
     ``channel``: the channel holding the nuclei, read alone as grey (``None``: the image as it is).
     ``z_projection``: how a z-stack becomes one image or, ``planes``, images (:data:`Z_PROJECTIONS`; ``None``:
     stacks are refused).
     ``frame``: the time point of a time-lapse TIFF to read (its ``T`` axis, 0-based; see :func:`count_frames`),
-    or with ``z_projection="planes"`` the plane of a z-stack (its ``Z`` axis).
+    or with ``z_projection="planes"`` the plane of a z-stack (its ``Z`` axis) — of a time-lapse of z-stacks
+    ``(time point, plane)``.
     ``value_range``: the values a 16-bit or float image is stretched between (default: its own minimum and
     maximum; a z-stack's planes take the whole stack's, :func:`stack_value_range`).
 
@@ -76,7 +82,7 @@ class LazyImage:
     """
 
     def __init__(self, path: str | Path, rows_per_pass: int = 1024, original: bool = False,
-                 channel: int | None = None, z_projection: str | None = None, frame: int | None = None,
+                 channel: int | None = None, z_projection: str | None = None, frame: Frame | None = None,
                  value_range: tuple[float, float] | None = None):
         import zarr
 
@@ -125,8 +131,8 @@ class LazyImage:
         # image. Such a file is mapped instead, for this read only (its pages leave with the map).
         array = tifffile.memmap(self.path, mode="r") if self._memmappable else self._array
         try:
-            region = np.array(array[_index(self._stored_layout, rows, columns, self._frame,
-                                           frame_axis(self._stored_layout, self._z_projection))])
+            region = np.array(array[_index(self._stored_layout, rows, columns,
+                                           _frame_picks(self._stored_layout, self._z_projection, self._frame))])
         finally:
             del array
         return _rows_columns_channels(region, self._layout, self._z_projection)
@@ -169,7 +175,7 @@ def _memmappable(path: Path) -> bool:
 
 
 def read_image_lazily(path: str | Path, channel: int | None = None, z_projection: str | None = None,
-                      frame: int | None = None, value_range: tuple[float, float] | None = None
+                      frame: Frame | None = None, value_range: tuple[float, float] | None = None
                       ) -> np.ndarray | LazyImage:
     """:func:`read_image`, except that a TIFF of more than :data:`LAZY_PIXELS` pixels comes as a :class:`LazyImage`."""
     path = Path(path)
@@ -178,7 +184,8 @@ def read_image_lazily(path: str | Path, channel: int | None = None, z_projection
     return read_image(path, channel, z_projection, frame, value_range)
 
 
-def cached_stack_value_range(path: str | Path, channel: int | None = None) -> tuple[float, float] | None:
+def cached_stack_value_range(path: str | Path, channel: int | None = None,
+                             time_point: int | None = None) -> tuple[float, float] | None:
     """:func:`stack_value_range` of a file, read once per process while the file is unchanged (each of a stack's
     planes needs it: read for each, a stack of n planes would be read n times)."""
     path = Path(path)
@@ -187,21 +194,26 @@ def cached_stack_value_range(path: str | Path, channel: int | None = None) -> tu
     except OSError as error:
         raise ImageReadError(f"cannot read image {path}: {error}") from error
     # the file's identity and every time stamp: a file copied over another keeping its mtime still differs
-    return _stack_value_range_of(str(path), (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size), channel)
+    identity = (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
+    return _stack_value_range_of(str(path), identity, channel, time_point)
 
 
 @functools.lru_cache(maxsize=64)
-def _stack_value_range_of(path: str, identity: tuple[int, ...], channel: int | None) -> tuple[float, float] | None:
-    return stack_value_range(path, channel)
+def _stack_value_range_of(path: str, identity: tuple[int, ...], channel: int | None,
+                          time_point: int | None) -> tuple[float, float] | None:
+    return stack_value_range(path, channel, time_point)
 
 
-def stack_value_range(source: str | Path | BinaryIO, channel: int | None = None) -> tuple[float, float] | None:
+def stack_value_range(source: str | Path | BinaryIO, channel: int | None = None,
+                      time_point: int | None = None) -> tuple[float, float] | None:
     """The minimum and maximum over every plane of a z-stack TIFF (of ``channel`` alone when given).
 
     Its planes, read with ``z_projection="planes"``, are stretched on this
     range rather than each on its own, so that a plane out of focus stays as
     dim as it is instead of being stretched into sharp-looking nuclei
     (measured: README "Your own images"). Planes are read one at a time.
+    Of a time-lapse of z-stacks, the stack of ``time_point`` (each time point
+    on its own range, as a time-lapse's frames are; ``None``: every plane of the file).
     ``None`` for 8-bit stacks, which are never stretched, and for files that are not z-stacks.
 
     Raises
@@ -216,11 +228,17 @@ def stack_value_range(source: str | Path | BinaryIO, channel: int | None = None)
             return None
         with tifffile.TiffFile(source) as tiff:
             series = tiff.series[0]
-            layout = _layout(series.axes, series.shape, name, "planes", 0)
+            layout = _layout(series.axes, series.shape, name, "planes", _first_frame(series.axes, "planes"))
             if series.dtype == np.uint8 or "Z" not in layout:
                 return None
-            planes = (_rows_columns_channels(_read_frame(series, layout, plane, "planes"), layout.replace("Z", ""), None)
-                      for plane in range(series.shape[layout.index("Z")]))
+            depth = series.shape[layout.index("Z")]
+            frames: Iterable[Frame] = range(depth)
+            if "T" in layout:
+                times = range(series.shape[layout.index("T")]) if time_point is None else [time_point]
+                frames = [(time, plane) for time in times for plane in range(depth)]
+            flat = _without_frame_axis(layout, "planes", _first_frame(layout, "planes"))
+            planes = (_rows_columns_channels(_read_frame(series, layout, frame, "planes"), flat, None)
+                      for frame in frames)
             return _value_range_of(planes, channel, name)
     except ImageReadError:
         raise
@@ -251,7 +269,7 @@ def _value_range_of(parts: Iterable[np.ndarray], channel: int | None, name) -> t
 
 
 def read_original_lazily(path: str | Path, z_projection: str | None = None,
-                         frame: int | None = None) -> np.ndarray | LazyImage:
+                         frame: Frame | None = None) -> np.ndarray | LazyImage:
     """:func:`read_original_image`, except that a TIFF of more than :data:`LAZY_PIXELS` pixels comes as a
     :class:`LazyImage` of its stored values (measured one region at a time)."""
     path = Path(path)
@@ -260,14 +278,16 @@ def read_original_lazily(path: str | Path, z_projection: str | None = None,
     return read_original_image(path, z_projection, frame)
 
 
-def count_frames(path: str | Path, z_projection: str | None = None) -> tuple[int, str]:
-    """The images a TIFF holds along its frame axis (:func:`frame_axis`), and that axis.
+def count_frames(path: str | Path, z_projection: str | None = None) -> tuple[tuple[int, ...], str]:
+    """The images a TIFF holds along its frame axes (:func:`frame_axis`), and those axes.
 
     Returns
     -------
-    (int, str)
-        The length of a time-lapse's ``T`` axis, or of a z-stack's ``Z`` axis
-        read with ``z_projection="planes"``, and the axis; ``(1, "T")`` for any other image.
+    (tuple of int, str)
+        The length of each frame axis and their names: ``((t,), "T")`` for a
+        time-lapse, ``((z,), "Z")`` for a z-stack read with
+        ``z_projection="planes"``, ``((t, z), "TZ")`` for a time-lapse of
+        z-stacks read so; ``((1,), "T")`` for any other image.
 
     Only the file's header is read. A file that cannot be read, or whose
     frames could not be (a movie of z-stacks without ``z_projection``, or read as planes),
@@ -275,28 +295,44 @@ def count_frames(path: str | Path, z_projection: str | None = None) -> tuple[int
     """
     path = Path(path)
     if path.suffix.lower() not in (".tif", ".tiff"):
-        return 1, "T"
+        return (1,), "T"
     try:
         with tifffile.TiffFile(path) as tiff:
             axes, shape = tiff.series[0].axes, tiff.series[0].shape
         axis = frame_axis(axes, z_projection)
-        if axis not in axes:
-            return 1, "T"
-        _layout(axes, shape, path, z_projection, frame=0)
-        return int(shape[axes.index(axis)]), axis
+        if not set(axis) <= set(axes):
+            return (1,), "T"
+        _layout(axes, shape, path, z_projection, _first_frame(axes, z_projection))
+        return tuple(int(shape[axes.index(name)]) for name in axis), axis
     except Exception:
-        return 1, "T"
+        return (1,), "T"
 
 
 def frame_axis(axes: str, z_projection: str | None) -> str:
-    """The axis of a TIFF laid out as ``axes`` that a ``frame`` index picks from: ``Z`` when a z-stack is read plane
-    by plane (``z_projection="planes"``), else ``T`` (the time points of a time-lapse)."""
-    return "Z" if z_projection == "planes" and "Z" in axes else "T"
+    """The axes of a TIFF laid out as ``axes`` that a ``frame`` picks from: ``Z`` when a z-stack is read plane
+    by plane (``z_projection="planes"``), ``TZ`` when a time-lapse of z-stacks is (the frame is ``(time point,
+    plane)``), else ``T`` (the time points of a time-lapse)."""
+    if z_projection == "planes" and "Z" in axes:
+        return "TZ" if "T" in axes else "Z"
+    return "T"
 
 
-def _without_frame_axis(layout: str, z_projection: str | None, frame: int | None) -> str:
-    """``layout`` once ``frame`` has been indexed (its axis gone)."""
-    return layout if frame is None else layout.replace(frame_axis(layout, z_projection), "")
+def _first_frame(axes: str, z_projection: str | None) -> Frame:
+    """The first frame (time point, plane or both: :func:`frame_axis`) of a TIFF laid out as ``axes``."""
+    return (0, 0) if len(frame_axis(axes, z_projection)) > 1 else 0
+
+
+def _frame_picks(layout: str, z_projection: str | None, frame: Frame | None) -> dict[str, int]:
+    """``{axis: index}`` that ``frame`` picks from a TIFF laid out as ``layout`` (``{}`` without one)."""
+    if frame is None:
+        return {}
+    return dict(zip(frame_axis(layout, z_projection), frame if isinstance(frame, tuple) else (frame,), strict=True))
+
+
+def _without_frame_axis(layout: str, z_projection: str | None, frame: Frame | None) -> str:
+    """``layout`` once ``frame`` has been indexed (its axes gone)."""
+    picked = _frame_picks(layout, z_projection, frame)
+    return "".join(axis for axis in layout if axis not in picked)
 
 
 def _tiff_pixels(path: Path, z_projection: str | None = None) -> int:
@@ -315,7 +351,7 @@ def _tiff_pixels(path: Path, z_projection: str | None = None) -> int:
 
 
 def read_original_image(source: str | Path | BinaryIO, z_projection: str | None = None,
-                        frame: int | None = None) -> np.ndarray:
+                        frame: Frame | None = None) -> np.ndarray:
     """Read an image with its original values and type, channels last (for measuring).
 
     Unlike :func:`read_image` nothing is scaled or converted: 16-bit stays
@@ -324,7 +360,8 @@ def read_original_image(source: str | Path | BinaryIO, z_projection: str | None 
     come from its metadata (ImageJ hyperstack, OME, ``tifffile``'s own): its
     channels are moved last wherever they are stored, and a z-stack becomes
     one image by ``z_projection`` (:data:`Z_PROJECTIONS`; ``"planes"``: plane
-    ``frame`` alone). Of a time-lapse (a ``T`` axis) only time point ``frame`` is read.
+    ``frame`` alone; of a time-lapse of z-stacks, ``frame`` is ``(time point, plane)``). Of a time-lapse
+    (a ``T`` axis) only time point ``frame`` is read.
 
     Raises
     ------
@@ -363,17 +400,17 @@ def _read_frame(series: tifffile.TiffPageSeries, layout: str, frame: int, z_proj
         # open_array's default mode: mode "r" refuses the store of an in-memory file (a served request), which
         # tifffile does not mark read-only; nothing is written either way.
         array = zarr.open_array(store)
-        return np.asarray(array[_index(layout, frame=frame, axis=frame_axis(layout, z_projection))])
+        return np.asarray(array[_index(layout, picks=_frame_picks(layout, z_projection, frame))])
     finally:
         store.close()
 
 
-def _index(layout: str, rows: slice = slice(None), columns: slice = slice(None), frame: int | None = None,
-           axis: str = "T") -> tuple:
-    """The index into a TIFF series laid out as ``layout`` (:func:`_layout`) of ``rows`` × ``columns`` of time point
-    ``frame`` (along ``axis``: ``Z`` for a plane) and all of every other axis."""
-    return tuple(rows if name == "Y" else columns if name == "X" else frame if name == axis else slice(None)
-                 for name in layout)
+def _index(layout: str, rows: slice = slice(None), columns: slice = slice(None),
+           picks: dict[str, int] | None = None) -> tuple:
+    """The index into a TIFF series laid out as ``layout`` (:func:`_layout`) of ``rows`` × ``columns`` of the time
+    point or plane each axis of ``picks`` names (:func:`_frame_picks`) and all of every other axis."""
+    picks = picks or {}
+    return tuple(rows if name == "Y" else columns if name == "X" else picks.get(name, slice(None)) for name in layout)
 
 
 def _is_tiff(source: str | Path | BinaryIO) -> bool:
@@ -440,7 +477,7 @@ def z_projection_value(value: Any) -> str | None:
     return value
 
 
-def _layout(axes: str, shape: tuple[int, ...], name, z_projection: str | None, frame: int | None = None) -> str:
+def _layout(axes: str, shape: tuple[int, ...], name, z_projection: str | None, frame: Frame | None = None) -> str:
     """A TIFF series' axes (``tifffile`` names) with its channel axis named ``C``: ``YX``, ``YXC``, ``CYX``,
     ``ZCYX``, ``TCYX``, … in the order stored.
 
@@ -449,24 +486,25 @@ def _layout(axes: str, shape: tuple[int, ...], name, z_projection: str | None, f
     has its channels along its shorter end axis: ``tifffile`` calls the last
     two axes ``YX`` even where a plain ``(H, W, 2)`` array was written. A
     ``Z`` axis needs ``z_projection`` (with ``"planes"``, the ``frame``: the plane to read), a ``T`` axis the
-    ``frame`` to read (which must exist); any other axis makes a stack of planes, which is
-    refused: nuclei are found in 2-D images. A time-lapse of z-stacks is not read as planes.
+    ``frame`` to read (which must exist; of a time-lapse of z-stacks read as planes, ``(time point, plane)``);
+    any other axis makes a stack of planes, which is refused: nuclei are found in 2-D images.
     """
     indexed = frame_axis(axes, z_projection)
-    if z_projection == "planes" and "T" in axes and "Z" in axes:
-        raise ImageReadError(f"unusable image {name}: a time-lapse of z-stacks (axes {axes}, shape {tuple(shape)}); "
-                             "z_projection planes reads one z-stack per file: set z_projection to max or mean")
-    if frame is not None:
-        frames = shape[axes.index(indexed)] if indexed in axes else 1
-        if not 0 <= frame < frames:
-            what = "plane" if indexed == "Z" or (z_projection == "planes" and "T" not in axes) else "time point"
-            raise ImageReadError(f"unusable image {name}: no {what} {frame} (axes {axes}, shape {tuple(shape)})")
+    if frame is not None and isinstance(frame, tuple) != (len(indexed) > 1):
+        wanted = "a (time point, plane) pair" if len(indexed) > 1 else "one index"
+        raise ImageReadError(f"unusable image {name}: a frame of axes {axes} (shape {tuple(shape)}) read with "
+                             f"z_projection {z_projection} is {wanted}, got {frame!r}")
+    for axis, index in _frame_picks(axes, z_projection, frame).items():
+        frames = shape[axes.index(axis)] if axis in axes else 1
+        if not 0 <= index < frames:
+            what = "plane" if axis == "Z" or (z_projection == "planes" and "T" not in axes) else "time point"
+            raise ImageReadError(f"unusable image {name}: no {what} {index} (axes {axes}, shape {tuple(shape)})")
     if len(axes) == 3 and axes[0] in "QI" and axes[1:] == "YX":
         return "CYX" if shape[0] < shape[-1] else "YXC"
     layout = axes.replace("S", "C")
     if layout.count("C") > 1:
         raise ImageReadError(f"unusable image {name}: two channel axes (axes {axes}, shape {tuple(shape)})")
-    others = [axis for axis in layout if axis not in "YXC" and not (axis == indexed and frame is not None)]
+    others = [axis for axis in layout if axis not in "YXC" and not (axis in indexed and frame is not None)]
     if others and (others != ["Z"] or z_projection not in ("max", "mean")):
         hint = ("; or set z_projection to max or mean (or planes: each plane segmented, its nuclei linked in 3-D)"
                 if "Z" in others and z_projection is None

@@ -11,6 +11,7 @@ import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
 from nuclei_pipeline.datasets.image_files import (
+    Frame,
     cached_stack_value_range,
     count_frames,
     list_images,
@@ -24,39 +25,60 @@ from nuclei_pipeline.datasets.image_files import (
 )
 
 
-def _read_original(path: Path, z_projection: str | None, frame: int | None, axis: str) -> dict[str, Any]:
+def _read_original(path: Path, image_id: str, z_projection: str | None, frame: Frame | None,
+                   axis: str) -> dict[str, Any]:
     original = {"image": read_original_lazily(path, z_projection, frame), "pixel_size_um": read_pixel_size_um(path)}
-    if frame is not None and axis == "Z":
-        original.update(z_stack=path.stem, plane=frame, z_step_um=read_z_step_um(path))
-    elif frame is not None:
-        original.update(time_lapse=path.stem, frame=frame, frame_interval_s=read_frame_interval_s(path))
+    if frame is None:
+        return original
+    time_point, plane = (frame, None) if axis == "T" else (None, frame) if axis == "Z" else frame
+    if plane is not None:
+        original.update(z_stack=stack_of(image_id), plane=plane, z_step_um=read_z_step_um(path))
+    if time_point is not None:
+        original.update(time_lapse=path.stem, frame=time_point, frame_interval_s=read_frame_interval_s(path))
     return original
 
 
-def _read_plane(path: Path, channel: int | None, frame: int):
-    """Plane ``frame`` of a z-stack as the network sees it: stretched on the whole stack's range."""
-    return read_image_lazily(path, channel, "planes", frame, cached_stack_value_range(path, channel))
+def _read_plane(path: Path, channel: int | None, frame: Frame):
+    """Plane ``frame`` of a z-stack as the network sees it: stretched on the whole stack's range (of a time-lapse
+    of z-stacks, ``frame`` is ``(time point, plane)`` and the stack that time point's)."""
+    time_point = frame[0] if isinstance(frame, tuple) else None
+    return read_image_lazily(path, channel, "planes", frame, cached_stack_value_range(path, channel, time_point))
 
 
-def frame_ids(path: Path, z_projection: str | None = None) -> list[tuple[str, int | None, str]]:
-    """The images a file holds, as ``(image_id, frame, axis)``: ``frame`` indexes ``axis`` (``T`` or ``Z``).
+def _numbered(stem: str, letter: str, index: int, count: int) -> str:
+    # four digits at least, so that ids stay the same as frames are appended (and sort) up to 10,000
+    return f"{stem}_{letter}{index:0{max(4, len(str(count - 1)))}d}"
+
+
+def stack_of(plane_id: str) -> str:
+    """The z-stack a plane's image belongs to (:func:`frame_ids`): its id without the ``_z…`` plane number —
+    ``cells`` for ``cells_z0003``, ``movie_t0002`` for ``movie_t0002_z0003``."""
+    return plane_id.rsplit("_z", 1)[0]
+
+
+def frame_ids(path: Path, z_projection: str | None = None) -> list[tuple[str, Frame | None, str]]:
+    """The images a file holds, as ``(image_id, frame, axes)``: ``frame`` indexes ``axes`` (``T``, ``Z`` or ``TZ``).
 
     Returns
     -------
-    list of (str, int or None, str)
+    list of (str, int or (int, int) or None, str)
         ``[(stem, None, "T")]`` for a still image (a time-lapse of one time point
         included: ``tifffile`` drops axes of length 1); for a time-lapse TIFF
         one per time point, ``<stem>_t0000``, ``<stem>_t0001``, … — four digits,
         so that a movie's ids stay the same as frames are appended (and sort in
         time) up to 10,000 frames; for a z-stack read with ``z_projection="planes"``
-        one per plane, ``<stem>_z0000``, … A movie whose frames cannot be read as
-        ``z_projection`` says (z-stacks without one) is one image, refused once.
+        one per plane, ``<stem>_z0000``, …; for a time-lapse of z-stacks read so,
+        one per time point and plane, ``<stem>_t0000_z0000``, … (frame ``(t, z)``).
+        A movie whose frames cannot be read as ``z_projection`` says (z-stacks
+        without one) is one image, refused once.
     """
-    frames, axis = count_frames(path, z_projection)
-    if frames == 1:
+    lengths, axis = count_frames(path, z_projection)
+    if axis == "TZ":
+        return [(_numbered(_numbered(path.stem, "t", time, lengths[0]), "z", plane, lengths[1]), (time, plane), axis)
+                for time in range(lengths[0]) for plane in range(lengths[1])]
+    if lengths[0] == 1:
         return [(path.stem, None, axis)]
-    digits = max(4, len(str(frames - 1)))
-    return [(f"{path.stem}_{axis.lower()}{frame:0{digits}d}", frame, axis) for frame in range(frames)]
+    return [(_numbered(path.stem, axis.lower(), frame, lengths[0]), frame, axis) for frame in range(lengths[0])]
 
 
 def checked(parse: Callable[[Any], Any], value: Any) -> Any:
@@ -86,8 +108,9 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
     from the runtime parameter ``nucleus_channel``. With ``z_projection: max``
     (or ``mean``) a z-stack (a TIFF with a ``Z`` axis) is read as its projection
     — the same for the network and for measuring; with ``planes`` as one image
-    per plane, ``<name>_z0000``, … (16-bit planes stretched on the whole stack's range); without, stacks are
-    refused.
+    per plane, ``<name>_z0000``, … (16-bit planes stretched on the whole stack's range), and a time-lapse of
+    z-stacks as one z-stack per time point, ``<name>_t0000_z0000``, … (each time point's stack on its own
+    range); without, stacks are refused.
 
     With ``original: true`` a loader returns ``{"image", "pixel_size_um"}``
     instead: the values as stored (16-bit stays 16-bit, every channel kept;
@@ -95,7 +118,8 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
     absent); a time-lapse's frames also their ``time_lapse`` (the file's name without extension, as an ImageId),
     ``frame`` and ``frame_interval_s``
     (from the metadata, ``None`` when absent); a stack's planes their ``z_stack`` (the file's name without
-    extension), ``plane`` and ``z_step_um`` (the plane spacing from the metadata, ``None`` when absent).
+    extension; of a time-lapse of z-stacks, its time point's image id ``<name>_t0000``), ``plane`` and
+    ``z_step_um`` (the plane spacing from the metadata, ``None`` when absent) — a time-lapse's planes both.
 
     Parameters
     ----------
@@ -109,7 +133,8 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         How a z-stack becomes one image, or ``planes``: one image per plane (``None``: stacks are refused).
     stacks : bool
         Load ``{stack: [its plane ids in order]}`` instead — the z-stacks read as
-        planes, from the files' headers alone (which images belong together, for linking them in 3-D).
+        planes (:func:`stack_of`), from the files' headers alone (which images belong together, for linking
+        them in 3-D).
     """
 
     def __init__(self, path: str, original: bool = False, nucleus_channel: int | None = None,
@@ -142,17 +167,17 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
                         f"two images share the ImageId {image_id!r}: {sources[image_id]} and {path}"
                     )
                 sources[image_id] = path
-                if axis == "Z" and frame is not None:
-                    stacks.setdefault(path.stem, []).append(image_id)
-                images[image_id] = self._loader(path, frame, axis)
+                if "Z" in axis and frame is not None:
+                    stacks.setdefault(stack_of(image_id), []).append(image_id)
+                images[image_id] = self._loader(path, image_id, frame, axis)
         if not images:
             raise DatasetError(f"no PNG, TIF or JPG images found in {self._path}")
         return stacks if self._stacks else images
 
-    def _loader(self, path: Path, frame: int | None, axis: str) -> Callable:
+    def _loader(self, path: Path, image_id: str, frame: Frame | None, axis: str) -> Callable:
         if self._original:
-            return partial(_read_original, path, self._z_projection, frame, axis)
-        if axis == "Z" and frame is not None:  # a plane: stretched on the whole stack's range
+            return partial(_read_original, path, image_id, self._z_projection, frame, axis)
+        if "Z" in axis and frame is not None:  # a plane: stretched on the whole stack's range
             return partial(_read_plane, path, self._channel, frame)
         return partial(read_image_lazily, path, self._channel, self._z_projection, frame)
 

@@ -216,10 +216,7 @@ def measure_masks(
         confidence = confidences[image_id]() if image_id in confidences else None
         table = measure_nuclei(labels, original["image"], size, confidence=confidence)
         if original.get("frame") is not None:
-            interval = original.get("frame_interval_s")
-            table.insert(0, "time_s", original["frame"] * interval if interval else float("nan"))
-            table.insert(0, "frame", original["frame"])
-            table.insert(0, "time_lapse", original["time_lapse"])
+            _insert_time_columns(table, original)
         if original.get("plane") is not None:
             step = _z_step(inference, original.get("z_step_um"))
             table.insert(0, "z_um", original["plane"] * step if step else float("nan"))
@@ -229,6 +226,15 @@ def measure_masks(
         return table
 
     return {image_id: (lambda i=image_id: measure(i)) for image_id in sorted(originals) if image_id in masks}
+
+
+def _insert_time_columns(table: pd.DataFrame, original: dict[str, Any], position: int = 0) -> None:
+    """``time_lapse``, ``frame`` and ``time_s`` (``frame`` × the file's frame interval, NaN without one) of a
+    time-lapse's image, inserted into ``table`` at ``position``."""
+    interval = original.get("frame_interval_s")
+    table.insert(position, "time_s", original["frame"] * interval if interval else float("nan"))
+    table.insert(position, "frame", original["frame"])
+    table.insert(position, "time_lapse", original["time_lapse"])
 
 
 def stitch_z_stacks(
@@ -276,7 +282,8 @@ def measure_z_stacks(
 ) -> dict[str, Callable[[], pd.DataFrame]]:
     """Lazily measured 3-D nuclei of each label stack (:func:`~nuclei_pipeline.core.measure.measure_nuclei_3d`),
     ``{stack: table}``, on its planes' original values; µm columns from ``inference.pixel_size_um`` and
-    ``inference.z_step_um``, else the file's metadata. Each table starts with a ``z_stack`` column."""
+    ``inference.z_step_um``, else the file's metadata. Each table starts with a ``z_stack`` column; a time point
+    of a time-lapse of z-stacks adds ``time_lapse``, ``frame`` and ``time_s`` after it."""
 
     def measure(stack: str) -> pd.DataFrame:
         planes = [originals[i]() for i in stacks[stack]]
@@ -284,6 +291,8 @@ def measure_z_stacks(
         image = np.stack([np.asarray(plane["image"]) for plane in planes])
         table = measure_nuclei_3d(label_stacks[stack](), image, calibration["pixel_size_um"], calibration["z_step_um"])
         table.insert(0, "z_stack", stack)
+        if planes[0].get("frame") is not None:  # a time point of a time-lapse of z-stacks
+            _insert_time_columns(table, planes[0], position=1)
         return table
 
     return {stack: partial(measure, stack) for stack in sorted(label_stacks) if stack in stacks}
