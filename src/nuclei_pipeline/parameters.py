@@ -153,6 +153,7 @@ class Inference(Parameters):
     z_stitch_min_iou: Annotated[float, Field(gt=0, le=1)]
     z_min_brightness: Annotated[float, Field(ge=0, lt=1)]
     z_step_um: Positive | None
+    track_min_iou: Annotated[float, Field(gt=0, le=1)] | None
 
     @field_validator("dask_scheduler")
     @classmethod

@@ -63,6 +63,24 @@ def test_label_tiffs_keep_their_calibration_for_fiji(tmp_path):
     assert LabelTiffDataset(str(tmp_path / "one.tif")).load().shape == (1, 20, 30)
 
 
+def test_a_label_movie_opens_as_time_points_with_its_frame_interval(tmp_path):
+    from nuclei_pipeline.datasets.image_files import count_frames, read_frame_interval_s, read_pixel_size_um
+
+    movie = np.zeros((4, 20, 30), np.int32)
+    movie[:, 2:5, 3:9] = 7
+    LabelTiffDataset(str(tmp_path / "movie.tif")).save(
+        {"labels": movie, "axes": "TYX", "pixel_size_um": 0.5, "frame_interval_s": 30.0})
+    with tifffile.TiffFile(tmp_path / "movie.tif") as tiff:  # frames, not planes, for Fiji's TrackMate
+        assert tiff.is_imagej and tiff.imagej_metadata["frames"] == 4 and tiff.series[0].axes == "TYX"
+        assert np.array_equal(tiff.asarray(), movie)
+    # The pipeline reads it back as the time-lapse it came from.
+    assert read_frame_interval_s(tmp_path / "movie.tif") == 30.0 and read_pixel_size_um(tmp_path / "movie.tif") == 0.5
+    assert count_frames(tmp_path / "movie.tif") == ((4,), "T")
+    LabelTiffDataset(str(tmp_path / "bare.tif")).save(
+        {"labels": movie, "axes": "TYX", "pixel_size_um": None, "frame_interval_s": None})
+    assert count_frames(tmp_path / "bare.tif") == ((4,), "T") and read_pixel_size_um(tmp_path / "bare.tif") is None
+
+
 def test_imagej_roi_set_reopens_with_its_polygons(tmp_path):
     _, labels = make_nuclei((64, 64), count=5, seed=1)
     polygons = {f"{k:04d}": v for k, v in outline_polygons(labels).items()}

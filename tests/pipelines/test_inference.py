@@ -17,6 +17,8 @@ from nuclei_pipeline.pipelines.inference.nodes import (
     queue_for_annotation,
     stitch_z_stacks,
     summarise_masks,
+    tabulate_tracks,
+    track_time_lapses,
 )
 from tests.conftest import make_nuclei, parameters
 
@@ -389,6 +391,49 @@ def test_z_stacks_are_linked_trimmed_and_measured_in_3d(caplog):
     kept = stitch_z_stacks(images, masks, stacks, parameters("inference", z_min_brightness=0.0),
                            originals)["cells"]()["labels"]
     assert np.array_equal(kept > 0, truth > 0)
+
+
+def _disc(center: tuple[int, int], radius: int = 6, shape: tuple[int, int] = (60, 60)) -> np.ndarray:
+    rows, columns = np.ogrid[: shape[0], : shape[1]]
+    return (rows - center[0]) ** 2 + (columns - center[1]) ** 2 <= radius**2
+
+
+def test_a_time_lapse_s_nuclei_keep_their_label_while_they_overlap_from_frame_to_frame(caplog):
+    # Three frames, each its own label values: nucleus A drifts 2 px per frame, B appears in frame 1,
+    # C jumps 20 px between frames 1 and 2 (no overlap: a new track).
+    frames = []
+    for frame, (a, c) in enumerate([((15, 15), (45, 15)), ((15, 17), (45, 15)), ((15, 19), (45, 35))]):
+        labels = np.zeros((60, 60), np.int32)
+        labels[_disc(a)] = 9 - frame
+        labels[_disc(c)] = 20 + frame
+        if frame:
+            labels[_disc((45, 50), 4)] = 3
+        frames.append(labels)
+    ids = [f"live_t{frame:04d}" for frame in range(3)]
+    masks = {i: (lambda k=k: frames[k]) for k, i in enumerate(ids)}
+    originals = {i: (lambda: {"image": None, "pixel_size_um": 0.5, "frame_interval_s": 60.0}) for i in ids}
+    movies = {"live": ids, "gappy": ["gappy_t0000", "gappy_t0001"]}
+    masks["gappy_t0000"] = masks[ids[0]]
+    with caplog.at_level(logging.WARNING):
+        label_movies = track_time_lapses(masks, movies, parameters("inference"), originals)
+    assert sorted(label_movies) == ["live"]
+    assert any("time-lapse gappy: no label movie, 1 of its 2 frames have no mask (gappy_t0001)" in r.message
+               for r in caplog.records)
+    movie = label_movies["live"]()
+    assert {key: movie[key] for key in ("axes", "pixel_size_um", "frame_interval_s")} == {
+        "axes": "TYX", "pixel_size_um": 0.5, "frame_interval_s": 60.0}
+    tracked = movie["labels"]
+    a = [int(tracked[k][15, 15 + 2 * k]) for k in range(3)]
+    assert a[0] == a[1] == a[2] > 0  # one track through the drift
+    assert tracked[1][45, 15] == tracked[0][45, 15] and tracked[2][45, 35] not in (0, tracked[1][45, 15])
+    assert tracked[1][45, 50] == tracked[2][45, 50] and tracked[2].max() == 4  # 4 tracks: A, C, B, C after its jump
+    tracks = tabulate_tracks({"live": lambda: tracked}, masks, movies)["live"]()
+    assert list(tracks.columns) == ["time_lapse", "frame", "image_id", "label", "track_id"]
+    assert len(tracks) == 2 + 3 + 3
+    first_a = tracks[(tracks["frame"] == 2) & (tracks["label"] == 7)]
+    assert first_a[["image_id", "track_id"]].values.tolist() == [["live_t0002", a[0]]]
+    untracked = track_time_lapses(masks, movies, parameters("inference", track_min_iou=None), originals)["live"]()
+    assert np.array_equal(untracked["labels"], np.stack(frames))  # each frame's own labels
 
 
 def test_the_measurements_of_a_stack_s_planes_say_where_they_lie():

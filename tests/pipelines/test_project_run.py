@@ -349,6 +349,16 @@ def test_inference_segments_each_time_point_of_a_time_lapse_and_resumes_frame_by
         assert len(table) == labels.max() and list(table.columns[:4]) == ["image_id", "time_lapse", "frame", "time_s"]
         assert (table["time_lapse"] == "movie").all() and (table["frame"] == index).all()
         assert (table["time_s"] == 30.0 * index).all()  # 0.5 min between frames, from the ImageJ metadata
+    # One label movie for TrackMate / napari, calibrated as the input; which frame's nucleus is on which track.
+    with tifffile.TiffFile(output / "label_movies" / "movie.tif") as tiff:
+        assert tiff.series[0].axes == "TYX" and tiff.imagej_metadata["finterval"] == 30.0
+        tracked = tiff.asarray()
+    tracks = pd.read_parquet(output / "tracks" / "movie.parquet")
+    for index in range(3):
+        labels = skimage.io.imread(output / "masks" / f"movie_t000{index}.png")
+        assert np.array_equal(tracked[index] > 0, labels > 0)
+        rows = tracks[tracks["frame"] == index]
+        assert sorted(rows["label"]) == list(range(1, labels.max() + 1)) and rows["track_id"].is_unique
     # A longer movie: the frames already segmented are kept, the new ones predicted.
     before = {index: (output / "masks" / f"movie_t000{index}.png").stat().st_mtime_ns for index in range(3)}
     image, _ = make_nuclei((96, 96), count=5, radius=(6, 9), seed=70, touching_pair=False)

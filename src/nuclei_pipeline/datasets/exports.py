@@ -50,20 +50,27 @@ class _LocalFileDataset(AbstractDataset):
         return {"filepath": str(self._filepath)}
 
 
-def _calibration_tags(labels: np.ndarray, pixel_size_um: float | None, z_step_um: float | None) -> dict[str, Any]:
+def _calibration_tags(labels: np.ndarray, axes: str, pixel_size_um: float | None, z_step_um: float | None,
+                      frame_interval_s: float | None = None) -> dict[str, Any]:
     """``tifffile.imwrite`` keywords that store a label image's calibration where its format can.
 
-    16 bits: an ImageJ TIFF, pixel size and plane spacing in µm, as Fiji and napari read them. 32 bits, which
-    ImageJ's format cannot hold, and a stack of one plane, which it would read back as 2-D: the standard TIFF
-    resolution tags (x/y only). Without a pixel size there is nothing to store.
+    16 bits: an ImageJ TIFF, pixel size and plane spacing in µm and a movie's frame interval in seconds, as Fiji
+    (TrackMate) and napari read them; a movie (``TYX``) is one always, so that Fiji opens its planes as time points.
+    32 bits, which ImageJ's format cannot hold, and a stack of one plane, which it would read back as 2-D: the
+    standard TIFF resolution tags (x/y only). Without a calibration there is nothing else to store.
     """
-    axes = "ZYX"[-labels.ndim:]
-    if pixel_size_um is None:
-        return {"metadata": {"axes": axes}}
     if labels.dtype == np.uint32 or (labels.ndim == 3 and labels.shape[0] == 1):
-        return {"metadata": {"axes": axes}, "resolution": (1e4 / pixel_size_um,) * 2, "resolutionunit": "CENTIMETER"}
-    spacing = {"spacing": z_step_um} if z_step_um is not None and labels.ndim == 3 else {}
-    return {"imagej": True, "resolution": (1 / pixel_size_um,) * 2, "metadata": {"axes": axes, "unit": "um", **spacing}}
+        resolution = ({} if pixel_size_um is None
+                      else {"resolution": (1e4 / pixel_size_um,) * 2, "resolutionunit": "CENTIMETER"})
+        return {"metadata": {"axes": axes}, **resolution}
+    metadata: dict[str, Any] = {"axes": axes}
+    if z_step_um is not None and "Z" in axes:
+        metadata["spacing"] = z_step_um
+    if frame_interval_s is not None and "T" in axes:
+        metadata["finterval"] = frame_interval_s
+    if pixel_size_um is None:
+        return {"imagej": True, "metadata": metadata} if "T" in axes else {"metadata": {"axes": axes}}
+    return {"imagej": True, "resolution": (1 / pixel_size_um,) * 2, "metadata": {**metadata, "unit": "um"}}
 
 
 class LabelTiffDataset(_LocalFileDataset):
@@ -71,7 +78,8 @@ class LabelTiffDataset(_LocalFileDataset):
     uint32.
 
     Saving takes the labels, or ``{"labels": array, "pixel_size_um": float | None, "z_step_um": float | None}``
-    to store their calibration too (:func:`_calibration_tags`); loading gives the labels.
+    to store their calibration too (:func:`_calibration_tags`) — a label movie ``{"labels": TYX array,
+    "axes": "TYX", "pixel_size_um": …, "frame_interval_s": …}``; loading gives the labels.
     """
 
     def load(self) -> np.ndarray:
@@ -84,7 +92,8 @@ class LabelTiffDataset(_LocalFileDataset):
             raise DatasetError(f"cannot write {self._filepath}: expected 2-D or 3-D non-negative integer labels")
         dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
         labels = labels.astype(dtype)
-        tags = _calibration_tags(labels, calibrated.get("pixel_size_um"), calibrated.get("z_step_um"))
+        tags = _calibration_tags(labels, calibrated.get("axes", "ZYX"[-labels.ndim:]), calibrated.get("pixel_size_um"),
+                                 calibrated.get("z_step_um"), calibrated.get("frame_interval_s"))
         write_atomically(self._filepath, lambda temporary: tifffile.imwrite(temporary, labels, compression="zlib", **tags))
 
 

@@ -135,18 +135,23 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         Load ``{stack: [its plane ids in order]}`` instead — the z-stacks read as
         planes (:func:`stack_of`), from the files' headers alone (which images belong together, for linking
         them in 3-D).
+    movies : bool
+        Load ``{time-lapse: [its frame ids in order]}`` instead — the time-lapses of 2-D images (a time-lapse of
+        z-stacks read as planes is a z-stack per time point, in ``stacks``), from the files' headers alone.
     """
 
     def __init__(self, path: str, original: bool = False, nucleus_channel: int | None = None,
-                 z_projection: str | None = None, stacks: bool = False, metadata=None):
+                 z_projection: str | None = None, stacks: bool = False, movies: bool = False, metadata=None):
         self._path = Path(path)
         self._original = bool(original)
         self._stacks = bool(stacks)
+        self._movies = bool(movies)
         if nucleus_channel is not None and self._original:
             raise DatasetError("an ImageFolderDataset with original: true keeps every channel; "
                                "nucleus_channel does not apply")
-        if self._stacks and self._original:
-            raise DatasetError("an ImageFolderDataset lists its z-stacks (stacks: true) or loads originals, not both")
+        if self._original + self._stacks + self._movies > 1:
+            raise DatasetError("an ImageFolderDataset lists its z-stacks (stacks: true), its time-lapses "
+                               "(movies: true) or loads originals: one of them")
         self._channel = checked(nucleus_channel_value, nucleus_channel)
         self._z_projection = checked(z_projection_value, z_projection)
         self.metadata = metadata
@@ -159,6 +164,7 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
             )
         images: dict[str, Callable[[], np.ndarray]] = {}
         stacks: dict[str, list[str]] = {}
+        movies: dict[str, list[str]] = {}
         sources: dict[str, Path] = {}
         for path in list_images(self._path):
             for image_id, frame, axis in frame_ids(path, self._z_projection):
@@ -169,10 +175,12 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
                 sources[image_id] = path
                 if "Z" in axis and frame is not None:
                     stacks.setdefault(stack_of(image_id), []).append(image_id)
+                elif frame is not None:
+                    movies.setdefault(path.stem, []).append(image_id)
                 images[image_id] = self._loader(path, image_id, frame, axis)
         if not images:
             raise DatasetError(f"no PNG, TIF or JPG images found in {self._path}")
-        return stacks if self._stacks else images
+        return stacks if self._stacks else movies if self._movies else images
 
     def _loader(self, path: Path, image_id: str, frame: Frame | None, axis: str) -> Callable:
         if self._original:
@@ -189,4 +197,4 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "original": self._original, "nucleus_channel": self._channel,
-                "z_projection": self._z_projection, "stacks": self._stacks}
+                "z_projection": self._z_projection, "stacks": self._stacks, "movies": self._movies}

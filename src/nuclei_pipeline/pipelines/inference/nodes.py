@@ -23,7 +23,7 @@ from nuclei_pipeline.core.overlays import colour_labels, draw_outlines, overview
 from nuclei_pipeline.core.postprocess import image_confidence
 from nuclei_pipeline.core.predict import predict_nuclei
 from nuclei_pipeline.core.rle import labels_to_rles
-from nuclei_pipeline.core.stitch import nuclei_in_3d
+from nuclei_pipeline.core.stitch import nuclei_in_3d, stitch_planes
 from nuclei_pipeline.executors import executor_for
 from nuclei_pipeline.parameters import (
     ConfidenceReference,
@@ -256,14 +256,7 @@ def stitch_z_stacks(
     stack with a plane that has no mask (unreadable) is skipped with a
     warning naming the planes. ``{}`` without stacks.
     """
-    linked = {}
-    for stack, plane_ids in stacks.items():
-        missing = [i for i in plane_ids if i not in masks]
-        if missing:
-            logger.warning("z-stack %s: not linked in 3-D, %d of its %d planes have no mask (%s)", stack,
-                           len(missing), len(plane_ids), ", ".join(missing[:3]))
-            continue
-        linked[stack] = plane_ids
+    linked = _with_every_mask(stacks, masks, "z-stack {}: not linked in 3-D, {} of its {} planes have no mask ({})")
 
     def labels(stack: str) -> dict[str, Any]:
         planes = linked[stack]
@@ -272,6 +265,76 @@ def stitch_z_stacks(
         return {"labels": labels, **_stack_calibration(inference, originals[planes[0]](), stack)}
 
     return {stack: partial(labels, stack) for stack in linked}
+
+
+def _with_every_mask(groups: dict[str, list[str]], masks: dict[str, Any], warning: str) -> dict[str, list[str]]:
+    """The ``groups`` (z-stacks, time-lapses: ``{name: image ids}``) all of whose images have a mask; each other one
+    skipped with ``warning`` (formatted with its name, how many images lack a mask, of how many, and the first
+    three)."""
+    complete = {}
+    for name, image_ids in groups.items():
+        missing = [i for i in image_ids if i not in masks]
+        if missing:
+            logger.warning(warning.format(name, len(missing), len(image_ids), ", ".join(missing[:3])))
+            continue
+        complete[name] = image_ids
+    return complete
+
+
+def track_time_lapses(
+    masks: dict[str, Callable[[], np.ndarray]],
+    movies: dict[str, list[str]],
+    inference: Inference,
+    originals: dict[str, Callable[[], dict[str, Any]]],
+) -> dict[str, Callable[[], dict[str, Any]]]:
+    """Each time-lapse's frames' masks (``movies``: its frame ids) as one label movie,
+    ``{"labels": TYX labels, "axes": "TYX", "pixel_size_um": …, "frame_interval_s": …}`` (from its first frame's
+    original in ``originals``; ``inference.pixel_size_um`` wins), for TrackMate, btrack or napari.
+
+    With ``inference.track_min_iou`` a nucleus keeps its label from frame to frame
+    while it overlaps itself by that IoU (one to one, the pairing of largest total
+    overlap: :func:`~nuclei_pipeline.core.stitch.stitch_planes`, as z-stacks' planes
+    are linked — CellProfiler's "Overlap" tracking): label values are track ids,
+    1 … N in order of the frame where each starts. A nucleus that moves by more
+    than about half its size between frames, or is missed in one, starts a new
+    track; a dividing nucleus continues as one daughter, the other starts anew.
+    ``None``: each frame's own labels. A time-lapse with a frame that has no mask
+    (unreadable) is skipped with a warning naming the frames. ``{}`` without time-lapses.
+    """
+    complete = _with_every_mask(movies, masks, "time-lapse {}: no label movie, {} of its {} frames have no mask ({})")
+
+    def movie(name: str) -> dict[str, Any]:
+        frames = [masks[i]() for i in complete[name]]
+        labels = np.stack(frames) if inference.track_min_iou is None else stitch_planes(frames, inference.track_min_iou)
+        first = originals[complete[name][0]]()
+        return {"labels": labels, "axes": "TYX", "pixel_size_um": _pixel_size(inference, first.get("pixel_size_um"), name),
+                "frame_interval_s": first.get("frame_interval_s")}
+
+    return {name: partial(movie, name) for name in complete}
+
+
+def tabulate_tracks(
+    label_movies: dict[str, Callable[[], np.ndarray]],
+    masks: dict[str, Callable[[], np.ndarray]],
+    movies: dict[str, list[str]],
+) -> dict[str, Callable[[], pd.DataFrame]]:
+    """Which track each frame's nucleus is on, ``{time-lapse: table}``: one row per nucleus and frame with
+    ``time_lapse``, ``frame``, ``image_id`` and ``label`` (as in the frame's mask and measurement table) and
+    ``track_id`` (its label in the label movie), so that
+    ``nuclei.merge(tracks, on=["image_id", "label"])`` follows each nucleus's measurements over time."""
+
+    def table(name: str) -> pd.DataFrame:
+        tracked = label_movies[name]()
+        rows = []
+        for frame, image_id in enumerate(movies[name]):
+            labels = masks[image_id]()
+            inside = labels > 0
+            pairs = np.unique(np.stack([labels[inside], tracked[frame][inside]]), axis=1)
+            rows.append(pd.DataFrame({"time_lapse": name, "frame": frame, "image_id": image_id,
+                                      "label": pairs[0].astype(np.int64), "track_id": pairs[1].astype(np.int64)}))
+        return pd.concat(rows, ignore_index=True)
+
+    return {name: partial(table, name) for name in sorted(label_movies) if name in movies}
 
 
 def measure_z_stacks(

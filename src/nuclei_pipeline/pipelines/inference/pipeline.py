@@ -11,6 +11,8 @@ from nuclei_pipeline.pipelines.inference.nodes import (
     queue_for_annotation,
     stitch_z_stacks,
     summarise_masks,
+    tabulate_tracks,
+    track_time_lapses,
 )
 
 
@@ -51,6 +53,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(export_3d_table, ["nucleus_measurements_3d", "params:inference"], "nucleus_measurements_3d_csv",
                  name="export_3d_table"),
+            Node(
+                track_time_lapses,
+                ["predicted_masks", "inference_time_lapses", "params:inference", "inference_originals"],
+                "label_movies",
+                name="track_time_lapses",
+            ),
+            Node(tabulate_tracks, ["label_movies", "predicted_masks", "inference_time_lapses"], "nucleus_tracks",
+                 name="tabulate_tracks"),
             Node(
                 summarise_masks,
                 ["inference_images", "predicted_masks", "nucleus_measurements", "params:inference",
