@@ -64,7 +64,11 @@ def test_label_tiffs_keep_their_calibration_for_fiji(tmp_path):
 
 
 def test_a_label_movie_opens_as_time_points_with_its_frame_interval(tmp_path):
-    from nuclei_pipeline.datasets.image_files import count_frames, read_frame_interval_s, read_pixel_size_um
+    from nuclei_pipeline.datasets.image_files import (
+        count_frames,
+        read_frame_interval_s,
+        read_pixel_size_um,
+    )
 
     movie = np.zeros((4, 20, 30), np.int32)
     movie[:, 2:5, 3:9] = 7
