@@ -7,7 +7,7 @@ import pytest
 from skimage.draw import ellipsoid
 
 from nuclei_pipeline.core.metrics import average_precision
-from nuclei_pipeline.core.stitch import nuclei_in_3d, stitch_planes, trim_out_of_focus
+from nuclei_pipeline.core.stitch import link_by_overlap, nuclei_in_3d, trim_out_of_focus
 
 
 def two_nuclei_one_above_the_other() -> np.ndarray:
@@ -28,7 +28,7 @@ def as_planes(truth: np.ndarray, seed: int = 0) -> list[np.ndarray]:
 def test_nuclei_overlapping_in_projection_stay_apart_and_each_keeps_one_label():
     truth = two_nuclei_one_above_the_other()
     assert set(truth[:, 15, 15]) == {1, 2}  # one behind the other in x-y
-    stitched = stitch_planes(as_planes(truth))
+    stitched = link_by_overlap(as_planes(truth))
     assert stitched.shape == truth.shape and stitched.dtype == np.int32
     assert stitched.max() == 2 and average_precision(truth, stitched) == 1.0
 
@@ -38,10 +38,10 @@ def test_adjacent_planes_are_one_nucleus_only_above_min_iou():
     plane[5:15, 5:15] = 3
     shifted = np.zeros_like(plane)
     shifted[5:15, 10:20] = 8  # IoU 50 / 150 = 0.33 with the plane above
-    assert stitch_planes([plane, shifted], min_iou=0.25).max() == 1
-    assert stitch_planes([plane, shifted], min_iou=0.4).max() == 2
+    assert link_by_overlap([plane, shifted], min_iou=0.25).max() == 1
+    assert link_by_overlap([plane, shifted], min_iou=0.4).max() == 2
     with pytest.raises(ValueError, match="min_iou"):
-        stitch_planes([plane], min_iou=0)
+        link_by_overlap([plane], min_iou=0)
 
 
 def test_matching_is_one_to_one_and_a_gap_starts_a_new_nucleus():
@@ -50,10 +50,10 @@ def test_matching_is_one_to_one_and_a_gap_starts_a_new_nucleus():
     split = np.zeros_like(above)
     split[5:25, 5:22] = 4  # the larger half: IoU 0.57
     split[5:25, 23:35] = 9  # the smaller: IoU 0.4, also ≥ min_iou, but the nucleus above is taken
-    stitched = stitch_planes([above, split])
+    stitched = link_by_overlap([above, split])
     assert stitched[1, 10, 10] == stitched[0, 10, 10] == 1 and stitched[1, 10, 30] == 2
     empty = np.zeros_like(above)
-    assert np.unique(stitch_planes([above, empty, above])).tolist() == [0, 1, 2]
+    assert np.unique(link_by_overlap([above, empty, above])).tolist() == [0, 1, 2]
 
 
 def test_sparse_matching_pairs_as_the_full_assignment_of_every_nucleus_does():
@@ -65,7 +65,7 @@ def test_sparse_matching_pairs_as_the_full_assignment_of_every_nucleus_does():
     for _ in range(20):
         above = rng.integers(0, 6, (12, 12)).repeat(3, axis=0).repeat(3, axis=1)  # blocky, many competing pairs
         below = np.roll(above, rng.integers(-4, 5, 2), axis=(0, 1)) * 7 % 11
-        stitched = stitch_planes([above, below], min_iou=0.1)
+        stitched = link_by_overlap([above, below], min_iou=0.1)
         iou = iou_matrix(stitched[0], below)  # the full table, every pair
         rows, columns = linear_sum_assignment(np.where(iou >= 0.1, iou, 0), maximize=True)
         best = sum(iou[r, c] for r, c in zip(rows, columns, strict=True) if iou[r, c] >= 0.1)
@@ -79,9 +79,9 @@ def test_sparse_matching_pairs_as_the_full_assignment_of_every_nucleus_does():
 
 def test_planes_must_be_label_images_of_one_shape():
     with pytest.raises(ValueError, match="one shape"):
-        stitch_planes([np.zeros((4, 4), int), np.zeros((4, 5), int)])
-    with pytest.raises(ValueError, match="no planes"):
-        stitch_planes([])
+        link_by_overlap([np.zeros((4, 4), int), np.zeros((4, 5), int)])
+    with pytest.raises(ValueError, match="no label images"):
+        link_by_overlap([])
 
 
 def test_dim_planes_are_trimmed_and_a_nucleus_linked_through_one_is_cut_in_two():

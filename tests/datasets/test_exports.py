@@ -41,8 +41,10 @@ def test_a_label_stack_is_one_tiff_of_planes(tmp_path):
     LabelTiffDataset(str(tmp_path / "stack.tif")).save(labels)
     with tifffile.TiffFile(tmp_path / "stack.tif") as tiff:
         assert tiff.series[0].axes == "ZYX" and np.array_equal(tiff.asarray(), labels)
-    with pytest.raises(DatasetError, match="2-D or 3-D"):
-        LabelTiffDataset(str(tmp_path / "b.tif")).save(np.zeros((2, 2, 2, 2), np.int32))
+    with pytest.raises(DatasetError, match="2-D to 4-D"):
+        LabelTiffDataset(str(tmp_path / "b.tif")).save(np.zeros((2, 2, 2, 2, 2), np.int32))
+    with pytest.raises(DatasetError, match="axes TYX for labels of shape"):
+        LabelTiffDataset(str(tmp_path / "b.tif")).save({"labels": labels[0], "axes": "TYX"})
 
 
 def test_label_tiffs_keep_their_calibration_for_fiji(tmp_path):

@@ -415,9 +415,9 @@ def test_a_time_lapse_s_nuclei_keep_their_label_while_they_overlap_from_frame_to
     movies = {"live": ids, "gappy": ["gappy_t0000", "gappy_t0001"]}
     masks["gappy_t0000"] = masks[ids[0]]
     with caplog.at_level(logging.WARNING):
-        label_movies = track_time_lapses(masks, movies, parameters("inference"), originals)
+        label_movies = track_time_lapses(masks, {}, movies, {}, parameters("inference"), originals)
     assert sorted(label_movies) == ["live"]
-    assert any("time-lapse gappy: no label movie, 1 of its 2 frames have no mask (gappy_t0001)" in r.message
+    assert any("time-lapse gappy: no label movie, 1 of its 2 frames have no labels (gappy_t0001)" in r.message
                for r in caplog.records)
     movie = label_movies["live"]()
     assert {key: movie[key] for key in ("axes", "pixel_size_um", "frame_interval_s")} == {
@@ -427,13 +427,38 @@ def test_a_time_lapse_s_nuclei_keep_their_label_while_they_overlap_from_frame_to
     assert a[0] == a[1] == a[2] > 0  # one track through the drift
     assert tracked[1][45, 15] == tracked[0][45, 15] and tracked[2][45, 35] not in (0, tracked[1][45, 15])
     assert tracked[1][45, 50] == tracked[2][45, 50] and tracked[2].max() == 4  # 4 tracks: A, C, B, C after its jump
-    tracks = tabulate_tracks({"live": lambda: tracked}, masks, movies)["live"]()
+    tracks = tabulate_tracks({"live": lambda: tracked}, masks, {}, movies)["live"]()
     assert list(tracks.columns) == ["time_lapse", "frame", "image_id", "label", "track_id"]
     assert len(tracks) == 2 + 3 + 3
     first_a = tracks[(tracks["frame"] == 2) & (tracks["label"] == 7)]
     assert first_a[["image_id", "track_id"]].values.tolist() == [["live_t0002", a[0]]]
-    untracked = track_time_lapses(masks, movies, parameters("inference", track_min_iou=None), originals)["live"]()
-    assert np.array_equal(untracked["labels"], np.stack(frames))  # each frame's own labels
+    untracked = track_time_lapses(masks, {}, movies, {}, parameters("inference", track_min_iou=None), originals)
+    assert np.array_equal(untracked["live"]()["labels"], np.stack(frames))  # each frame's own labels
+
+
+def test_a_time_lapse_of_z_stacks_is_tracked_in_3d():
+    # Two time points of a 3-plane stack: nucleus A drifts one plane down, B stays; each stack numbered its own way.
+    first, second = np.zeros((3, 30, 30), np.int32), np.zeros((3, 30, 30), np.int32)
+    first[0:2][:, _disc((8, 8), 5, (30, 30))] = 5
+    second[1:3][:, _disc((8, 8), 5, (30, 30))] = 1
+    first[:, _disc((22, 22), 5, (30, 30))] = 2
+    second[:, _disc((22, 22), 5, (30, 30))] = 7
+    label_stacks = {"live_t0000": lambda: first, "live_t0001": lambda: second}
+    stacks = {stack: [f"{stack}_z{z:04d}" for z in range(3)] for stack in label_stacks}
+    originals = {plane: (lambda: {"image": None, "pixel_size_um": 0.5, "z_step_um": 2.0, "frame_interval_s": 5.0})
+                 for planes in stacks.values() for plane in planes}
+    movie = track_time_lapses({}, label_stacks, {"live": list(label_stacks)}, stacks, parameters("inference"),
+                              originals)["live"]()
+    assert {key: movie[key] for key in ("axes", "pixel_size_um", "z_step_um", "frame_interval_s")} == {
+        "axes": "TZYX", "pixel_size_um": 0.5, "z_step_um": 2.0, "frame_interval_s": 5.0}
+    tracked = movie["labels"]
+    assert tracked.shape == (2, 3, 30, 30) and tracked.max() == 2  # A at IoU 1/3 (≥ 0.25) and B: two tracks
+    assert tracked[0, 0, 8, 8] == tracked[1, 2, 8, 8] and tracked[0, 0, 22, 22] == tracked[1, 0, 22, 22]
+    tracks = tabulate_tracks({"live": lambda: tracked}, {}, label_stacks, {"live": list(label_stacks)})["live"]()
+    assert list(tracks.columns) == ["time_lapse", "frame", "z_stack", "label", "track_id"]
+    assert tracks[["z_stack", "label", "track_id"]].values.tolist() == [
+        ["live_t0000", 2, tracked[0, 0, 22, 22]], ["live_t0000", 5, tracked[0, 0, 8, 8]],
+        ["live_t0001", 1, tracked[0, 0, 8, 8]], ["live_t0001", 7, tracked[0, 0, 22, 22]]]
 
 
 def test_the_measurements_of_a_stack_s_planes_say_where_they_lie():

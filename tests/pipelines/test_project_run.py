@@ -438,6 +438,18 @@ def test_inference_segments_a_z_stack_plane_by_plane_and_links_its_nuclei_in_3d(
         assert list(nuclei.columns[:4]) == ["z_stack", "time_lapse", "frame", "time_s"]
         assert nuclei[["z_stack", "time_lapse", "frame", "time_s"]].drop_duplicates().values.tolist() == [
             [f"live_t{time:04d}", "live", time, 10.0 * time]]
+    # One TZYX label movie, calibrated as the input, its 3-D nuclei linked over time; which stack's nucleus is which.
+    with tifffile.TiffFile(output / "label_movies" / "live.tif") as tiff:
+        assert tiff.series[0].axes == "TZYX" and tiff.imagej_metadata["finterval"] == 10.0
+        assert tiff.imagej_metadata["spacing"] == 1.5
+        tracked = tiff.asarray()
+    tracks = pd.read_parquet(output / "tracks" / "live.parquet")
+    assert list(tracks.columns) == ["time_lapse", "frame", "z_stack", "label", "track_id"]
+    for time in range(2):
+        stack = tifffile.imread(output / "label_stacks" / f"live_t{time:04d}.tif")
+        assert np.array_equal(tracked[time] > 0, stack > 0)
+        rows = tracks[tracks["frame"] == time]
+        assert sorted(rows["label"]) == list(range(1, stack.max() + 1)) and rows["track_id"].is_unique
     plane = pd.read_parquet(output / "nuclei" / "live_t0001_z0005.parquet")
     assert plane[["z_stack", "plane", "time_lapse", "frame"]].drop_duplicates().values.tolist() == [
         ["live_t0001", 5, "live", 1]]

@@ -1,4 +1,4 @@
-"""Nuclei found plane by plane in a z-stack, linked into 3-D nuclei."""
+"""Nuclei found plane by plane in a z-stack, linked into 3-D nuclei; and a time-lapse's, linked into tracks."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from nuclei_pipeline.core.preprocess import is_light_background
 
 def nuclei_in_3d(planes: Sequence[np.ndarray], images: Iterable[np.ndarray], min_iou: float,
                  min_brightness: float) -> np.ndarray:
-    """A z-stack's 3-D nuclei from its planes' label images: linked (:func:`stitch_planes`), then each kept in
+    """A z-stack's 3-D nuclei from its planes' label images: linked (:func:`link_by_overlap`), then each kept in
     the planes where it is at least ``min_brightness`` as bright as in its brightest (:func:`trim_out_of_focus`).
 
     ``images`` are the planes as the network saw them (uint8 RGB, on the
@@ -26,7 +26,7 @@ def nuclei_in_3d(planes: Sequence[np.ndarray], images: Iterable[np.ndarray], min
     prediction's rule, here whatever the model's ``invert_light_background``),
     so dark nuclei on a bright field count as bright.
     """
-    linked = stitch_planes(planes, min_iou)
+    linked = link_by_overlap(planes, min_iou)
     if not min_brightness:
         return linked
     grey, medians = [], []
@@ -40,39 +40,41 @@ def nuclei_in_3d(planes: Sequence[np.ndarray], images: Iterable[np.ndarray], min
     return trim_out_of_focus(linked, brightness, min_brightness)
 
 
-def stitch_planes(planes: Sequence[np.ndarray], min_iou: float = 0.25) -> np.ndarray:
-    """One label stack from the label images of a z-stack's planes, a nucleus keeping its label from plane to plane.
+def link_by_overlap(planes: Sequence[np.ndarray], min_iou: float = 0.25) -> np.ndarray:
+    """One label stack from a sequence of label images — a z-stack's planes, a time-lapse's frames (2-D, or 3-D
+    stacks) — a nucleus keeping its label from one to the next while it overlaps itself.
 
-    Walking down the stack, each plane's nuclei are matched one to one with
-    the previous plane's among the pairs overlapping by at least ``min_iou``
+    Walking down the sequence, each image's nuclei are matched one to one with
+    the previous image's among the pairs overlapping by at least ``min_iou``
     (the pairing of largest total IoU, ``scipy.optimize.linear_sum_assignment``
     on each group of competing pairs); a matched pair is one nucleus, and a
-    nucleus without a partner starts a new one. This is Cellpose's
+    nucleus without a partner starts a new one. Along z this is Cellpose's
     ``stitch_threshold``, with an optimal rather than a greedy matching; like
     it, a nucleus missed in one plane continues as another nucleus below the gap.
+    Along time it is CellProfiler's "Overlap" tracking (label values are track ids).
     Only overlapping pairs are held (:func:`~nuclei_pipeline.core.metrics.overlapping_pairs`),
     so planes of tens of thousands of nuclei link in seconds.
 
     Parameters
     ----------
-    planes : sequence of (H, W) int
-        Each plane's labels, 0 background (values need not be consecutive).
+    planes : sequence of (H, W) or (Z, H, W) int
+        Each image's labels, 0 background (values need not be consecutive), all of one shape.
     min_iou : float
-        Overlap in (0, 1] at which nuclei of adjacent planes are one nucleus.
+        Overlap in (0, 1] at which nuclei of adjacent images are one nucleus.
 
     Returns
     -------
-    (Z, H, W) int32
-        1 … N, N the number of 3-D nuclei, numbered in order of the plane
+    (N_images, …) int32
+        1 … N, N the number of linked nuclei, numbered in order of the image
         where each starts.
     """
     if not 0 < min_iou <= 1:
         raise ValueError(f"min_iou must be in (0, 1], got {min_iou!r}")
     planes = [np.asarray(plane) for plane in planes]
     if not planes:
-        raise ValueError("no planes to stitch")
-    if any(plane.ndim != 2 or plane.shape != planes[0].shape for plane in planes):
-        raise ValueError(f"planes must be 2-D label images of one shape, got {[plane.shape for plane in planes]}")
+        raise ValueError("no label images to link")
+    if any(plane.ndim < 2 or plane.shape != planes[0].shape for plane in planes):
+        raise ValueError(f"label images to link must be 2-D or more, of one shape, got {[plane.shape for plane in planes]}")
     stitched = np.zeros((len(planes), *planes[0].shape), dtype=np.int32)
     count = 0
     for depth, plane in enumerate(planes):
@@ -140,7 +142,7 @@ def trim_out_of_focus(labels: np.ndarray, brightness: np.ndarray, min_fraction: 
     Parameters
     ----------
     labels : (Z, H, W) int
-        Linked nuclei (:func:`stitch_planes`).
+        Linked nuclei (:func:`link_by_overlap`).
     brightness : (Z, H, W) float
         What the network saw, as grey (planes on one scale).
     min_fraction : float

@@ -74,8 +74,8 @@ def _calibration_tags(labels: np.ndarray, axes: str, pixel_size_um: float | None
 
 
 class LabelTiffDataset(_LocalFileDataset):
-    """A label image (``YX``) or label stack (``ZYX``) ↔ one zlib-compressed TIFF: uint16 while labels fit, else
-    uint32.
+    """A label image (``YX``), label stack (``ZYX``) or label movie (``TYX``, ``TZYX``) ↔ one zlib-compressed TIFF:
+    uint16 while labels fit, else uint32.
 
     Saving takes the labels, or ``{"labels": array, "pixel_size_um": float | None, "z_step_um": float | None}``
     to store their calibration too (:func:`_calibration_tags`) — a label movie ``{"labels": TYX array,
@@ -88,12 +88,15 @@ class LabelTiffDataset(_LocalFileDataset):
     def save(self, data: np.ndarray | dict[str, Any]) -> None:
         calibrated = data if isinstance(data, dict) else {"labels": data}
         labels = np.asarray(calibrated["labels"])
-        if labels.ndim not in (2, 3) or labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
-            raise DatasetError(f"cannot write {self._filepath}: expected 2-D or 3-D non-negative integer labels")
+        axes = calibrated.get("axes", "ZYX"[-labels.ndim:])
+        if labels.ndim not in (2, 3, 4) or labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
+            raise DatasetError(f"cannot write {self._filepath}: expected 2-D to 4-D non-negative integer labels")
+        if len(axes) != labels.ndim:
+            raise DatasetError(f"cannot write {self._filepath}: axes {axes} for labels of shape {labels.shape}")
         dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
         labels = labels.astype(dtype)
-        tags = _calibration_tags(labels, calibrated.get("axes", "ZYX"[-labels.ndim:]), calibrated.get("pixel_size_um"),
-                                 calibrated.get("z_step_um"), calibrated.get("frame_interval_s"))
+        tags = _calibration_tags(labels, axes, calibrated.get("pixel_size_um"), calibrated.get("z_step_um"),
+                                 calibrated.get("frame_interval_s"))
         write_atomically(self._filepath, lambda temporary: tifffile.imwrite(temporary, labels, compression="zlib", **tags))
 
 

@@ -81,6 +81,20 @@ def frame_ids(path: Path, z_projection: str | None = None) -> list[tuple[str, Fr
     return [(_numbered(path.stem, axis.lower(), frame, lengths[0]), frame, axis) for frame in range(lengths[0])]
 
 
+def _list_frame(image_id: str, stem: str, axis: str, stacks: dict[str, list[str]],
+                movies: dict[str, list[str]]) -> None:
+    """Add a frame's image to the z-stack (``Z`` or ``TZ`` frames, :func:`stack_of`) and time-lapse (``T`` frames;
+    of ``TZ`` frames, their stack) it belongs to."""
+    if "Z" in axis:
+        stack = stack_of(image_id)
+        stacks.setdefault(stack, []).append(image_id)
+        time_points = movies.setdefault(stem, []) if "T" in axis else None
+        if time_points is not None and stack not in time_points[-1:]:
+            time_points.append(stack)
+    else:
+        movies.setdefault(stem, []).append(image_id)
+
+
 def checked(parse: Callable[[Any], Any], value: Any) -> Any:
     """``parse(value)`` (``image_files.nucleus_channel_value`` or ``z_projection_value``), its refusal a DatasetError."""
     try:
@@ -136,8 +150,8 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
         planes (:func:`stack_of`), from the files' headers alone (which images belong together, for linking
         them in 3-D).
     movies : bool
-        Load ``{time-lapse: [its frame ids in order]}`` instead — the time-lapses of 2-D images (a time-lapse of
-        z-stacks read as planes is a z-stack per time point, in ``stacks``), from the files' headers alone.
+        Load ``{time-lapse: [its frame ids in order]}`` instead — the time-lapses, from the files' headers alone;
+        a time-lapse of z-stacks read as planes lists its time points' stacks (``<name>_t0000``, …).
     """
 
     def __init__(self, path: str, original: bool = False, nucleus_channel: int | None = None,
@@ -173,10 +187,8 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], np.ndarray
                         f"two images share the ImageId {image_id!r}: {sources[image_id]} and {path}"
                     )
                 sources[image_id] = path
-                if "Z" in axis and frame is not None:
-                    stacks.setdefault(stack_of(image_id), []).append(image_id)
-                elif frame is not None:
-                    movies.setdefault(path.stem, []).append(image_id)
+                if frame is not None:
+                    _list_frame(image_id, path.stem, axis, stacks, movies)
                 images[image_id] = self._loader(path, image_id, frame, axis)
         if not images:
             raise DatasetError(f"no PNG, TIF or JPG images found in {self._path}")

@@ -23,7 +23,7 @@ from nuclei_pipeline.core.overlays import colour_labels, draw_outlines, overview
 from nuclei_pipeline.core.postprocess import image_confidence
 from nuclei_pipeline.core.predict import predict_nuclei
 from nuclei_pipeline.core.rle import labels_to_rles
-from nuclei_pipeline.core.stitch import nuclei_in_3d, stitch_planes
+from nuclei_pipeline.core.stitch import link_by_overlap, nuclei_in_3d
 from nuclei_pipeline.executors import executor_for
 from nuclei_pipeline.parameters import (
     ConfidenceReference,
@@ -283,31 +283,40 @@ def _with_every_mask(groups: dict[str, list[str]], masks: dict[str, Any], warnin
 
 def track_time_lapses(
     masks: dict[str, Callable[[], np.ndarray]],
+    label_stacks: dict[str, Callable[[], np.ndarray]],
     movies: dict[str, list[str]],
+    stacks: dict[str, list[str]],
     inference: Inference,
     originals: dict[str, Callable[[], dict[str, Any]]],
 ) -> dict[str, Callable[[], dict[str, Any]]]:
-    """Each time-lapse's frames' masks (``movies``: its frame ids) as one label movie,
-    ``{"labels": TYX labels, "axes": "TYX", "pixel_size_um": …, "frame_interval_s": …}`` (from its first frame's
-    original in ``originals``; ``inference.pixel_size_um`` wins), for TrackMate, btrack or napari.
+    """Each time-lapse as one label movie, ``{"labels": TYX labels, "axes": "TYX", "pixel_size_um": …,
+    "frame_interval_s": …}`` (from its first frame's original in ``originals``; ``inference.pixel_size_um``
+    wins), for TrackMate, btrack or napari: its frames' ``masks`` (``movies``: its frame ids), or of a time-lapse
+    of z-stacks its time points' ``label_stacks`` (``movies``: their stack ids; ``stacks``: their planes),
+    ``TZYX`` with ``z_step_um``.
 
     With ``inference.track_min_iou`` a nucleus keeps its label from frame to frame
     while it overlaps itself by that IoU (one to one, the pairing of largest total
-    overlap: :func:`~nuclei_pipeline.core.stitch.stitch_planes`, as z-stacks' planes
-    are linked — CellProfiler's "Overlap" tracking): label values are track ids,
-    1 … N in order of the frame where each starts. A nucleus that moves by more
-    than about half its size between frames, or is missed in one, starts a new
-    track; a dividing nucleus continues as one daughter, the other starts anew.
-    ``None``: each frame's own labels. A time-lapse with a frame that has no mask
-    (unreadable) is skipped with a warning naming the frames. ``{}`` without time-lapses.
+    overlap, in 3-D for stacks: :func:`~nuclei_pipeline.core.stitch.link_by_overlap`, as
+    z-stacks' planes are linked — CellProfiler's "Overlap" tracking): label values are
+    track ids, 1 … N in order of the frame where each starts. A nucleus that moves
+    too far between frames (measured: README "Your own images"), or is missed in one,
+    starts a new track; a dividing nucleus continues as one daughter, the other
+    starts anew. ``None``: each frame's own labels. A time-lapse with a frame that has
+    no labels (unreadable) is skipped with a warning naming the frames. ``{}`` without time-lapses.
     """
-    complete = _with_every_mask(movies, masks, "time-lapse {}: no label movie, {} of its {} frames have no mask ({})")
+    available = {**masks, **label_stacks}
+    complete = _with_every_mask(movies, available, "time-lapse {}: no label movie, {} of its {} frames have no labels ({})")
 
     def movie(name: str) -> dict[str, Any]:
-        frames = [masks[i]() for i in complete[name]]
-        labels = np.stack(frames) if inference.track_min_iou is None else stitch_planes(frames, inference.track_min_iou)
-        first = originals[complete[name][0]]()
-        return {"labels": labels, "axes": "TYX", "pixel_size_um": _pixel_size(inference, first.get("pixel_size_um"), name),
+        frames = [available[i]() for i in complete[name]]
+        labels = np.stack(frames) if inference.track_min_iou is None else link_by_overlap(frames, inference.track_min_iou)
+        first_id = complete[name][0]
+        of_stacks = first_id in label_stacks and first_id in stacks
+        first = originals[stacks[first_id][0] if of_stacks else first_id]()
+        calibration = _stack_calibration(inference, first, name) if of_stacks else {
+            "pixel_size_um": _pixel_size(inference, first.get("pixel_size_um"), name)}
+        return {"labels": labels, "axes": "TZYX" if of_stacks else "TYX", **calibration,
                 "frame_interval_s": first.get("frame_interval_s")}
 
     return {name: partial(movie, name) for name in complete}
@@ -316,21 +325,24 @@ def track_time_lapses(
 def tabulate_tracks(
     label_movies: dict[str, Callable[[], np.ndarray]],
     masks: dict[str, Callable[[], np.ndarray]],
+    label_stacks: dict[str, Callable[[], np.ndarray]],
     movies: dict[str, list[str]],
 ) -> dict[str, Callable[[], pd.DataFrame]]:
     """Which track each frame's nucleus is on, ``{time-lapse: table}``: one row per nucleus and frame with
     ``time_lapse``, ``frame``, ``image_id`` and ``label`` (as in the frame's mask and measurement table) and
     ``track_id`` (its label in the label movie), so that
-    ``nuclei.merge(tracks, on=["image_id", "label"])`` follows each nucleus's measurements over time."""
+    ``nuclei.merge(tracks, on=["image_id", "label"])`` follows each nucleus's measurements over time; of a
+    time-lapse of z-stacks ``z_stack`` instead of ``image_id`` (its 3-D nuclei, ``nuclei_3d``'s labels)."""
 
     def table(name: str) -> pd.DataFrame:
         tracked = label_movies[name]()
         rows = []
-        for frame, image_id in enumerate(movies[name]):
-            labels = masks[image_id]()
+        for frame, key in enumerate(movies[name]):
+            of_stack = key in label_stacks
+            labels = (label_stacks if of_stack else masks)[key]()
             inside = labels > 0
             pairs = np.unique(np.stack([labels[inside], tracked[frame][inside]]), axis=1)
-            rows.append(pd.DataFrame({"time_lapse": name, "frame": frame, "image_id": image_id,
+            rows.append(pd.DataFrame({"time_lapse": name, "frame": frame, "z_stack" if of_stack else "image_id": key,
                                       "label": pairs[0].astype(np.int64), "track_id": pairs[1].astype(np.int64)}))
         return pd.concat(rows, ignore_index=True)
 

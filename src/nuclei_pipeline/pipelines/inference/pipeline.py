@@ -55,12 +55,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                  name="export_3d_table"),
             Node(
                 track_time_lapses,
-                ["predicted_masks", "inference_time_lapses", "params:inference", "inference_originals"],
+                ["predicted_masks", "label_stacks", "inference_time_lapses", "inference_z_stacks", "params:inference",
+                 "inference_originals"],
                 "label_movies",
                 name="track_time_lapses",
             ),
-            Node(tabulate_tracks, ["label_movies", "predicted_masks", "inference_time_lapses"], "nucleus_tracks",
-                 name="tabulate_tracks"),
+            Node(tabulate_tracks, ["label_movies", "predicted_masks", "label_stacks", "inference_time_lapses"],
+                 "nucleus_tracks", name="tabulate_tracks"),
             Node(
                 summarise_masks,
                 ["inference_images", "predicted_masks", "nucleus_measurements", "params:inference",
