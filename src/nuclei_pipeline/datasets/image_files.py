@@ -390,7 +390,7 @@ def read_original_image(source: str | Path | BinaryIO, z_projection: str | None 
     return raw
 
 
-def _read_frame(series: tifffile.TiffPageSeries, layout: str, frame: int, z_projection: str | None) -> np.ndarray:
+def _read_frame(series: tifffile.TiffPageSeries, layout: str, frame: Frame, z_projection: str | None) -> np.ndarray:
     """Time point (plane: :func:`frame_axis`) ``frame`` of a TIFF series laid out as ``layout``: only its pages are read
     (``tifffile``'s Zarr store)."""
     import zarr
