@@ -220,8 +220,6 @@ class Augmentation(Parameters):
     flip: bool
     rotate90: bool
     stain: Probability
-    blur: Annotated[float, Field(ge=0, le=10)]
-    noise: Probability
     brightness: Probability
     contrast: Probability
     hue: Probability

@@ -4,7 +4,6 @@ import pytest
 
 from nuclei_pipeline.core.augment import (
     augment,
-    blur_and_noise,
     pad_to_size,
     perturb_stains,
     random_crop,
@@ -29,8 +28,8 @@ def _spec(**keys) -> ModelSpec:
     return ModelSpec.from_conf({**NATIVE, **keys})
 
 
-NO_AUGMENTATION = {"flip": False, "rotate90": False, "stain": 0.0, "blur": 0.0, "noise": 0.0, "brightness": 0.0,
-                   "contrast": 0.0, "hue": 0.0, "grey": 0.0, "invert": 0.0, "scale": 0.0}
+NO_AUGMENTATION = {"flip": False, "rotate90": False, "stain": 0.0, "brightness": 0.0, "contrast": 0.0, "hue": 0.0,
+                   "grey": 0.0, "invert": 0.0, "scale": 0.0}
 
 
 def _augmentation(**settings):
@@ -129,59 +128,6 @@ def test_colour_augmentation_keeps_range_and_target():
     assert augmented.min() >= 0 and augmented.max() <= 1
     assert not np.allclose(augmented, image)
     assert np.array_equal(same_target, target)
-
-
-def _step_edge() -> np.ndarray:
-    """A 32² RGB picture: dark left half, bright right half."""
-    image = np.zeros((32, 32, 3), np.float32)
-    image[:, 16:] = 0.8
-    return image
-
-
-def test_blur_softens_edges_and_keeps_the_mean():
-    image = _step_edge()
-    rng = np.random.default_rng(0)
-    steepest = []
-    for _ in range(20):
-        blurred = blur_and_noise(image, blur=3.0, noise=0.0, rng=rng)
-        assert blurred.dtype == np.float32 and blurred.shape == image.shape
-        assert blurred.mean() == pytest.approx(image.mean(), abs=0.01)
-        steepest.append(np.abs(np.diff(blurred[16, :, 0])).max())
-    # σ drawn from [0, 3]: sometimes nearly sharp (the 0.8 step), mostly spread over several pixels.
-    assert max(steepest) <= 0.8 + 1e-6 and min(steepest) < 0.2
-    assert len({round(float(value), 3) for value in steepest}) > 5
-
-
-def test_noise_stays_in_range_and_below_its_level():
-    image = np.full((64, 64, 3), 0.5, np.float32)
-    rng = np.random.default_rng(1)
-    spreads = [float(np.std(blur_and_noise(image, blur=0.0, noise=0.1, rng=rng) - image)) for _ in range(20)]
-    assert 0.0 < min(spreads) and max(spreads) < 0.1 * 1.05 and max(spreads) > 0.05
-    dark = blur_and_noise(np.zeros((16, 16, 3), np.float32), blur=0.0, noise=0.5, rng=rng)
-    assert dark.min() >= 0.0 and dark.max() <= 1.0
-
-
-def test_blur_and_noise_off_draw_nothing():
-    # Off by default: the random stream, and so every other augmentation of a seeded run, is unchanged.
-    rng, same = np.random.default_rng(5), np.random.default_rng(5)
-    image = _step_edge()
-    assert np.array_equal(blur_and_noise(image, blur=0.0, noise=0.0, rng=rng), image)
-    assert rng.random() == same.random()
-    augmented, _ = augment(image, np.zeros((32, 32, 1), np.float32), rng, _augmentation(blur=0.0, noise=0.0))
-    assert np.array_equal(augmented, image)
-
-
-def test_augment_blurs_the_image_not_the_target():
-    image, target = _step_edge(), (_step_edge()[..., :1] > 0).astype(np.float32)
-    augmented, same_target = augment(image, target, np.random.default_rng(2), _augmentation(blur=5.0, noise=0.05))
-    assert not np.allclose(augmented, image)
-    assert np.array_equal(same_target, target)
-
-
-@pytest.mark.parametrize(("key", "value"), [("blur", -1.0), ("blur", 20.0), ("noise", 2.0)])
-def test_bad_blur_or_noise_is_named(key, value):
-    with pytest.raises(ParameterError, match=rf"training\.augmentation\.{key}: Input should be"):
-        parameters("training", augmentation={key: value})
 
 
 def test_scale_and_invert_light_background():

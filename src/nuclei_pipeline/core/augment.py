@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from skimage.color import hed_from_rgb, rgb_from_hed
-from skimage.filters import gaussian
 from skimage.transform import resize
 
 from nuclei_pipeline.core.targets import make_targets
@@ -122,25 +121,6 @@ def perturb_stains(image: np.ndarray, strength: float, rng: np.random.Generator)
     return np.clip(np.exp(-mixed), 0.0, 1.0)
 
 
-def blur_and_noise(image: np.ndarray, blur: float, noise: float, rng: np.random.Generator) -> np.ndarray:
-    """Random acquisition change of an RGB image in [0, 1]: defocus, then sensor noise.
-
-    A Gaussian blur of σ drawn from [0, ``blur``] pixels (each colour channel
-    alone), then additive Gaussian noise of standard deviation drawn from
-    [0, ``noise``], clipped to [0, 1] — the "morphology" augmentation Tellez
-    et al. (2019) found to help H&E models on other labs' scanners. 0 turns
-    either off; a σ below 0.3 px moves a pixel by under 1 % and is skipped.
-    """
-    if blur:
-        sigma = float(rng.uniform(0.0, blur))
-        if sigma >= 0.3:
-            image = gaussian(image, sigma=sigma, channel_axis=-1, preserve_range=True).astype(np.float32)
-    if noise:
-        spread = float(rng.uniform(0.0, noise))
-        image = np.clip(image + rng.normal(0.0, spread, image.shape).astype(np.float32), 0.0, 1.0)
-    return image
-
-
 def augment(
     image: np.ndarray,
     target: np.ndarray,
@@ -158,8 +138,7 @@ def augment(
     settings : Augmentation
         ``training.augmentation``: ``flip`` and ``rotate90`` (bool), ``stain``
         (strength of :func:`perturb_stains`, applied to light-background crops
-        only: dark fluorescence has no stains to vary), ``blur`` and ``noise``
-        (largest σ in pixels and largest noise level of :func:`blur_and_noise`), ``brightness`` and
+        only: dark fluorescence has no stains to vary), ``brightness`` and
         ``contrast`` (maximum relative change), ``hue`` (probability of
         permuting the colour channels), ``grey`` (probability of turning the
         image grey), ``invert`` (probability of inverting intensities); 0 or
@@ -183,8 +162,6 @@ def augment(
     # The median of every 4th row and column decides as the whole crop's does, at 1/16 of the cost.
     if settings.stain and np.median(image[::4, ::4]) > 0.5:
         image = perturb_stains(image, settings.stain, rng)
-    if settings.blur or settings.noise:
-        image = blur_and_noise(image, settings.blur, settings.noise, rng)
     if rng.random() < settings.hue:
         image = image[..., rng.permutation(3)]
     if rng.random() < settings.grey:
