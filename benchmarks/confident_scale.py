@@ -77,13 +77,15 @@ def main():
     parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.005, 0.01, 0.02, 0.03])
     parser.add_argument("--limit", type=int, default=None, help="at most this many images per source (a quick look)")
     parser.add_argument("--out", default=None, help="write the per-image table to this CSV")
+    parser.add_argument("--no-tta", action="store_true",
+                        help="predict without the flips (a quarter of the time): how a cheap probe would choose")
     args = parser.parse_args()
     catalog, _, groups = open_project(args.env)
     if groups["prediction"].nucleus_diameter is not None:
         parser.error("prediction.nucleus_diameter must be null here: the scales are relative to the image as it is")
     model, spec, postprocessing = load_model(catalog, args.model)
     settings = postprocessing.model_dump()
-    tta, tiling = groups["evaluation"].test_time_augmentation, groups["prediction"]
+    tta, tiling = groups["evaluation"].test_time_augmentation and not args.no_tta, groups["prediction"]
     samples = decision_and_ood_samples(catalog, args.limit)
 
     def row_of(sample: dict) -> dict:

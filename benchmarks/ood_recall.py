@@ -52,7 +52,7 @@ def main() -> None:
     catalog, _, groups = open_project(args.env)
     model, spec, postprocessing = load_model(catalog, args.model)
     ood_raw = catalog.load("ood_raw")
-    predictions, _ = predict_ood_sets(model, ood_raw, spec, postprocessing, groups["evaluation"], groups["prediction"])
+    predictions, _, _ = predict_ood_sets(model, ood_raw, spec, postprocessing, groups["evaluation"], groups["prediction"])
     frames = [nucleus_rows(sample["image"], sample["labels"], predictions[set_name][sample["id"]])
               .assign(set=set_name, image=sample["id"])
               for set_name, sample in ood_samples(ood_raw)]

@@ -4,7 +4,8 @@ Run after `make data`: ``.venv/bin/python benchmarks/quality_signal.py [--env ex
 [--summary evaluation_summary.csv]``.
 
 The evaluation's own nodes, with the chosen model's tuned post-processing (nothing is re-tuned):
-the validation images and held-out tiles are predicted (``predict_validation``) and scored
+the validation images and held-out tiles are predicted (``predict_validation``, each at the scale
+``rescale_validation`` chooses with ``prediction.alternative_scales``) and scored
 (``score_images``: each image's mean-average-precision and ``confidence``, the mean of its nuclei's
 mean nucleus probability), the out-of-distribution sets likewise (``predict_ood_sets``,
 ``score_ood_images``). It prints, per group, the mean score and confidence, the Spearman rank
@@ -35,14 +36,16 @@ def scored_images(catalog, groups, source: str) -> tuple[pd.DataFrame, pd.DataFr
     samples = evaluation.select_validation_samples(catalog.load("train_samples"), catalog.load("train_validation_split"),
                                         catalog.load("extra_train_samples"))
     probabilities = evaluation.predict_validation(model, samples, spec, groups["evaluation"], groups["prediction"],
-                                       postprocessing)
+                                                  postprocessing)
+    probabilities, scales = evaluation.rescale_validation(model, samples, probabilities, spec, postprocessing,
+                                                          groups["evaluation"], groups["prediction"])
     predictions = evaluation.postprocess_predictions(probabilities, postprocessing)
     scores = evaluation.score_images(samples, predictions, catalog.load("image_table"),
-                                     evaluation.image_confidences(predictions, probabilities))
+                                     evaluation.image_confidences(predictions, probabilities), scales)
     ood_raw = catalog.load("ood_raw")
-    predictions, confidences = evaluation.predict_ood_sets(model, ood_raw, spec, postprocessing, groups["evaluation"],
-                                                groups["prediction"])
-    return scores, evaluation.score_ood_images(ood_raw, predictions, confidences)
+    predictions, confidences, scales = evaluation.predict_ood_sets(model, ood_raw, spec, postprocessing,
+                                                                   groups["evaluation"], groups["prediction"])
+    return scores, evaluation.score_ood_images(ood_raw, predictions, confidences, scales)
 
 
 def describe(name: str, part: pd.DataFrame, poor: float) -> None:

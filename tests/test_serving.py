@@ -128,3 +128,20 @@ def test_a_request_names_the_channel_holding_the_nuclei():
         == truth.max()
     with pytest.raises(ImageReadError, match=r"image 'tz': .*is a \(time point, plane\) pair, got 1"):
         served.predict(None, pd.DataFrame([{**movie_of_stacks, "frame": 1, "z_projection": "planes"}]))
+
+
+def test_a_model_served_before_the_scale_choice_still_predicts_at_its_own_size():
+    from tests.conftest import context_model
+
+    image, _ = make_nuclei((64, 80), count=6, radius=(3, 4), seed=5, touching_pair=False)
+    request = pd.DataFrame({"id": ["cells"], "image": [_encoded(image)]})
+    choosing = NucleiModel(context_model(), SPEC, COMPONENTS, False,
+                           parameters("prediction", alternative_scales=[2.0], scale_margin=0.0, nucleus_diameter=None))
+    older = pickle.loads(pickle.dumps(choosing))
+    older.prediction = {key: value for key, value in older.prediction.items()
+                        if key not in ("alternative_scales", "scale_margin")}  # as pickled before the setting
+    at_one = NucleiModel(context_model(), SPEC, COMPONENTS, False,
+                         parameters("prediction", alternative_scales=[], nucleus_diameter=None))
+    older_nuclei, one_nuclei = older.predict(None, request), at_one.predict(None, request)
+    assert older_nuclei["rle"].tolist() == one_nuclei["rle"].tolist()
+    assert choosing.predict(None, request)["rle"].tolist() != one_nuclei["rle"].tolist()  # the choice matters here

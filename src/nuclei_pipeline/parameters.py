@@ -183,6 +183,9 @@ class Prediction(Parameters):
     block_margin: Size
     # An integer stays one (20, not 20.0), so masks keep their prediction keys.
     nucleus_diameter: Literal["auto"] | Annotated[int, Field(gt=0)] | Positive | None
+    # Each image is also tried at these factors and kept at the one whose nuclei the model is surest of.
+    alternative_scales: list[Annotated[float, Field(gt=0, le=4)]]
+    scale_margin: Annotated[float, Field(ge=0, le=1)]
 
     @field_validator("nucleus_diameter", mode="before")
     @classmethod

@@ -65,6 +65,10 @@ def _nucleus_image(record: dict[str, Any], image_id: str) -> tuple[np.ndarray, n
         raise type(error)(f"image {image_id!r}: {error}") from error
 
 
+# What a model served before `prediction.alternative_scales` existed was packaged to do.
+PREDICTION_BEFORE_SCALE_CHOICE = {"alternative_scales": [], "scale_margin": 0.0}
+
+
 class NucleiModel(mlflow.pyfunc.PythonModel):
     """U-Net, input settings and tuned post-processing in one servable object."""
 
@@ -78,9 +82,11 @@ class NucleiModel(mlflow.pyfunc.PythonModel):
         self.prediction = prediction.model_dump() if prediction else None
 
     def _settings(self) -> tuple[ModelSpec, Postprocessing, Prediction | None]:
-        # Typed again for each request (an older pickle holds the same values as dicts: {} for no prediction).
+        # Typed again for each request (an older pickle holds the same values as dicts: {} for no prediction;
+        # one packaged before the scale choice predicts at 1x alone, as it did then).
+        prediction = {**PREDICTION_BEFORE_SCALE_CHOICE, **self.prediction} if self.prediction else None
         return (ModelSpec.from_conf(self.model_spec), Postprocessing.from_conf(self.postprocessing),
-                Prediction.from_conf(self.prediction) if self.prediction else None)
+                Prediction.from_conf(prediction) if prediction else None)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """One row per nucleus of every image of ``model_input`` (columns ``image``, optional ``id``,
@@ -92,8 +98,8 @@ class NucleiModel(mlflow.pyfunc.PythonModel):
         for index, row in enumerate(model_input.to_dict("records")):
             image_id = str(row.get("id", index))
             original, network_input = _nucleus_image(row, image_id)
-            labels, confidence = predict_nuclei(self.model, network_input, model_spec, postprocessing,
-                                                self.test_time_augmentation, prediction)
+            labels, confidence, _ = predict_nuclei(self.model, network_input, model_spec, postprocessing,
+                                                   self.test_time_augmentation, prediction)
             table = measure_nuclei(labels, original, confidence=confidence)
             table.insert(0, "id", image_id)
             table["rle"] = labels_to_rles(labels)  # label order, as the table's rows

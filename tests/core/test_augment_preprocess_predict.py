@@ -324,9 +324,10 @@ def test_blockwise_prediction_finds_every_nucleus_once_on_a_large_image():
     image, truth = make_nuclei((3000, 4000), count=900, radius=(5, 12), seed=4, touching_pair=False)
     post, spec = parameters("postprocessing", **COMPONENTS), _spec()
     model = _pixelwise_model()
-    whole, whole_confidence = predict_nuclei(model, image, spec, post)  # no prediction settings: all at once
-    blocks, confidence = predict_nuclei(model, image, spec, post, prediction=parameters(
-        "prediction", block_size=1024, block_margin=64, tile_size=512, tile_overlap=32, nucleus_diameter=None))
+    whole, whole_confidence, _ = predict_nuclei(model, image, spec, post)  # no prediction settings: all at once
+    blocks, confidence, _ = predict_nuclei(model, image, spec, post, prediction=parameters(
+        "prediction", block_size=1024, block_margin=64, tile_size=512, tile_overlap=32, nucleus_diameter=None,
+        alternative_scales=[]))
     assert whole.max() == truth.max() == blocks.max()  # every nucleus once: none dropped or duplicated
     assert np.array_equal(np.unique(blocks), np.arange(blocks.max() + 1))
     iou = iou_matrix(whole, blocks)
@@ -377,7 +378,7 @@ def test_auto_nucleus_diameter_predicts_small_nuclei_enlarged_and_returns_them_a
     assert diameter == pytest.approx(median_diameter(truth), rel=0.1)
     assert scale == pytest.approx(2.0, rel=0.1)
     shapes = _recorded_forward(monkeypatch)
-    labels, _ = predict_nuclei(model, image, spec, post, prediction=auto)
+    labels, _, _ = predict_nuclei(model, image, spec, post, prediction=auto)
     assert max(shape[0] for shape in shapes) >= 2 * 128  # the second pass ran on the enlarged image
     assert labels.shape == truth.shape
     assert average_precision(truth, labels) > 0.9
@@ -393,8 +394,8 @@ def test_nucleus_diameter_of_the_trained_size_predicts_once(monkeypatch):
     post = parameters("postprocessing", **COMPONENTS)
     spec = _spec(nucleus_diameter=median_diameter(truth))
     shapes = _recorded_forward(monkeypatch)
-    plain, _ = predict_nuclei(_pixelwise_model(), image, _spec(), post)
-    auto, _ = predict_nuclei(_pixelwise_model(), image, spec, post, prediction=parameters("prediction",
+    plain, _, _ = predict_nuclei(_pixelwise_model(), image, _spec(), post)
+    auto, _, _ = predict_nuclei(_pixelwise_model(), image, spec, post, prediction=parameters("prediction",
                                                                                           nucleus_diameter="auto"))
     assert len(shapes) == 2  # one for each call: the first pass is reused
     assert np.array_equal(plain, auto)
@@ -411,3 +412,85 @@ def test_nucleus_diameter_needs_a_model_that_records_its_training_size():
                          prediction=parameters("prediction", nucleus_diameter=10))[:2] == (10.0, 2.0)
     assert nucleus_scale(_pixelwise_model(), image, _spec(nucleus_diameter=20), post,
                          prediction=parameters("prediction", nucleus_diameter=None)) == (None, 1.0, None)
+
+
+def test_surest_scale_keeps_the_reference_unless_another_is_surer_by_the_margin():
+    from nuclei_pipeline.core.predict import surest_scale
+
+    assert surest_scale({1.0: 0.90, 1.5: 0.92}, 0.005) == 1.5
+    assert surest_scale({1.0: 0.90, 1.5: 0.903}, 0.005) == 1.0  # within the margin: the reference stays
+    assert surest_scale({1.0: 0.90, 1.5: 0.92, 2.0: 0.95}, 0.005) == 2.0  # the surest of several
+    assert surest_scale({1.0: 0.90, 1.5: 0.95, 2.0: 0.92}, 0.005) == 1.5
+    assert surest_scale({1.0: 0.90, 0.5: 0.85}, 0.0) == 1.0  # less sure: never taken
+    assert surest_scale({1.0: float("nan"), 1.5: 0.5}, 0.005) == 1.5  # no nucleus at 1x: any found wins
+    assert surest_scale({1.0: 0.6, 1.5: float("nan")}, 0.0) == 1.0
+    assert surest_scale({1.0: float("nan"), 1.5: float("nan")}, 0.0) == 1.0
+
+
+def _choice(**keys):
+    return parameters("prediction", **{"alternative_scales": [2.0], "scale_margin": 0.005, "nucleus_diameter": None,
+                                       **keys})
+
+
+def test_small_nuclei_the_model_is_unsure_of_are_predicted_at_the_surer_scale(monkeypatch):
+    from nuclei_pipeline.core.metrics import average_precision
+    from nuclei_pipeline.core.postprocess import labels_with_confidence
+    from nuclei_pipeline.core.predict import predict_nuclei, predict_with_spec
+    from tests.conftest import context_model, make_nuclei
+
+    image, truth = make_nuclei((96, 96), count=10, radius=(3, 4), seed=2, touching_pair=False)
+    post, spec, model = parameters("postprocessing", **COMPONENTS), _spec(), context_model()
+    shapes = _recorded_forward(monkeypatch)
+    chosen = predict_nuclei(model, image, spec, post, prediction=_choice())
+    assert chosen.scale == 2.0
+    assert sorted(shape[0] for shape in shapes) == [96, 192]  # each scale once: without flips the choice's maps serve
+    enlarged = predict_with_spec(model, image, spec, False, _choice(), 2.0)
+    assert np.array_equal(chosen.labels, labels_with_confidence(enlarged, **post.model_dump())[0])
+    as_it_is = predict_nuclei(model, image, spec, post, prediction=_choice(alternative_scales=[]))
+    assert as_it_is.scale == 1.0
+    assert average_precision(truth, chosen.labels) > average_precision(truth, as_it_is.labels) + 0.3
+    shapes.clear()
+    flipped = predict_nuclei(model, image, spec, post, True, _choice())
+    assert flipped.scale == 2.0 and sorted(shape[0] for shape in shapes) == [96] + [192] * 4  # + the 3 other flips
+    averaged = labels_with_confidence(predict_with_spec(model, image, spec, True, _choice(), 2.0), **post.model_dump())
+    assert np.array_equal(flipped.labels, averaged[0])
+    np.testing.assert_allclose(flipped.confidence, averaged[1], atol=1e-5)
+    assert predict_nuclei(model, image, spec, post, prediction=_choice(scale_margin=0.5)).scale == 1.0
+
+
+def test_the_scale_is_chosen_on_the_central_window_and_only_where_it_can_matter(monkeypatch):
+    from nuclei_pipeline.core.predict import confident_scale, predict_nuclei
+    from tests.conftest import context_model, make_nuclei
+
+    image, _ = make_nuclei((160, 200), count=30, radius=(3, 4), seed=5, touching_pair=False)
+    post, model = parameters("postprocessing", **COMPONENTS), context_model()
+    shapes = _recorded_forward(monkeypatch)
+    scale, maps = confident_scale(model, image, _spec(), post, _choice(block_size=64, block_margin=16))
+    assert scale == 2.0 and maps is None  # a window's maps do not stand for the image
+    assert max(max(shape) for shape in shapes) <= 2 * 64
+    shapes.clear()
+    resized = _spec(input_mode="resize", size=64)  # the seed's models: the scale has no effect
+    assert confident_scale(model, image, resized, post, _choice()) == (1.0, None) and not shapes
+    sized = _spec(nucleus_diameter=7.0)  # a given diameter decides the scale, not the confidence
+    assert predict_nuclei(model, image, sized, post, prediction=_choice(nucleus_diameter=7)).scale == 1.0
+    assert predict_nuclei(model, image, sized, post, prediction=_choice(nucleus_diameter=3.5)).scale == 2.0
+
+
+def test_flip_average_completed_from_given_unflipped_maps_equals_the_full_average(monkeypatch):
+    from tests.conftest import make_nuclei
+
+    keras.utils.set_random_seed(3)
+    model = build_unet((None, None, 3), filters=(4, 8), dropout=(0, 0))  # random weights: flips really differ
+    image, _ = make_nuclei((50, 70), count=4, seed=6)
+    for scale, tile in ((1.0, None), (1.5, 32)):
+        plain = predict_probabilities(model, image, "native", scale=scale, tile_size=tile, tile_overlap=16)
+        shapes = _recorded_forward(monkeypatch)
+        full = predict_probabilities(model, image, "native", test_time_augmentation=True, scale=scale,
+                                     tile_size=tile, tile_overlap=16)
+        assert np.abs(full - plain).max() > 1e-3
+        passes = len(shapes)
+        completed = predict_probabilities(model, image, "native", test_time_augmentation=True, scale=scale,
+                                          tile_size=tile, tile_overlap=16, unflipped=plain)
+        np.testing.assert_allclose(completed, full, atol=1e-5)
+        assert len(shapes) - passes == passes * 3 // 4  # three flips (per tile): the unflipped one is given
+        monkeypatch.undo()

@@ -383,7 +383,7 @@ def test_mask_confidences_are_stored_with_the_mask_png_or_tiff(tmp_path, monkeyp
     labels[2:8, 2:8], labels[10:20, 10:20] = 1, 2
     many = np.arange(2000, dtype=np.int32).reshape(40, 50) + 1  # a long list: stored deflated
     folder = PngFolderDataset(str(tmp_path / "masks"))
-    folder.save({"two": {"image": labels, "key": "k", "confidence": np.array([0.91234, 0.5])},
+    folder.save({"two": {"image": labels, "key": "k", "confidence": np.array([0.91234, 0.5]), "scale": 1.5},
                  "many": {"image": many, "key": "m", "confidence": np.linspace(0, 1, 2000)},
                  "old": {"image": labels, "key": "o"}})  # made before confidences were stored
     confidences = PngFolderDataset(str(tmp_path / "masks"), contents="confidence").load()
@@ -391,13 +391,15 @@ def test_mask_confidences_are_stored_with_the_mask_png_or_tiff(tmp_path, monkeyp
     np.testing.assert_allclose(confidences["many"](), np.linspace(0, 1, 2000), atol=5e-5)
     assert confidences["old"]() is None
     assert PngFolderDataset(str(tmp_path / "masks"), contents="keys").load() == {"many": "m", "old": "o", "two": "k"}
+    assert PngFolderDataset(str(tmp_path / "masks"), contents="scale").load() == {"many": None, "old": None, "two": 1.5}
     np.testing.assert_array_equal(folder.load()["two"](), labels)  # the pixels as they were
     monkeypatch.setattr(png_folder, "TIFF_ABOVE_PIXELS", 100)  # large masks are TIFF: the same there
-    folder.save({"big": {"image": labels, "key": "b", "confidence": np.array([0.7, 0.8])}})
+    folder.save({"big": {"image": labels, "key": "b", "confidence": np.array([0.7, 0.8]), "scale": 0.75}})
     assert (tmp_path / "masks" / "big.tif").is_file()
     np.testing.assert_allclose(PngFolderDataset(str(tmp_path / "masks"), contents="confidence").load()["big"](),
                                [0.7, 0.8])
     assert PngFolderDataset(str(tmp_path / "masks"), contents="keys").load()["big"] == "b"
+    assert PngFolderDataset(str(tmp_path / "masks"), contents="scale").load()["big"] == 0.75
     with pytest.raises(DatasetError, match="contents must be one of"):
         PngFolderDataset(str(tmp_path / "masks"), contents="key")
 

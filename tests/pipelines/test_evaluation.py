@@ -385,3 +385,50 @@ def test_confidence_reference_is_the_dsb_validation_images_lower_quartile(valida
     nothing = {image_id: np.zeros_like(labels) for image_id, labels in predictions.items()}
     empty = confidence_reference(samples, image_confidences(nothing, faded))
     assert empty.validation_images == 0 and empty.validation_lower_quartile is None
+
+
+def test_validation_is_scored_at_the_scale_inference_would_choose(monkeypatch):
+    import nuclei_pipeline.core.predict as predict
+    from nuclei_pipeline.core.predict import predict_with_spec
+    from nuclei_pipeline.pipelines.evaluation.nodes import (
+        postprocess_predictions,
+        predict_validation,
+        rescale_validation,
+        score_images,
+        summarise_scores,
+    )
+    from tests.conftest import context_model
+
+    small, small_truth = make_nuclei((96, 96), count=10, radius=(3, 4), seed=2, touching_pair=False)
+    large, large_truth = make_nuclei((96, 96), count=4, radius=(12, 14), seed=3, touching_pair=False)
+    samples = [{"id": "small", "image": small, "labels": small_truth},
+               {"id": "large", "image": large, "labels": large_truth}]
+    model = context_model()
+    spec = ModelSpec.from_conf({"input_mode": "native", "size": None, "target_channels": ["mask"],
+                                "invert_light_background": False})
+    post = parameters("postprocessing", method="components", threshold=0.5, min_mean_probability=0.0)
+    evaluation = parameters("evaluation", test_time_augmentation=True)
+    # the small nuclei's confidence gains ~0.15 at 2x, the large ones' ~0.02: a margin between the two
+    prediction = parameters("prediction", alternative_scales=[2.0], scale_margin=0.05, nucleus_diameter=None)
+    maps = predict_validation(model, samples, spec, evaluation, prediction, post)  # 1x, for the tuning
+    sizes, forward = [], predict._forward
+    monkeypatch.setattr(predict, "_forward", lambda model, batch: sizes.append(batch.shape[1]) or forward(model, batch))
+    rescaled, scales = rescale_validation(model, samples, maps, spec, post, evaluation, prediction)
+    assert scales == {"small": 2.0, "large": 1.0}
+    # each image once at 1x and 2x without flips to choose; the small one again at 2x with its 4 flips
+    assert sorted(sizes) == [96, 96] + [192] * 6
+    np.testing.assert_array_equal(rescaled["large"], maps["large"])
+    np.testing.assert_allclose(rescaled["small"].astype(np.float32),
+                               predict_with_spec(model, small, spec, True, prediction, 2.0), atol=2e-3)  # with flips
+    unchanged, none = rescale_validation(model, samples, maps, spec, post, evaluation,
+                                         parameters("prediction", alternative_scales=[]))
+    assert unchanged is maps and none == {}
+    table = pd.DataFrame({"id": ["small", "large"], "type": ["fluorescence", "fluorescence"]})
+    scores = score_images(samples, postprocess_predictions(rescaled, post), table, {}, scales)
+    assert dict(zip(scores["id"], scores["scale"], strict=True)) == scales
+    before = score_images(samples, postprocess_predictions(maps, post), table, {})
+    assert before["scale"].isna().all()  # no scale chosen
+    small_score = scores.set_index("id").loc["small", "average_precision"]
+    assert small_score > before.set_index("id").loc["small", "average_precision"] + 0.3
+    summary, _ = summarise_scores(scores)
+    assert summary.loc[summary["group"] == "all", "rescaled_images"].item() == 1

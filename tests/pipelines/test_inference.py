@@ -47,8 +47,9 @@ def test_prediction_key_of_the_same_settings_is_that_of_earlier_versions():
     tiling = {"tile_size": 1024, "tile_overlap": 128, "block_size": 2048, "block_margin": 128}
     model, post = _pixelwise_model(), parameters("postprocessing", **tuned)
     tta = parameters("inference", test_time_augmentation=True)
-    assert prediction_key(model, ModelSpec.from_conf(spec), post, tta,
-                          parameters("prediction", **tiling, nucleus_diameter=None)) == "d8a362e8738cc24f"
+    assert (prediction_key(model, ModelSpec.from_conf(spec), post, tta,
+                           parameters("prediction", **tiling, nucleus_diameter=None, alternative_scales=[]))
+            == "d8a362e8738cc24f")
     assert prediction_key(model, ModelSpec.from_conf({**spec, "normalize_percentiles": [1, 99.8]}), post, tta,
                           parameters("prediction", **tiling, nucleus_diameter="auto")) == "098452c526696d3c"
     resized = ModelSpec.from_conf({"input_mode": "resize", "size": 256, "target_channels": ["mask"],
@@ -82,6 +83,16 @@ def test_prediction_key_tracks_tta_and_the_nucleus_size_setting():
     assert prediction_key(model, spec, post, tta, parameters("prediction", nucleus_diameter=20)) not in (plain, auto)
     assert prediction_key(model, spec, post, tta, parameters("prediction", nucleus_diameter=None,
                                                                tile_size=512)) != plain
+    # the scales tried and their margin, where the confidence chooses (a given diameter overrides them)
+    one = prediction_key(model, spec, post, tta, parameters("prediction", nucleus_diameter=None, alternative_scales=[]))
+    assert one != plain
+    wider = parameters("prediction", nucleus_diameter=None, alternative_scales=[1.5, 2.0])
+    assert prediction_key(model, spec, post, tta, wider) not in (plain, one)
+    assert prediction_key(model, spec, post, tta, parameters("prediction", nucleus_diameter=None,
+                                                               scale_margin=0.01)) not in (plain, one)
+    assert prediction_key(model, spec, post, tta, parameters("prediction", nucleus_diameter=20,
+                                                               alternative_scales=[])) == prediction_key(
+        model, spec, post, tta, parameters("prediction", nucleus_diameter=20))
 
 
 # ------------------------------------------------------------ measuring and exports
@@ -292,8 +303,13 @@ def test_an_awkward_folder_is_predicted_image_by_image_and_reported(tmp_path):
     originals = ImageFolderDataset(str(folder), original=True).load()
     confidences = PngFolderDataset(str(tmp_path / "masks"), contents="confidence").load()
     measurements = measure_masks(originals, masks.load(), confidences, parameters("inference"))
-    submission, report = summarise_masks(images, masks.load(), measurements, parameters("inference"), None)
+    scales = PngFolderDataset(str(tmp_path / "masks"), contents="scale").load()
+    submission, report = summarise_masks(images, masks.load(), measurements, parameters("inference"), None, scales)
     status = report.set_index("id")["status"].to_dict()
+    # the scale each image was predicted at (1x, or the alternative 1.5x) is stored with its mask and reported
+    readable = report[report["status"] == "ok"].set_index("id")["scale"]
+    assert readable.isin([1.0, 1.5]).all() and report.loc[report["status"] != "ok", "scale"].isna().all()
+    assert readable.to_dict() == {name: value for name, value in scales.items()}
     assert status == {"fake": "unreadable", "float": "ok", "grey16": "ok", "nan": "unreadable",
                       "one_pixel": "ok", "rgba": "ok", "tiny": "ok", "truncated": "unreadable",
                       "two_channel": "ok", "zero": "unreadable"}

@@ -217,7 +217,7 @@ def test_the_registered_model_answers_a_request_with_nuclei(project, monkeypatch
     model = keras_load(project / "data" / "06_models" / "default" / "unet.keras")
     spec = ModelSpec.from_conf(json.loads((project / "data/06_models/default/model_spec.json").read_text()))
     post = Postprocessing.from_conf(json.loads((project / "data/06_models/default/postprocessing.json").read_text()))
-    labels, confidence = predict_nuclei(model, image, spec, post, test_time_augmentation=True,
+    labels, confidence, _ = predict_nuclei(model, image, spec, post, test_time_augmentation=True,
                                         prediction=parameters("prediction"))
     assert len(nuclei) == labels.max()
     np.testing.assert_allclose(nuclei["confidence"], confidence, atol=1e-6)  # each nucleus's own

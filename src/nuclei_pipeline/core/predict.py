@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import keras
 import numpy as np
@@ -18,6 +18,7 @@ from nuclei_pipeline.core.measure import median_diameter
 from nuclei_pipeline.core.model import network_stride
 from nuclei_pipeline.core.postprocess import (
     assemble_blocks,
+    image_confidence,
     labels_with_confidence,
     probabilities_to_labels,
 )
@@ -96,6 +97,15 @@ def predict_tiled(
     return output
 
 
+def _predict_tiles(model: keras.Model, model_input: np.ndarray, tile_size: int, tile_overlap: int,
+                   flips) -> np.ndarray:
+    """:func:`predict_tiled` with tiles aligned to the network stride; a tile size off the stride is refused by name."""
+    stride = network_stride(model)
+    if tile_size % stride:
+        raise ValueError(f"prediction.tile_size must be a multiple of the network stride {stride}, got {tile_size}")
+    return predict_tiled(model, model_input, tile_size, tile_overlap, flips, stride)
+
+
 def predict_probabilities(
     model: keras.Model,
     image: np.ndarray,
@@ -107,6 +117,7 @@ def predict_probabilities(
     tile_size: int | None = None,
     tile_overlap: int = 0,
     scale: float = 1.0,
+    unflipped: np.ndarray | None = None,
 ) -> np.ndarray:
     """Probability maps ``(H, W, C)`` for one uint8 RGB image ``(H, W, 3)``.
 
@@ -136,6 +147,10 @@ def predict_probabilities(
         ``native`` mode: predict the image resized by this factor (so its
         nuclei have the size the model was trained on, see
         :func:`diameter_scale`) and resize the maps back.
+    unflipped : (H, W, C) array or None
+        This call's maps without flips, already predicted (by
+        :func:`confident_scale`): with ``test_time_augmentation`` only the
+        three other flips are predicted and averaged with it.
 
     Raises
     ------
@@ -158,18 +173,18 @@ def predict_probabilities(
     else:
         raise ValueError(f"preprocessing.input_mode must be 'resize' or 'native', got {input_mode!r}")
     flips = _FLIPS if test_time_augmentation else ((),)
-    if input_mode == "native" and tile_size and max(model_input.shape[:2]) > tile_size:
-        stride = network_stride(model)
-        if tile_size % stride:
-            raise ValueError(f"prediction.tile_size must be a multiple of the network stride {stride}, "
-                             f"got {tile_size}")
-        probabilities = predict_tiled(model, model_input, tile_size, tile_overlap, flips, stride)
-    else:
-        probabilities = _predict_flips(model, model_input, flips)
+    if unflipped is not None and test_time_augmentation:
+        flips = _FLIPS[1:]
+    tiled = input_mode == "native" and tile_size and max(model_input.shape[:2]) > tile_size
+    probabilities = _predict_tiles(model, model_input, tile_size, tile_overlap, flips) if tiled else _predict_flips(
+        model, model_input, flips)
     if input_mode == "native":
         probabilities = probabilities[: scaled.shape[0], : scaled.shape[1]]  # the padding off
     if probabilities.shape[:2] != (height, width):
-        return resize(probabilities, (height, width), order=1, mode="edge", preserve_range=True).astype(np.float32)
+        probabilities = resize(probabilities, (height, width), order=1, mode="edge",
+                               preserve_range=True).astype(np.float32)
+    if len(flips) == len(_FLIPS) - 1:  # the unflipped maps given: the mean over all four
+        probabilities = (unflipped + (len(_FLIPS) - 1) * probabilities) / len(_FLIPS)
     return probabilities
 
 
@@ -180,6 +195,7 @@ def predict_with_spec(
     test_time_augmentation: bool = False,
     tiling: Prediction | None = None,
     scale: float = 1.0,
+    unflipped: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`predict_probabilities` with the input settings a model was trained with.
 
@@ -194,6 +210,8 @@ def predict_with_spec(
         ``tile_overlap``); ``None``: whole images.
     scale : float
         Resizes the image before prediction (:func:`nucleus_scale`).
+    unflipped : array or None
+        As in :func:`predict_probabilities`.
     """
     return predict_probabilities(
         model,
@@ -206,6 +224,7 @@ def predict_with_spec(
         tile_size=tiling.tile_size if tiling else None,
         tile_overlap=tiling.tile_overlap if tiling else 0,
         scale=scale,
+        unflipped=unflipped,
     )
 
 
@@ -224,6 +243,13 @@ def diameter_scale(diameter: float | None, trained_diameter: float, tolerance: f
     if 1 / tolerance <= ratio <= tolerance:
         return 1.0
     return float(np.clip(ratio, *limits))
+
+
+def central_window(image: np.ndarray, size: int | None) -> np.ndarray:
+    """The image's central ``size × size`` window (the whole image where it is smaller, or ``size`` is ``None``)."""
+    size = size or max(image.shape[:2])
+    top, left = max(0, (image.shape[0] - size) // 2), max(0, (image.shape[1] - size) // 2)
+    return image[top : top + size, left : left + size]
 
 
 def nucleus_scale(
@@ -261,9 +287,7 @@ def nucleus_scale(
                          "model_spec.json lacks (trained before it was recorded): set it to null")
     if setting != "auto":
         return float(setting), diameter_scale(float(setting), trained), None
-    window = prediction.block_size or max(image.shape[:2])
-    top, left = max(0, (image.shape[0] - window) // 2), max(0, (image.shape[1] - window) // 2)
-    crop = image[top : top + window, left : left + window]
+    crop = central_window(image, prediction.block_size)
     maps = predict_with_spec(model, crop, model_spec, test_time_augmentation, prediction)
     diameter = median_diameter(probabilities_to_labels(maps, **postprocessing.model_dump()))
     scale = diameter_scale(diameter, trained)
@@ -274,6 +298,75 @@ def nucleus_scale(
     return diameter, scale, maps if whole and scale == 1.0 else None
 
 
+def surest_scale(confidences: dict[float, float], margin: float) -> float:
+    """The scale of highest image confidence when it beats the first scale's by more than ``margin``; else the first.
+
+    ``confidences`` maps each scale tried to its image confidence
+    (:func:`~nuclei_pipeline.core.postprocess.image_confidence`), the
+    reference scale first; NaN (no nucleus found) counts as lower than any
+    confidence. The margin keeps an image at its reference scale unless
+    another is clearly surer: enlarged nuclei have more interior pixels, so
+    an enlarged image looks a little surer for that alone.
+    """
+    def known(value: float) -> float:
+        return -1.0 if np.isnan(value) else value
+
+    scales = list(confidences)
+    reference = known(confidences[scales[0]])
+    best = max(scales, key=lambda scale: known(confidences[scale]))
+    return best if known(confidences[best]) > reference + margin else scales[0]
+
+
+def confident_scale(
+    model: keras.Model,
+    image: np.ndarray,
+    model_spec: ModelSpec,
+    postprocessing: Postprocessing,
+    prediction: Prediction | None = None,
+) -> tuple[float, np.ndarray | None]:
+    """``(scale, maps)``: the factor among 1× and ``prediction.alternative_scales`` the model is surest of.
+
+    The image (its central ``prediction.block_size`` window at most) is
+    predicted once at each factor without flips (a quarter of a flip-averaged
+    prediction; choices made on these match those made on flip-averaged maps,
+    README *Choosing the scale by confidence*), segmented with
+    ``postprocessing`` and its image confidence compared (:func:`surest_scale`
+    with ``prediction.scale_margin``). ``maps`` are the chosen factor's maps
+    when they cover the whole image (reusable where no flips are wanted),
+    else ``None``. ``(1.0, None)`` without alternative scales, with
+    ``prediction.nucleus_diameter`` set (the user's size decides), or for a
+    model that resizes its input (``input_mode: resize``: scale has no effect).
+    """
+    alternatives = prediction.alternative_scales if prediction else []
+    if not alternatives or prediction.nucleus_diameter is not None or model_spec.input_mode != "native":
+        return 1.0, None
+    crop = central_window(image, prediction.block_size)
+    whole = crop.shape[:2] == image.shape[:2]
+    settings = postprocessing.model_dump()
+    confidences, maps_at = {}, {}
+    for scale in dict.fromkeys((1.0, *alternatives)):
+        maps = predict_with_spec(model, crop, model_spec, False, prediction, scale)
+        confidences[scale] = image_confidence(labels_with_confidence(maps, **settings)[1])
+        if whole:  # a window's maps cannot stand for the image's
+            maps_at[scale] = maps
+    chosen = surest_scale(confidences, prediction.scale_margin)
+    if chosen != 1.0:
+        logger.info("predicting at %.2f× size: image confidence %.3f against %.3f at 1×", chosen,
+                    confidences[chosen], confidences[1.0])
+    return chosen, maps_at.get(chosen)
+
+
+class Nuclei(NamedTuple):
+    """One image's segmentation: :func:`predict_nuclei`'s result."""
+
+    labels: np.ndarray
+    """``(H, W)`` instance labels 1 … N."""
+    confidence: np.ndarray
+    """``(N,)`` each nucleus's mean nucleus probability (label ``i`` at index ``i - 1``)."""
+    scale: float
+    """The factor the image was resized by for prediction (1.0: as it is)."""
+
+
 def predict_nuclei(
     model: keras.Model,
     image: np.ndarray,
@@ -281,8 +374,8 @@ def predict_nuclei(
     postprocessing: Postprocessing,
     test_time_augmentation: bool = False,
     prediction: Prediction | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Instance labels ``(H, W)`` of one image and each nucleus's confidence.
+) -> Nuclei:
+    """Instance labels ``(H, W)`` of one image, each nucleus's confidence and the scale it was predicted at.
 
     :func:`predict_with_spec`, then post-processing; the confidence of label
     ``i`` is at index ``i - 1``: its mean nucleus probability
@@ -292,14 +385,21 @@ def predict_nuclei(
     each block predicted and segmented with ``prediction.block_margin`` pixels
     of context), so no probability map of the whole image is ever held:
     memory grows with the block, apart from the image and its labels.
-    ``prediction.nucleus_diameter`` resizes the image so its nuclei have the
-    trained size (:func:`nucleus_scale`). No ``prediction``: the whole image
-    at once, at its own size.
+    The image is resized for prediction (the maps brought back to its size)
+    so its nuclei have the trained size (``prediction.nucleus_diameter``,
+    :func:`nucleus_scale`), or else by the factor among 1× and
+    ``prediction.alternative_scales`` the model is surest of
+    (:func:`confident_scale`). No ``prediction``: the whole image at once,
+    at its own size.
     """
     settings = postprocessing.model_dump()
     _, scale, maps = nucleus_scale(model, image, model_spec, postprocessing, test_time_augmentation, prediction)
-    if maps is not None:  # the size estimate's own prediction, already at the right scale
-        return labels_with_confidence(maps, **settings)
+    if prediction is not None and prediction.nucleus_diameter is None:
+        scale, maps = confident_scale(model, image, model_spec, postprocessing, prediction)
+        if maps is not None and test_time_augmentation:  # the choice's maps are the unflipped quarter
+            maps = predict_with_spec(model, image, model_spec, True, prediction, scale, unflipped=maps)
+    if maps is not None:  # a first pass's own prediction, already at the chosen scale
+        return Nuclei(*labels_with_confidence(maps, **settings), scale)
 
     def segment_region(y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
         maps = predict_with_spec(model, image[y0:y1, x0:x1], model_spec, test_time_augmentation, prediction,
@@ -308,7 +408,7 @@ def predict_nuclei(
 
     block = prediction.block_size if prediction else None
     if not block or model_spec.input_mode != "native" or max(image.shape[:2]) <= block:
-        return segment_region(0, image.shape[0], 0, image.shape[1])
+        return Nuclei(*segment_region(0, image.shape[0], 0, image.shape[1]), scale)
     blocks = -(-image.shape[0] // block) * -(-image.shape[1] // block)
     logger.info("segmenting a %d × %d image in %d blocks of %d²", image.shape[0], image.shape[1], blocks, block)
-    return assemble_blocks(image.shape[:2], block, prediction.block_margin, segment_region)
+    return Nuclei(*assemble_blocks(image.shape[:2], block, prediction.block_margin, segment_region), scale)

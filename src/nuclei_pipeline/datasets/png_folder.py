@@ -1,5 +1,5 @@
-"""A folder of PNGs written one by one, atomically, each optionally tagged with a key
-and its nuclei's confidences.
+"""A folder of PNGs written one by one, atomically, each optionally tagged with a key,
+its nuclei's confidences and the scale the image was predicted at.
 
 Label images that PNG cannot hold (more than 65,535 nuclei) or that are large
 (over 4096² pixels, e.g. a stitched plate) are written as tiled, compressed
@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 KEY_CHUNK = "nuclei_pipeline_key"
 CONFIDENCE_CHUNK = "nuclei_pipeline_confidence"
-CONTENTS = ("labels", "keys", "confidence")
+SCALE_CHUNK = "nuclei_pipeline_scale"
+CONTENTS = ("labels", "keys", "confidence", "scale")
 SUFFIXES = (".png", ".tif")
 TIFF_ABOVE_PIXELS = 4096 * 4096  # larger label images: tiled TIFF, never one PNG encoded in memory
 
@@ -101,10 +102,18 @@ def _read_confidence(path: Path) -> np.ndarray | None:
     return None if text is None else np.asarray(json.loads(text), dtype=np.float32)
 
 
-def _tags(key: str | None, confidence) -> dict[str, str]:
+def _read_scale(path: Path) -> float | None:
+    """The factor the image was resized by for prediction, ``None`` for a mask stored without it."""
+    text = _read_tags(path).get(SCALE_CHUNK)
+    return None if text is None else float(text)
+
+
+def _tags(key: str | None, confidence, scale: float | None = None) -> dict[str, str]:
     tags = {} if key is None else {KEY_CHUNK: str(key)}
     if confidence is not None:  # 4 decimals: enough to rank and filter, a few bytes per nucleus
         tags[CONFIDENCE_CHUNK] = json.dumps([round(float(c), 4) for c in np.asarray(confidence).ravel()])
+    if scale is not None:
+        tags[SCALE_CHUNK] = repr(float(scale))
     return tags
 
 
@@ -112,9 +121,10 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
     """``{name: image}`` ↔ ``<path>/<name>.png``.
 
     Saving accepts, per name, an array, ``{"image": array, "key": str,
-    "confidence": array}`` (the key, stored in the PNG, tells a later run
+    "confidence": array, "scale": float}`` (the key, stored in the PNG, tells a later run
     what produced the file; ``confidence``, optional, holds one value per
-    label 1 … N, stored beside it), ``{"unchanged": True}`` (the file in
+    label 1 … N, stored beside it; ``scale``, optional, the factor the image
+    was resized by for prediction), ``{"unchanged": True}`` (the file in
     place is current: left as it is), ``None`` (nothing written, a warning;
     a file of that name an earlier run stored is removed, since its input
     could not be read this time), or a callable returning one of these,
@@ -128,14 +138,15 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
     Loading returns ``{name: loader}``: ``loader()`` gives the array
     (``contents: labels``) or the stored confidences (``contents:
     confidence``; ``None`` for a file stored without them); with
-    ``contents: keys`` ``{name: key}`` read from the file headers. An absent
+    ``contents: keys`` ``{name: key}`` and with ``contents: scale``
+    ``{name: scale or None}``, read from the file headers. An absent
     folder loads as ``{}``.
 
     Parameters
     ----------
     path : str
         The folder.
-    contents : {"labels", "keys", "confidence"}
+    contents : {"labels", "keys", "confidence", "scale"}
         What loading returns.
     """
 
@@ -150,6 +161,8 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         files = stored_files(self._path)
         if self._contents == "keys":
             return {name: _read_tags(path).get(KEY_CHUNK) for name, path in files.items()}
+        if self._contents == "scale":
+            return {name: _read_scale(path) for name, path in files.items()}
         read = _read_confidence if self._contents == "confidence" else _read_png
         return {name: partial(read, path) for name, path in files.items()}
 
@@ -171,7 +184,7 @@ class PngFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
                     raise DatasetError(f"{self._path / name}.png was to be kept but does not exist")
                 continue
             if isinstance(value, dict):
-                tags, value = _tags(value.get("key"), value.get("confidence")), value["image"]
+                tags, value = _tags(value.get("key"), value.get("confidence"), value.get("scale")), value["image"]
             value = np.asarray(value)
             suffix = _suffix(value)
             target = self._path / f"{name}{suffix}"

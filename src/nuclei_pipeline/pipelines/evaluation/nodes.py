@@ -30,7 +30,12 @@ from nuclei_pipeline.core.postprocess import (
     object_confidence,
     probabilities_to_labels,
 )
-from nuclei_pipeline.core.predict import nucleus_scale, predict_nuclei, predict_with_spec
+from nuclei_pipeline.core.predict import (
+    confident_scale,
+    nucleus_scale,
+    predict_nuclei,
+    predict_with_spec,
+)
 from nuclei_pipeline.core.sources import source_weights
 from nuclei_pipeline.core.time_budget import budget_seconds
 from nuclei_pipeline.core.tuning import pooled_image_scores
@@ -121,6 +126,42 @@ def predict_validation(
             maps = predict_with_spec(model, sample["image"], model_spec, tta, prediction, scale)
         probabilities[sample["id"]] = maps.astype(np.float16)
     return probabilities
+
+
+def rescale_validation(
+    model: keras.Model,
+    samples: list[dict[str, Any]],
+    probabilities: dict[str, np.ndarray],
+    model_spec: ModelSpec,
+    postprocessing: Postprocessing,
+    evaluation: Evaluation,
+    prediction: Prediction,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """The validation maps at the scale inference would choose, and that scale per image.
+
+    Tuning runs on the maps :func:`predict_validation` made at 1×; with the
+    tuned ``postprocessing`` each image then gets the factor among 1× and
+    ``prediction.alternative_scales`` the model is surest of
+    (:func:`~nuclei_pipeline.core.predict.confident_scale`), as in
+    inference, and an image that takes another factor is predicted again at
+    it. ``probabilities`` unchanged and ``{}`` (no scale chosen) without
+    alternative scales or with ``prediction.nucleus_diameter`` set.
+    """
+    if not prediction.alternative_scales or prediction.nucleus_diameter is not None:
+        return probabilities, {}
+    tta = evaluation.test_time_augmentation
+    chosen, scales = {}, {}
+    for sample in samples:
+        image_id = sample["id"]
+        scale, maps = confident_scale(model, sample["image"], model_spec, postprocessing, prediction)
+        if scale == 1.0:
+            maps = probabilities[image_id]
+        elif maps is None or tta:  # the choice's own maps are a window's, or lack the flips
+            maps = predict_with_spec(model, sample["image"], model_spec, tta, prediction, scale)
+        chosen[image_id], scales[image_id] = maps.astype(np.float16), scale
+    logger.info("validation: %d of %d images predicted at another scale than 1×",
+                sum(scale != 1.0 for scale in scales.values()), len(scales))
+    return chosen, scales
 
 
 def _tuning_workers(workers: int | None) -> int:
@@ -306,9 +347,11 @@ def score_images(
     predictions: dict[str, np.ndarray],
     image_table: pd.DataFrame,
     confidences: dict[str, float],
+    scales: dict[str, float] | None = None,
 ) -> pd.DataFrame:
-    """Per-image table: source, type, counts, score per IoU threshold, mean score, pixel IoU, errors
-    and ``confidence`` (:func:`image_confidences`).
+    """Per-image table: source, type, counts, score per IoU threshold, mean score, pixel IoU, errors,
+    ``confidence`` (:func:`image_confidences`) and the ``scale`` it was predicted at (:func:`rescale_validation`;
+    NaN where none was chosen).
 
     A held-out image of an extra training set has its set's name as ``source`` and ``type``.
     """
@@ -317,7 +360,8 @@ def score_images(
         {"id": sample["id"], "source": _source(sample),
          "type": types.get(sample["id"], sample.get("source", "unknown")),  # held out: its set
          **score_row(sample["labels"], predictions[sample["id"]]),
-         "confidence": confidences.get(sample["id"], float("nan"))}
+         "confidence": confidences.get(sample["id"], float("nan")),
+         "scale": (scales or {}).get(sample["id"], float("nan"))}
         for sample in samples
     ]
     return pd.DataFrame(rows).sort_values("average_precision").reset_index(drop=True)
@@ -339,38 +383,42 @@ def predict_ood_sets(
     postprocessing: Postprocessing,
     evaluation: Evaluation,
     prediction: Prediction,
-) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, float]]]:
-    """Instance labels and mean nucleus confidence for every image of every out-of-distribution set.
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Instance labels, mean nucleus confidence and prediction scale for every image of every
+    out-of-distribution set.
 
     The same prediction and post-processing (tuned on validation) as the
     validation split: these sets only measure, nothing is chosen with them.
-    Returns ``{set: {image id: uint16 labels}}`` and ``{set: {image id:
-    confidence}}`` (:func:`~nuclei_pipeline.core.postprocess.image_confidence`); ``{}`` when no set is there.
+    Returns ``{set: {image id: uint16 labels}}``, ``{set: {image id:
+    confidence}}`` (:func:`~nuclei_pipeline.core.postprocess.image_confidence`) and ``{set: {image id: scale}}``
+    (:func:`~nuclei_pipeline.core.predict.predict_nuclei`); ``{}`` when no set is there.
     """
     predictions: dict[str, dict[str, np.ndarray]] = {}
     confidences: dict[str, dict[str, float]] = {}
+    scales: dict[str, dict[str, float]] = {}
     for set_name, sample in ood_samples(ood_raw):
-        labels, confidence = predict_nuclei(
-            model, sample["image"], model_spec, postprocessing,
-            test_time_augmentation=evaluation.test_time_augmentation,
-            prediction=prediction,
-        )
-        predictions.setdefault(set_name, {})[sample["id"]] = labels.astype(np.uint16)
-        confidences.setdefault(set_name, {})[sample["id"]] = image_confidence(confidence)
+        nuclei = predict_nuclei(model, sample["image"], model_spec, postprocessing,
+                                test_time_augmentation=evaluation.test_time_augmentation, prediction=prediction)
+        predictions.setdefault(set_name, {})[sample["id"]] = nuclei.labels.astype(np.uint16)
+        confidences.setdefault(set_name, {})[sample["id"]] = image_confidence(nuclei.confidence)
+        scales.setdefault(set_name, {})[sample["id"]] = nuclei.scale
     for set_name, labels in predictions.items():
-        logger.info("out-of-distribution set %s: %d images predicted", set_name, len(labels))
-    return predictions, confidences
+        logger.info("out-of-distribution set %s: %d images predicted, %d at another scale than 1×", set_name,
+                    len(labels), sum(scale != 1.0 for scale in scales[set_name].values()))
+    return predictions, confidences, scales
 
 
 def score_ood_images(
     ood_raw: dict[str, dict[str, Any]],
     predictions: dict[str, dict[str, np.ndarray]],
     confidences: dict[str, dict[str, float]],
+    scales: dict[str, dict[str, float]] | None = None,
 ) -> pd.DataFrame:
     """Per-image table of every out-of-distribution set (column ``set``), as :func:`score_images`."""
     rows = [
         {"set": set_name, "id": sample["id"], **score_row(sample["labels"], predictions[set_name][sample["id"]]),
-         "confidence": confidences.get(set_name, {}).get(sample["id"], float("nan"))}
+         "confidence": confidences.get(set_name, {}).get(sample["id"], float("nan")),
+         "scale": (scales or {}).get(set_name, {}).get(sample["id"], float("nan"))}
         for set_name, sample in ood_samples(ood_raw)
         if sample["id"] in predictions.get(set_name, {})
     ]
@@ -392,6 +440,8 @@ def summary_row(dataset: str, group: str, scores: pd.DataFrame) -> dict[str, Any
         **{kind: int(scores[kind].sum()) for kind in ("missed", "extra", "split", "merged")},
         **{column: scores[column].mean() for column in SCORE_COLUMNS},
         **confidence_figures(scores),
+        # images predicted at another scale than 1× (prediction.alternative_scales)
+        "rescaled_images": int((scores["scale"].notna() & scores["scale"].ne(1.0)).sum()) if "scale" in scores else 0,
     }
 
 

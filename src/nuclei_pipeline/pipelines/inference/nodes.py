@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 REPORT_COLUMNS = [
     "id", "status", "height", "width", "nucleus_count",
     "area_mean", "area_median", "area_min", "area_max", "intensity_mean", "pixel_size_um",
-    "confidence", "low_confidence",
+    "confidence", "low_confidence", "scale",
 ]
 
 
@@ -94,6 +94,10 @@ def prediction_key(
     }
     if prediction.nucleus_diameter is not None:
         settings["nucleus_diameter"] = prediction.nucleus_diameter
+    elif prediction.alternative_scales and model_spec.input_mode == "native":  # only where tried: masks made
+        # at 1x alone keep their keys
+        settings["alternative_scales"] = prediction.alternative_scales
+        settings["scale_margin"] = prediction.scale_margin
     if model_spec.normalize_percentiles is not None:
         # Only when set, so masks made before the setting existed keep their keys.
         settings["normalize"] = model_spec.normalize_percentiles
@@ -114,8 +118,9 @@ def predict_one(
     settings: dict[str, Any],
     existing_key: str | None,
 ) -> dict[str, Any]:
-    """Predict one image (here or on a Dask worker): ``{"image": labels, "key": key, "confidence": values}``
-    (each nucleus's confidence, :func:`~nuclei_pipeline.core.predict.predict_nuclei`),
+    """Predict one image (here or on a Dask worker): ``{"image": labels, "key": key, "confidence": values,
+    "scale": factor}`` (each nucleus's confidence and the prediction scale,
+    :func:`~nuclei_pipeline.core.predict.predict_nuclei`),
     ``{"unchanged": True}`` when its stored mask has the same key (``settings["resume"]``),
     or ``{"unreadable": reason}``. ``settings``: ``model_key``, ``resume``,
     ``test_time_augmentation`` and ``prediction`` (the typed group)."""
@@ -126,10 +131,10 @@ def predict_one(
     key = image_key(settings["model_key"], image)
     if settings["resume"] and existing_key == key:
         return {"unchanged": True}
-    labels, confidence = predict_nuclei(model, image, model_spec, postprocessing,
-                                        test_time_augmentation=settings["test_time_augmentation"],
-                                        prediction=settings["prediction"])
-    return {"image": labels, "key": key, "confidence": confidence}
+    labels, confidence, scale = predict_nuclei(model, image, model_spec, postprocessing,
+                                               test_time_augmentation=settings["test_time_augmentation"],
+                                               prediction=settings["prediction"])
+    return {"image": labels, "key": key, "confidence": confidence, "scale": scale}
 
 
 def predict_masks(
@@ -449,6 +454,7 @@ def summarise_masks(
     measurements: dict[str, Callable[[], pd.DataFrame]],
     inference: Inference,
     reference: ConfidenceReference | None,
+    scales: dict[str, float | None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Kaggle submission (``ImageId, EncodedPixels``) and a per-image report.
 
@@ -462,7 +468,9 @@ def summarise_masks(
     (``auto``: ``reference``, the model's validation lower quartile, see
     :func:`min_confidence`) is marked ``low_confidence`` and named in a
     warning: its masks are likely poor (an image unlike those the model
-    learnt from).
+    learnt from). ``scale``: the factor the image was resized by for
+    prediction, stored with its mask (``scales``; ``prediction.alternative_scales``);
+    NaN where unknown (a mask made before it was stored, a plane of a stack).
     """
     minimum = min_confidence(inference, reference)
     submission_rows, report_rows = [], []
@@ -491,6 +499,7 @@ def summarise_masks(
             "intensity_mean": float(intensity.mean()) if intensity.size else float("nan"),
             "pixel_size_um": _measured_pixel_size(table) or float("nan"),
             **_confidence_fields(table["confidence"], minimum),
+            "scale": _known((scales or {}).get(image_id)),
         })
     report = pd.DataFrame(report_rows, columns=REPORT_COLUMNS)
     unreadable = report.loc[report["status"] == "unreadable", "id"].tolist()
@@ -499,6 +508,10 @@ def summarise_masks(
     _warn_low_confidence(report, minimum)
     logger.info("%d images, %d nuclei", (report["status"] == "ok").sum(), int(report["nucleus_count"].sum()))
     return pd.DataFrame(submission_rows, columns=["ImageId", "EncodedPixels"]), report
+
+
+def _known(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def min_confidence(inference: Inference, reference: ConfidenceReference | None) -> float | None:

@@ -65,7 +65,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 summarise_masks,
                 ["inference_images", "predicted_masks", "nucleus_measurements", "params:inference",
-                 "confidence_reference"],
+                 "confidence_reference", "mask_scales"],
                 ["submission", "inference_report"],
                 name="summarise_masks",
             ),
