@@ -451,11 +451,18 @@ def test_small_nuclei_the_model_is_unsure_of_are_predicted_at_the_surer_scale(mo
     assert average_precision(truth, chosen.labels) > average_precision(truth, as_it_is.labels) + 0.3
     shapes.clear()
     flipped = predict_nuclei(model, image, spec, post, True, _choice())
-    assert flipped.scale == 2.0 and sorted(shape[0] for shape in shapes) == [96] + [192] * 4  # + the 3 other flips
+    # 1x with its 4 flips, the unflipped probe at 2x (surer), then its 3 other flips
+    assert flipped.scale == 2.0 and sorted(shape[0] for shape in shapes) == [96] * 4 + [192] * 4
     averaged = labels_with_confidence(predict_with_spec(model, image, spec, True, _choice(), 2.0), **post.model_dump())
     assert np.array_equal(flipped.labels, averaged[0])
     np.testing.assert_allclose(flipped.confidence, averaged[1], atol=1e-5)
     assert predict_nuclei(model, image, spec, post, prediction=_choice(scale_margin=0.5)).scale == 1.0
+    shapes.clear()
+    shrunk = predict_nuclei(model, image, spec, post, True, _choice(alternative_scales=[0.5]))
+    # shrunk, the small nuclei are fainter still: the probe is not surer and no flips of it are predicted
+    assert shrunk.scale == 1.0 and sorted(shape[0] for shape in shapes) == [48] + [96] * 4
+    assert np.array_equal(shrunk.labels, predict_nuclei(model, image, spec, post, True,
+                                                        _choice(alternative_scales=[])).labels)
 
 
 def test_the_scale_is_chosen_on_the_central_window_and_only_where_it_can_matter(monkeypatch):
@@ -465,12 +472,13 @@ def test_the_scale_is_chosen_on_the_central_window_and_only_where_it_can_matter(
     image, _ = make_nuclei((160, 200), count=30, radius=(3, 4), seed=5, touching_pair=False)
     post, model = parameters("postprocessing", **COMPONENTS), context_model()
     shapes = _recorded_forward(monkeypatch)
-    scale, maps = confident_scale(model, image, _spec(), post, _choice(block_size=64, block_margin=16))
-    assert scale == 2.0 and maps is None  # a window's maps do not stand for the image
+    choice = confident_scale(model, image, _spec(), post, prediction=_choice(block_size=64, block_margin=16))
+    assert choice.scale == 2.0 and choice.maps is None and choice.labels is None  # a window's do not stand for the image
     assert max(max(shape) for shape in shapes) <= 2 * 64
     shapes.clear()
     resized = _spec(input_mode="resize", size=64)  # the seed's models: the scale has no effect
-    assert confident_scale(model, image, resized, post, _choice()) == (1.0, None) and not shapes
+    assert confident_scale(model, image, resized, post, prediction=_choice()) == (1.0, None, None, None)
+    assert not shapes
     sized = _spec(nucleus_diameter=7.0)  # a given diameter decides the scale, not the confidence
     assert predict_nuclei(model, image, sized, post, prediction=_choice(nucleus_diameter=7)).scale == 1.0
     assert predict_nuclei(model, image, sized, post, prediction=_choice(nucleus_diameter=3.5)).scale == 2.0

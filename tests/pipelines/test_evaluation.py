@@ -415,8 +415,8 @@ def test_validation_is_scored_at_the_scale_inference_would_choose(monkeypatch):
     monkeypatch.setattr(predict, "_forward", lambda model, batch: sizes.append(batch.shape[1]) or forward(model, batch))
     rescaled, scales = rescale_validation(model, samples, maps, spec, post, evaluation, prediction)
     assert scales == {"small": 2.0, "large": 1.0}
-    # each image once at 1x and 2x without flips to choose; the small one again at 2x with its 4 flips
-    assert sorted(sizes) == [96, 96] + [192] * 6
+    # the 1x maps are the tuning's: each image probed at 2x without flips, surer there, then its 3 other flips
+    assert sorted(sizes) == [192] * 8
     np.testing.assert_array_equal(rescaled["large"], maps["large"])
     np.testing.assert_allclose(rescaled["small"].astype(np.float32),
                                predict_with_spec(model, small, spec, True, prediction, 2.0), atol=2e-3)  # with flips

@@ -298,6 +298,11 @@ def nucleus_scale(
     return diameter, scale, maps if whole and scale == 1.0 else None
 
 
+def _comparable(confidence: float) -> float:
+    """An image confidence to compare: NaN (no nucleus found) below any found."""
+    return -1.0 if np.isnan(confidence) else confidence
+
+
 def surest_scale(confidences: dict[float, float], margin: float) -> float:
     """The scale of highest image confidence when it beats the first scale's by more than ``margin``; else the first.
 
@@ -308,13 +313,23 @@ def surest_scale(confidences: dict[float, float], margin: float) -> float:
     another is clearly surer: enlarged nuclei have more interior pixels, so
     an enlarged image looks a little surer for that alone.
     """
-    def known(value: float) -> float:
-        return -1.0 if np.isnan(value) else value
-
     scales = list(confidences)
-    reference = known(confidences[scales[0]])
-    best = max(scales, key=lambda scale: known(confidences[scale]))
-    return best if known(confidences[best]) > reference + margin else scales[0]
+    reference = _comparable(confidences[scales[0]])
+    best = max(scales, key=lambda scale: _comparable(confidences[scale]))
+    return best if _comparable(confidences[best]) > reference + margin else scales[0]
+
+
+class ScaleChoice(NamedTuple):
+    """:func:`confident_scale`'s result."""
+
+    scale: float
+    """The factor chosen (1.0: the image as it is)."""
+    maps: np.ndarray | None
+    """The image's maps at that factor, as ``test_time_augmentation`` asks; ``None`` when only a window was seen."""
+    labels: np.ndarray | None
+    """Their instance labels (``postprocessing``); ``None`` with ``maps``."""
+    confidence: np.ndarray | None
+    """Each label's mean nucleus probability; ``None`` with ``maps``."""
 
 
 def confident_scale(
@@ -322,38 +337,55 @@ def confident_scale(
     image: np.ndarray,
     model_spec: ModelSpec,
     postprocessing: Postprocessing,
+    test_time_augmentation: bool = False,
     prediction: Prediction | None = None,
-) -> tuple[float, np.ndarray | None]:
-    """``(scale, maps)``: the factor among 1× and ``prediction.alternative_scales`` the model is surest of.
+    maps_at_one: np.ndarray | None = None,
+) -> ScaleChoice:
+    """The factor among 1× and ``prediction.alternative_scales`` whose nuclei the model is surest of.
 
     The image (its central ``prediction.block_size`` window at most) is
-    predicted once at each factor without flips (a quarter of a flip-averaged
-    prediction; choices made on these match those made on flip-averaged maps,
-    README *Choosing the scale by confidence*), segmented with
-    ``postprocessing`` and its image confidence compared (:func:`surest_scale`
-    with ``prediction.scale_margin``). ``maps`` are the chosen factor's maps
-    when they cover the whole image (reusable where no flips are wanted),
-    else ``None``. ``(1.0, None)`` without alternative scales, with
-    ``prediction.nucleus_diameter`` set (the user's size decides), or for a
-    model that resizes its input (``input_mode: resize``: scale has no effect).
+    predicted at 1× (or ``maps_at_one`` are used: the whole image's, as
+    ``test_time_augmentation`` asks) and segmented with ``postprocessing``;
+    its image confidence is the reference. Each alternative factor is first
+    probed without flips, a quarter of a flip-averaged prediction: only where
+    the probe is surer than the reference are the other three flips predicted
+    (README *Choosing the scale by confidence*: the probe missed none of the
+    images that flip-averaged confidences switch, while choices made on
+    unflipped maps alone lost on the decision set). The factor that beats the
+    reference by more than ``prediction.scale_margin`` is chosen
+    (:func:`surest_scale`). ``(1.0, None, None, None)`` without alternative
+    scales, with ``prediction.nucleus_diameter`` set (the user's size
+    decides), or for a model that resizes its input (``input_mode: resize``:
+    scale has no effect).
     """
     alternatives = prediction.alternative_scales if prediction else []
     if not alternatives or prediction.nucleus_diameter is not None or model_spec.input_mode != "native":
-        return 1.0, None
+        return ScaleChoice(1.0, None, None, None)
     crop = central_window(image, prediction.block_size)
     whole = crop.shape[:2] == image.shape[:2]
     settings = postprocessing.model_dump()
-    confidences, maps_at = {}, {}
-    for scale in dict.fromkeys((1.0, *alternatives)):
-        maps = predict_with_spec(model, crop, model_spec, False, prediction, scale)
-        confidences[scale] = image_confidence(labels_with_confidence(maps, **settings)[1])
-        if whole:  # a window's maps cannot stand for the image's
-            maps_at[scale] = maps
-    chosen = surest_scale(confidences, prediction.scale_margin)
+
+    def segmented(maps: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], float]:
+        labels, confidence = labels_with_confidence(maps, **settings)
+        return maps, (labels, confidence), image_confidence(confidence)
+
+    reference = maps_at_one if maps_at_one is not None and whole else predict_with_spec(
+        model, crop, model_spec, test_time_augmentation, prediction)
+    candidates = {1.0: segmented(np.asarray(reference, dtype=np.float32))}
+    for scale in dict.fromkeys(alternatives):
+        probe = segmented(predict_with_spec(model, crop, model_spec, False, prediction, scale))
+        if not _comparable(probe[2]) > _comparable(candidates[1.0][2]):
+            continue  # not surer unflipped: its flip average is not predicted
+        candidates[scale] = segmented(predict_with_spec(model, crop, model_spec, True, prediction, scale,
+                                                        unflipped=probe[0])) if test_time_augmentation else probe
+    chosen = surest_scale({scale: candidate[2] for scale, candidate in candidates.items()}, prediction.scale_margin)
     if chosen != 1.0:
         logger.info("predicting at %.2f× size: image confidence %.3f against %.3f at 1×", chosen,
-                    confidences[chosen], confidences[1.0])
-    return chosen, maps_at.get(chosen)
+                    candidates[chosen][2], candidates[1.0][2])
+    if not whole:  # a window's maps cannot stand for the image's
+        return ScaleChoice(chosen, None, None, None)
+    maps, (labels, confidence), _ = candidates[chosen]
+    return ScaleChoice(chosen, maps, labels, confidence)
 
 
 class Nuclei(NamedTuple):
@@ -395,9 +427,10 @@ def predict_nuclei(
     settings = postprocessing.model_dump()
     _, scale, maps = nucleus_scale(model, image, model_spec, postprocessing, test_time_augmentation, prediction)
     if prediction is not None and prediction.nucleus_diameter is None:
-        scale, maps = confident_scale(model, image, model_spec, postprocessing, prediction)
-        if maps is not None and test_time_augmentation:  # the choice's maps are the unflipped quarter
-            maps = predict_with_spec(model, image, model_spec, True, prediction, scale, unflipped=maps)
+        choice = confident_scale(model, image, model_spec, postprocessing, test_time_augmentation, prediction)
+        if choice.labels is not None:  # the choice segmented the whole image at the scale it chose
+            return Nuclei(choice.labels, choice.confidence, choice.scale)
+        scale = choice.scale
     if maps is not None:  # a first pass's own prediction, already at the chosen scale
         return Nuclei(*labels_with_confidence(maps, **settings), scale)
 

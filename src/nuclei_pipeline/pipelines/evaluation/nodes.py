@@ -142,10 +142,10 @@ def rescale_validation(
     Tuning runs on the maps :func:`predict_validation` made at 1×; with the
     tuned ``postprocessing`` each image then gets the factor among 1× and
     ``prediction.alternative_scales`` the model is surest of
-    (:func:`~nuclei_pipeline.core.predict.confident_scale`), as in
-    inference, and an image that takes another factor is predicted again at
-    it. ``probabilities`` unchanged and ``{}`` (no scale chosen) without
-    alternative scales or with ``prediction.nucleus_diameter`` set.
+    (:func:`~nuclei_pipeline.core.predict.confident_scale`, its 1× maps
+    those ``probabilities``), as in inference. ``probabilities`` unchanged and
+    ``{}`` (no scale chosen) without alternative scales or with
+    ``prediction.nucleus_diameter`` set.
     """
     if not prediction.alternative_scales or prediction.nucleus_diameter is not None:
         return probabilities, {}
@@ -153,12 +153,14 @@ def rescale_validation(
     chosen, scales = {}, {}
     for sample in samples:
         image_id = sample["id"]
-        scale, maps = confident_scale(model, sample["image"], model_spec, postprocessing, prediction)
-        if scale == 1.0:
+        choice = confident_scale(model, sample["image"], model_spec, postprocessing, tta, prediction,
+                                 maps_at_one=probabilities[image_id])
+        maps = choice.maps
+        if choice.scale == 1.0:
             maps = probabilities[image_id]
-        elif maps is None or tta:  # the choice's own maps are a window's, or lack the flips
-            maps = predict_with_spec(model, sample["image"], model_spec, tta, prediction, scale)
-        chosen[image_id], scales[image_id] = maps.astype(np.float16), scale
+        elif maps is None:  # chosen on a window of a large image
+            maps = predict_with_spec(model, sample["image"], model_spec, tta, prediction, choice.scale)
+        chosen[image_id], scales[image_id] = maps.astype(np.float16), choice.scale
     logger.info("validation: %d of %d images predicted at another scale than 1×",
                 sum(scale != 1.0 for scale in scales.values()), len(scales))
     return chosen, scales
