@@ -2,7 +2,7 @@
 
 Run after `make data` and `kedro run --pipeline data_processing`:
 ``.venv/bin/python benchmarks/confident_scale.py [--env ENV] [--model shipped] [--scales 1.5 0.67]
-[--margins 0 0.005 0.01 0.02] [--out scales.csv]``.
+[--margins 0 0.005 0.01 0.02] [--no-tta] [--out scales.csv]``.
 
 Enlarging every image finds the small nuclei of ``cpm15``'s 20× tiles but loses validation and
 the held-out 40× tiles (``scale_tta.py``; ``prediction.nucleus_diameter: auto`` likewise). An
@@ -16,6 +16,9 @@ confidence when that beats 1× by more than ``m`` (larger nuclei have more inter
 an enlarged image may look surer for that alone: the margin is read off the decision set).
 Prints, per source, the mAP at 1×, at each scale alone, and per margin with the number of
 images switched; ``--out`` writes the per-image table (scores and confidences per scale).
+``--no-tta`` predicts without the flips: joined with a flip-averaged run's table, it showed that choices
+made on unflipped maps lose the decision set while the unflipped 1.5× confidence is a safe filter for the
+flip-averaged choice (``prediction.alternative_scales``, README "Choosing the scale by confidence").
 """
 
 from __future__ import annotations
