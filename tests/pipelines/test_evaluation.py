@@ -423,6 +423,9 @@ def test_validation_is_scored_at_the_scale_inference_would_choose(monkeypatch):
     unchanged, none = rescale_validation(model, samples, maps, spec, post, evaluation,
                                          parameters("prediction", alternative_scales=[]))
     assert unchanged is maps and none == {}
+    resized = ModelSpec.from_conf({"input_mode": "resize", "size": 64, "target_channels": ["mask"],
+                                   "invert_light_background": False})  # the seed's: a scale would change nothing
+    assert rescale_validation(model, samples, maps, resized, post, evaluation, prediction) == (maps, {})
     table = pd.DataFrame({"id": ["small", "large"], "type": ["fluorescence", "fluorescence"]})
     scores = score_images(samples, postprocess_predictions(rescaled, post), table, {}, scales)
     assert dict(zip(scores["id"], scores["scale"], strict=True)) == scales

@@ -172,9 +172,8 @@ def predict_probabilities(
         model_input, _ = pad_to_multiple(scaled, network_stride(model))
     else:
         raise ValueError(f"preprocessing.input_mode must be 'resize' or 'native', got {input_mode!r}")
-    flips = _FLIPS if test_time_augmentation else ((),)
-    if unflipped is not None and test_time_augmentation:
-        flips = _FLIPS[1:]
+    completing = unflipped is not None and test_time_augmentation  # the unflipped quarter is given
+    flips = (_FLIPS[1:] if completing else _FLIPS) if test_time_augmentation else ((),)
     tiled = input_mode == "native" and tile_size and max(model_input.shape[:2]) > tile_size
     probabilities = _predict_tiles(model, model_input, tile_size, tile_overlap, flips) if tiled else _predict_flips(
         model, model_input, flips)
@@ -183,7 +182,7 @@ def predict_probabilities(
     if probabilities.shape[:2] != (height, width):
         probabilities = resize(probabilities, (height, width), order=1, mode="edge",
                                preserve_range=True).astype(np.float32)
-    if len(flips) == len(_FLIPS) - 1:  # the unflipped maps given: the mean over all four
+    if completing:  # the mean over all four flips
         probabilities = (unflipped + (len(_FLIPS) - 1) * probabilities) / len(_FLIPS)
     return probabilities
 
@@ -332,6 +331,14 @@ class ScaleChoice(NamedTuple):
     """Each label's mean nucleus probability; ``None`` with ``maps``."""
 
 
+def chooses_scale(prediction: Prediction | None, model_spec: ModelSpec) -> bool:
+    """Whether :func:`confident_scale` chooses a scale: ``prediction.alternative_scales`` given, no
+    ``prediction.nucleus_diameter`` (a given or measured size decides instead) and a model whose input
+    keeps the image's size (``input_mode: native``; resized input makes the scale moot)."""
+    return (prediction is not None and bool(prediction.alternative_scales) and prediction.nucleus_diameter is None
+            and model_spec.input_mode == "native")
+
+
 def confident_scale(
     model: keras.Model,
     image: np.ndarray,
@@ -353,13 +360,10 @@ def confident_scale(
     images that flip-averaged confidences switch, while choices made on
     unflipped maps alone lost on the decision set). The factor that beats the
     reference by more than ``prediction.scale_margin`` is chosen
-    (:func:`surest_scale`). ``(1.0, None, None, None)`` without alternative
-    scales, with ``prediction.nucleus_diameter`` set (the user's size
-    decides), or for a model that resizes its input (``input_mode: resize``:
-    scale has no effect).
+    (:func:`surest_scale`). ``(1.0, None, None, None)`` where no scale is
+    chosen (:func:`chooses_scale`).
     """
-    alternatives = prediction.alternative_scales if prediction else []
-    if not alternatives or prediction.nucleus_diameter is not None or model_spec.input_mode != "native":
+    if not chooses_scale(prediction, model_spec):
         return ScaleChoice(1.0, None, None, None)
     crop = central_window(image, prediction.block_size)
     whole = crop.shape[:2] == image.shape[:2]
@@ -372,7 +376,7 @@ def confident_scale(
     reference = maps_at_one if maps_at_one is not None and whole else predict_with_spec(
         model, crop, model_spec, test_time_augmentation, prediction)
     candidates = {1.0: segmented(np.asarray(reference, dtype=np.float32))}
-    for scale in dict.fromkeys(alternatives):
+    for scale in dict.fromkeys(prediction.alternative_scales):
         probe = segmented(predict_with_spec(model, crop, model_spec, False, prediction, scale))
         if not _comparable(probe[2]) > _comparable(candidates[1.0][2]):
             continue  # not surer unflipped: its flip average is not predicted
@@ -426,7 +430,7 @@ def predict_nuclei(
     """
     settings = postprocessing.model_dump()
     _, scale, maps = nucleus_scale(model, image, model_spec, postprocessing, test_time_augmentation, prediction)
-    if prediction is not None and prediction.nucleus_diameter is None:
+    if chooses_scale(prediction, model_spec):
         choice = confident_scale(model, image, model_spec, postprocessing, test_time_augmentation, prediction)
         if choice.labels is not None:  # the choice segmented the whole image at the scale it chose
             return Nuclei(choice.labels, choice.confidence, choice.scale)

@@ -31,6 +31,7 @@ from nuclei_pipeline.core.postprocess import (
     probabilities_to_labels,
 )
 from nuclei_pipeline.core.predict import (
+    chooses_scale,
     confident_scale,
     nucleus_scale,
     predict_nuclei,
@@ -144,10 +145,9 @@ def rescale_validation(
     ``prediction.alternative_scales`` the model is surest of
     (:func:`~nuclei_pipeline.core.predict.confident_scale`, its 1× maps
     those ``probabilities``), as in inference. ``probabilities`` unchanged and
-    ``{}`` (no scale chosen) without alternative scales or with
-    ``prediction.nucleus_diameter`` set.
+    ``{}`` where no scale is chosen (:func:`~nuclei_pipeline.core.predict.chooses_scale`).
     """
-    if not prediction.alternative_scales or prediction.nucleus_diameter is not None:
+    if not chooses_scale(prediction, model_spec):
         return probabilities, {}
     tta = evaluation.test_time_augmentation
     chosen, scales = {}, {}

@@ -21,7 +21,7 @@ from nuclei_pipeline.core.images import ImageReadError, pixel_digest
 from nuclei_pipeline.core.measure import measure_nuclei, measure_nuclei_3d, outline_polygons
 from nuclei_pipeline.core.overlays import colour_labels, draw_outlines, overview, overview_step
 from nuclei_pipeline.core.postprocess import image_confidence
-from nuclei_pipeline.core.predict import predict_nuclei
+from nuclei_pipeline.core.predict import chooses_scale, predict_nuclei
 from nuclei_pipeline.core.rle import labels_to_rles
 from nuclei_pipeline.core.stitch import link_by_overlap, nuclei_in_3d
 from nuclei_pipeline.executors import executor_for
@@ -94,8 +94,7 @@ def prediction_key(
     }
     if prediction.nucleus_diameter is not None:
         settings["nucleus_diameter"] = prediction.nucleus_diameter
-    elif prediction.alternative_scales and model_spec.input_mode == "native":  # only where tried: masks made
-        # at 1x alone keep their keys
+    elif chooses_scale(prediction, model_spec):  # only where chosen: masks made at 1x alone keep their keys
         settings["alternative_scales"] = prediction.alternative_scales
         settings["scale_margin"] = prediction.scale_margin
     if model_spec.normalize_percentiles is not None:
